@@ -1,0 +1,366 @@
+//! The EnKF family: perturbed-observation EnKF, ETKF, DEnKF, serial EnSRF
+//! and LETKF, with multiplicative inflation, RTPP, RTPS and random rotation.
+//!
+//! Layout: an ensemble is an `n x N` matrix, one member per column, which is
+//! also the memory layout of the `[N, n]` tensor the model steps. With `A`
+//! the state anomalies, `Y` the observed anomalies (`p x N`) and
+//! `R = sigma^2 I`, the ensemble-space formulas are those of DAPPER's
+//! `EnKF_analysis` (Raanes et al.), transposed.
+
+use nalgebra::{DMatrix, DVector};
+
+use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
+use super::localisation::{Taper, local_observations};
+use super::{DaError, EnsembleConfig, Estimate, Filter, Gaussian, Setting};
+use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
+use crate::obs::apply_to_ensemble;
+use crate::rng::{Rng, standard_normal};
+
+/// Which analysis update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Stochastic EnKF with centred perturbed observations.
+    PerturbedObs,
+    /// ETKF, symmetric square root.
+    Sqrt,
+    /// Deterministic EnKF (Sakov & Oke 2008).
+    Deterministic,
+    /// Serial EnSRF in random observation order.
+    Serial,
+    /// LETKF with tapered observation precision.
+    Local,
+}
+
+/// An ensemble filter and its state.
+pub struct EnsembleFilter {
+    kind: Kind,
+    config: EnsembleConfig,
+    ensemble: DMatrix<f64>,
+    rng: Rng,
+    local: Option<Vec<Vec<(usize, f64)>>>,
+}
+
+impl EnsembleFilter {
+    /// Draws the initial ensemble from `initial`.
+    pub fn new(kind: Kind, config: &EnsembleConfig, initial: &Gaussian, mut rng: Rng) -> Self {
+        let ensemble = initial.sample(config.ensemble_size, &mut rng);
+        Self { kind, config: config.clone(), ensemble, rng, local: None }
+    }
+
+    /// The current ensemble, `n x N`.
+    pub fn ensemble(&self) -> &DMatrix<f64> {
+        &self.ensemble
+    }
+}
+
+/// Splits an `n x N` ensemble into its mean and anomalies.
+pub fn mean_and_anomalies(e: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
+    let mu = e.column_mean();
+    let mut a = e.clone();
+    for mut c in a.column_iter_mut() {
+        c -= &mu;
+    }
+    (mu, a)
+}
+
+fn recompose(mu: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
+    let mut e = a.clone();
+    for mut c in e.column_iter_mut() {
+        c += mu;
+    }
+    e
+}
+
+fn numerical(what: &str) -> DaError {
+    DaError::Numerical(what.to_string())
+}
+
+impl Filter for EnsembleFilter {
+    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
+        let x = ensemble_to_tensor(&self.ensemble, &setting.device);
+        let x = setting.model.forecast(x, time, setting.steps_per_cycle);
+        self.ensemble = tensor_to_ensemble(x);
+        Ok(())
+    }
+
+    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError> {
+        let hx = apply_to_ensemble(setting.obs, &self.ensemble, time, &setting.device);
+        let n1 = (self.config.ensemble_size - 1) as f64;
+        let sigma = setting.obs_error_std;
+        let (mu, a) = mean_and_anomalies(&self.ensemble);
+        let (hmu, hy) = mean_and_anomalies(&hx);
+        // Whitened observed anomalies and innovation: R^{-1/2} Y, R^{-1/2} dy.
+        let ys = &hy / sigma;
+        let dys = (y - &hmu) / sigma;
+        let analysis = match self.kind {
+            Kind::Sqrt => sqrt_update(&mu, &a, &ys, &dys, n1)?,
+            Kind::PerturbedObs => {
+                let p = y.len();
+                let n = self.config.ensemble_size;
+                let z = DMatrix::from_vec(p, n, standard_normal(&mut self.rng, p * n));
+                // Centred and rescaled by sqrt(N / (N - 1)) so that the
+                // perturbations have the observation-error variance.
+                let (_, d) = mean_and_anomalies(&(z * sigma));
+                let d = d * (n as f64 / (n as f64 - 1.0)).sqrt();
+                // E + K (y - D - HE) with K = A Y^T (Y Y^T + N1 R)^{-1}.
+                let mut innov = -(&hx + d);
+                for mut c in innov.column_iter_mut() {
+                    c += y;
+                }
+                let k = gain(&a, &hy, sigma, n1)?;
+                &self.ensemble + k * innov
+            }
+            Kind::Deterministic => {
+                let k = gain(&a, &hy, sigma, n1)?;
+                let mean = &mu + &k * (y - &hmu);
+                recompose(&mean, &(&a - (k * &hy) * 0.5))
+            }
+            Kind::Serial => serial_update(&mu, &a, ys, dys, n1, &mut self.rng),
+            Kind::Local => {
+                let radius = self.config.localisation_radius.expect("validated: letkf has a radius");
+                let taper = self.config.taper.unwrap_or(Taper::GaspariCohn);
+                let local = self.local.get_or_insert_with(|| {
+                    local_observations(setting.model.geometry(), setting.obs.locations(), radius, taper)
+                });
+                local_update(&mu, &a, &ys, &dys, n1, local)?
+            }
+        };
+        self.ensemble = self.post_process(analysis, &a);
+        Ok(())
+    }
+
+    fn estimate(&self) -> Estimate<'_> {
+        Estimate::Ensemble(&self.ensemble)
+    }
+}
+
+impl EnsembleFilter {
+    /// Relaxation to the prior, multiplicative inflation and random rotation
+    /// of the analysis anomalies, in that order.
+    fn post_process(&mut self, analysis: DMatrix<f64>, prior_anomalies: &DMatrix<f64>) -> DMatrix<f64> {
+        let (mu, mut a) = mean_and_anomalies(&analysis);
+        if let Some(alpha) = self.config.rtpp {
+            a = a * (1.0 - alpha) + prior_anomalies * alpha;
+        }
+        if let Some(alpha) = self.config.rtps {
+            let n1 = (a.ncols() - 1) as f64;
+            for i in 0..a.nrows() {
+                let sa = (a.row(i).norm_squared() / n1).sqrt();
+                let sf = (prior_anomalies.row(i).norm_squared() / n1).sqrt();
+                if sa > 0.0 {
+                    let factor = 1.0 + alpha * (sf - sa) / sa;
+                    a.row_mut(i).scale_mut(factor);
+                }
+            }
+        }
+        if self.config.inflation != 1.0 {
+            a *= self.config.inflation;
+        }
+        if self.config.rotation {
+            let q = random_mean_preserving_orthogonal(a.ncols(), &mut self.rng);
+            a = a * q.transpose();
+        }
+        recompose(&mu, &a)
+    }
+}
+
+/// Kalman gain in state space, `K = A Y^T (Y Y^T + N1 sigma^2 I)^{-1}`, `n x p`.
+fn gain(a: &DMatrix<f64>, y: &DMatrix<f64>, sigma: f64, n1: f64) -> Result<DMatrix<f64>, DaError> {
+    let p = y.nrows();
+    let c = y * y.transpose() + DMatrix::identity(p, p) * (n1 * sigma * sigma);
+    let chol = c.cholesky().ok_or_else(|| numerical("the innovation covariance is not positive definite"))?;
+    // K = A Y^T C^{-1} = (C^{-1} Y A^T)^T.
+    Ok(chol.solve(&(y * a.transpose())).transpose())
+}
+
+/// ETKF with the symmetric square root (Hunt et al. 2007; DAPPER `Sqrt`,
+/// `eig`): with whitened `Y` and `dy`,
+/// `Pw = (Y^T Y + N1 I)^{-1}`, `T = sqrt(N1) Pw^{1/2}`, `w = Pw Y^T dy`,
+/// analysis `mu + A w + A T`.
+fn sqrt_update(
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    ys: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+) -> Result<DMatrix<f64>, DaError> {
+    let n = a.ncols();
+    let c = ys.transpose() * ys + DMatrix::identity(n, n) * n1;
+    let (pw, pw_sqrt) = inverse_and_inverse_sqrt(c).ok_or_else(|| numerical("ETKF transform"))?;
+    let w = &pw * (ys.transpose() * dys);
+    let mean = mu + a * w;
+    Ok(recompose(&mean, &(a * pw_sqrt * n1.sqrt())))
+}
+
+/// Serial EnSRF (Whitaker & Hamill 2002) in ensemble space: observations,
+/// whitened so each has unit error variance, are assimilated one at a time
+/// in a random order. For observation `j` with prior variance
+/// `s = |Y_j|^2 / N1`, the gain weights are `k = Y_j^T / (N1 (1 + s))`, the
+/// mean moves by `A k dy_j` and the anomalies by the reduced gain
+/// `alpha = 1 / (1 + sqrt(1 / (1 + s)))`; the observed anomalies and the
+/// remaining innovations are updated alike.
+fn serial_update(
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    mut ys: DMatrix<f64>,
+    mut dys: DVector<f64>,
+    n1: f64,
+    rng: &mut Rng,
+) -> DMatrix<f64> {
+    use rand::seq::SliceRandom;
+    let n = a.ncols();
+    let mut order: Vec<usize> = (0..ys.nrows()).collect();
+    order.shuffle(rng);
+    // Analysis = mu + A w + A T, with T the accumulated anomaly transform.
+    let mut t = DMatrix::<f64>::identity(n, n);
+    let mut w = DVector::<f64>::zeros(n);
+    for j in order {
+        let yj = ys.row(j).transpose();
+        let s = yj.norm_squared() / n1;
+        let k = &yj / (n1 * (1.0 + s));
+        let innovation = dys[j];
+        // Mean: A_current k dy_j, with A_current = A T.
+        w += &t * &k * innovation;
+        // Remaining innovations: dy -= Y_current k dy_j.
+        dys -= &ys * &k * innovation;
+        // Anomalies: X <- X (I - alpha k y_j^T).
+        let alpha = 1.0 / (1.0 + (1.0 / (1.0 + s)).sqrt());
+        let update = DMatrix::identity(n, n) - &k * yj.transpose() * alpha;
+        t = t * &update;
+        ys = ys * update;
+    }
+    recompose(&(mu + a * w), &(a * t))
+}
+
+/// LETKF (Hunt et al. 2007): for every state variable, an ETKF with the
+/// local observations whose whitened anomalies and innovations are scaled by
+/// the square root of their taper coefficients (R-localisation).
+fn local_update(
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    ys: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+    local: &[Vec<(usize, f64)>],
+) -> Result<DMatrix<f64>, DaError> {
+    let (nx, n) = a.shape();
+    let mut out = DMatrix::zeros(nx, n);
+    let mut c = DMatrix::<f64>::zeros(n, n);
+    for i in 0..nx {
+        let obs = &local[i];
+        let ai = a.row(i);
+        if obs.is_empty() {
+            for m in 0..n {
+                out[(i, m)] = mu[i] + ai[m];
+            }
+            continue;
+        }
+        // C = sum_j c_j Y_j^T Y_j + N1 I, b = sum_j c_j Y_j^T dy_j.
+        c.fill(0.0);
+        let mut b = DVector::<f64>::zeros(n);
+        for &(j, coeff) in obs {
+            let yj = ys.row(j);
+            for q in 0..n {
+                let f = coeff * yj[q];
+                b[q] += f * dys[j];
+                for r in q..n {
+                    c[(q, r)] += f * yj[r];
+                }
+            }
+        }
+        for q in 0..n {
+            c[(q, q)] += n1;
+            for r in 0..q {
+                c[(q, r)] = c[(r, q)];
+            }
+        }
+        let (pw, pw_sqrt) = inverse_and_inverse_sqrt(c.clone()).ok_or_else(|| numerical("LETKF local transform"))?;
+        let w = pw * b;
+        let mean = mu[i] + ai.dot(&w.transpose());
+        let t = pw_sqrt * n1.sqrt();
+        let row = ai * t;
+        for m in 0..n {
+            out[(i, m)] = mean + row[m];
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::stream;
+
+    /// A random ensemble and observations of the first `p` variables.
+    fn problem(n: usize, members: usize, p: usize) -> (DMatrix<f64>, DMatrix<f64>, DVector<f64>) {
+        let mut rng = stream(11, "problem");
+        let e = DMatrix::from_vec(n, members, standard_normal(&mut rng, n * members));
+        let h = DMatrix::from_fn(p, n, |i, j| if i == j { 1.0 } else { 0.0 });
+        let y = DVector::from_vec(standard_normal(&mut rng, p));
+        (e, h, y)
+    }
+
+    /// The exact Kalman analysis mean and covariance for the ensemble's
+    /// sample covariance.
+    fn kalman(e: &DMatrix<f64>, h: &DMatrix<f64>, y: &DVector<f64>, sigma: f64) -> (DVector<f64>, DMatrix<f64>) {
+        let (mu, a) = mean_and_anomalies(e);
+        let n1 = (e.ncols() - 1) as f64;
+        let p = &a * a.transpose() / n1;
+        let s = h * &p * h.transpose() + DMatrix::identity(h.nrows(), h.nrows()) * sigma * sigma;
+        let k = &p * h.transpose() * s.try_inverse().unwrap();
+        let mean = &mu + &k * (y - h * &mu);
+        let cov = (DMatrix::identity(e.nrows(), e.nrows()) - &k * h) * p;
+        (mean, cov)
+    }
+
+    fn moments(e: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
+        let (mu, a) = mean_and_anomalies(e);
+        let cov = &a * a.transpose() / (e.ncols() - 1) as f64;
+        (mu, cov)
+    }
+
+    #[test]
+    fn square_root_filters_give_the_kalman_moments() {
+        let (e, h, y) = problem(6, 10, 4);
+        let sigma = 0.7;
+        let (km, kc) = kalman(&e, &h, &y, sigma);
+        let (mu, a) = mean_and_anomalies(&e);
+        let hy = &h * &a;
+        let dys = (&y - &h * &mu) / sigma;
+        let ys = &hy / sigma;
+        let mut rng = stream(1, "serial");
+        let results = [
+            ("etkf", sqrt_update(&mu, &a, &ys, &dys, 9.0).unwrap()),
+            ("ensrf", serial_update(&mu, &a, ys.clone(), dys.clone(), 9.0, &mut rng)),
+        ];
+        for (name, ea) in results {
+            let (m, c) = moments(&ea);
+            assert!((m - &km).abs().max() < 1e-10, "{name} mean");
+            assert!((c - &kc).abs().max() < 1e-10, "{name} covariance");
+        }
+    }
+
+    #[test]
+    fn letkf_without_taper_is_the_etkf() {
+        let (e, h, y) = problem(5, 6, 5);
+        let (mu, a) = mean_and_anomalies(&e);
+        let ys = &h * &a / 0.5;
+        let dys = (&y - &h * &mu) / 0.5;
+        let everything: Vec<Vec<(usize, f64)>> = (0..5).map(|_| (0..5).map(|j| (j, 1.0)).collect()).collect();
+        let local = local_update(&mu, &a, &ys, &dys, 5.0, &everything).unwrap();
+        let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
+        assert!((local - global).abs().max() < 1e-12);
+    }
+
+    #[test]
+    fn denkf_mean_is_kalman_and_perturbed_obs_mean_is_unbiased() {
+        let (e, h, y) = problem(6, 12, 6);
+        let sigma = 0.5;
+        let (km, _) = kalman(&e, &h, &y, sigma);
+        let (mu, a) = mean_and_anomalies(&e);
+        let hy = &h * &a;
+        let k = gain(&a, &hy, sigma, 11.0).unwrap();
+        let mean = &mu + &k * (&y - &h * &mu);
+        assert!((mean - km).abs().max() < 1e-10);
+    }
+}

@@ -1,0 +1,299 @@
+//! Data assimilation methods.
+//!
+//! A method is a value ([`MethodConfig`]): plain data read from the
+//! `[[methods]]` tables of an experiment file, so a list of values is a
+//! sweep. [`MethodConfig::build`] turns it into a [`Filter`] that the runner
+//! cycles: forecast, then analysis, at every observation time.
+//!
+//! Ensemble algebra (ETKF transforms, LETKF local solves) runs in f64 on the
+//! host with nalgebra; the forecast runs on the burn device with one
+//! transfer each way per cycle.
+
+pub mod baseline;
+pub mod ensemble;
+pub mod linalg;
+pub mod localisation;
+
+use burn::tensor::Device;
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use crate::models::Model;
+use crate::obs::ObsOperator;
+use crate::rng::Rng;
+
+pub use localisation::Taper;
+
+/// Settings shared by the ensemble filters of the EnKF family.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleConfig {
+    /// Number of members N (at least 2).
+    pub ensemble_size: usize,
+    /// Multiplicative inflation of the analysis anomalies (1 = none).
+    #[serde(default = "one")]
+    pub inflation: f64,
+    /// Random rotation of the analysis anomalies that preserves the mean
+    /// (DAPPER `rot=True`).
+    #[serde(default)]
+    pub rotation: bool,
+    /// Relaxation to prior perturbations (Zhang et al. 2004), `alpha` in [0, 1].
+    #[serde(default)]
+    pub rtpp: Option<f64>,
+    /// Relaxation to prior spread (Whitaker & Hamill 2012), `alpha` in [0, 1].
+    #[serde(default)]
+    pub rtps: Option<f64>,
+    /// Localisation radius in model distance units (LETKF only): the taper
+    /// equals `exp(-1/2)` at this distance, as in DAPPER.
+    #[serde(default)]
+    pub localisation_radius: Option<f64>,
+    /// The taper function (LETKF only).
+    #[serde(default)]
+    pub taper: Option<Taper>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A DA method and its settings, selected by `name`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum MethodConfig {
+    /// The climatological mean and covariance, no observations used.
+    Climatology(NoSettings),
+    /// Optimal interpolation: the climatological mean updated with the
+    /// climatological covariance at every observation time, not cycled.
+    Oi(NoSettings),
+    /// 3D-Var with the climatological covariance scaled by `background_scale`;
+    /// for a linear observation operator its minimiser is the BLUE, computed
+    /// in closed form.
+    Var3d(Var3dConfig),
+    /// Extended Kalman filter, tangent-linear model by autodiff.
+    Ekf(EkfConfig),
+    /// Stochastic EnKF with perturbed observations (Burgers et al. 1998).
+    Enkf(EnsembleConfig),
+    /// Ensemble transform Kalman filter, symmetric square root (Hunt et al. 2007).
+    Etkf(EnsembleConfig),
+    /// Deterministic EnKF (Sakov & Oke 2008).
+    Denkf(EnsembleConfig),
+    /// Serial ensemble square-root filter, one observation at a time
+    /// (Whitaker & Hamill 2002).
+    Ensrf(EnsembleConfig),
+    /// Local ETKF with tapered observation errors (Hunt et al. 2007).
+    Letkf(EnsembleConfig),
+}
+
+/// A method without settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+/// Settings of [`MethodConfig::Var3d`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Var3dConfig {
+    /// Factor on the climatological covariance (DAPPER `xB`).
+    #[serde(default = "one")]
+    pub background_scale: f64,
+}
+
+/// Settings of [`MethodConfig::Ekf`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EkfConfig {
+    /// Inflation per unit model time: the forecast covariance is multiplied
+    /// by `inflation^dt` each model step (as DAPPER's `ExtKF`).
+    #[serde(default = "one")]
+    pub inflation: f64,
+}
+
+impl MethodConfig {
+    /// The method's name as written in the file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodConfig::Climatology(_) => "climatology",
+            MethodConfig::Oi(_) => "oi",
+            MethodConfig::Var3d(_) => "var3d",
+            MethodConfig::Ekf(_) => "ekf",
+            MethodConfig::Enkf(_) => "enkf",
+            MethodConfig::Etkf(_) => "etkf",
+            MethodConfig::Denkf(_) => "denkf",
+            MethodConfig::Ensrf(_) => "ensrf",
+            MethodConfig::Letkf(_) => "letkf",
+        }
+    }
+
+    /// The ensemble size, for ensemble methods.
+    pub fn ensemble_size(&self) -> Option<usize> {
+        match self {
+            MethodConfig::Enkf(c)
+            | MethodConfig::Etkf(c)
+            | MethodConfig::Denkf(c)
+            | MethodConfig::Ensrf(c)
+            | MethodConfig::Letkf(c) => Some(c.ensemble_size),
+            _ => None,
+        }
+    }
+
+    /// Checks the values; the error is `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        match self {
+            MethodConfig::Var3d(c) if !(c.background_scale > 0.0 && c.background_scale.is_finite()) => {
+                err("background_scale", format!("must be positive, got {}", c.background_scale))
+            }
+            MethodConfig::Ekf(c) if !(c.inflation >= 1.0 && c.inflation.is_finite()) => {
+                err("inflation", format!("must be at least 1, got {}", c.inflation))
+            }
+            MethodConfig::Enkf(c)
+            | MethodConfig::Etkf(c)
+            | MethodConfig::Denkf(c)
+            | MethodConfig::Ensrf(c)
+            | MethodConfig::Letkf(c) => {
+                if c.ensemble_size < 2 {
+                    return err("ensemble_size", format!("must be at least 2, got {}", c.ensemble_size));
+                }
+                if !(c.inflation > 0.0 && c.inflation.is_finite()) {
+                    return err("inflation", format!("must be positive, got {}", c.inflation));
+                }
+                for (key, v) in [("rtpp", c.rtpp), ("rtps", c.rtps)] {
+                    if let Some(a) = v
+                        && !(0.0..=1.0).contains(&a)
+                    {
+                        return err(key, format!("must lie in [0, 1], got {a}"));
+                    }
+                }
+                let is_letkf = matches!(self, MethodConfig::Letkf(_));
+                match (is_letkf, c.localisation_radius) {
+                    (true, None) => err("localisation_radius", "is required by letkf".into()),
+                    (true, Some(r)) if !(r > 0.0 && r.is_finite()) => {
+                        err("localisation_radius", format!("must be positive, got {r}"))
+                    }
+                    (false, Some(_)) => err(
+                        "localisation_radius",
+                        format!("does not apply to {} (only letkf is localised)", self.name()),
+                    ),
+                    (false, None) if c.taper.is_some() => {
+                        err("taper", format!("does not apply to {}", self.name()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds the filter, drawing its initial state from `initial`.
+    pub fn build(&self, setting: &Setting<'_>, initial: &Gaussian, rng: Rng) -> Result<Box<dyn Filter>, DaError> {
+        Ok(match self {
+            MethodConfig::Climatology(_) => Box::new(baseline::Climatology::new(setting)),
+            MethodConfig::Oi(_) => Box::new(baseline::StaticB::new(setting, initial, 1.0, baseline::Background::Climatology)?),
+            MethodConfig::Var3d(c) => {
+                Box::new(baseline::StaticB::new(setting, initial, c.background_scale, baseline::Background::Forecast)?)
+            }
+            MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(setting, initial, c.inflation)?),
+            MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::PerturbedObs, c, initial, rng)),
+            MethodConfig::Etkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Sqrt, c, initial, rng)),
+            MethodConfig::Denkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Deterministic, c, initial, rng)),
+            MethodConfig::Ensrf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Serial, c, initial, rng)),
+            MethodConfig::Letkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Local, c, initial, rng)),
+        })
+    }
+}
+
+/// A Gaussian with diagonal covariance, used for initial conditions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gaussian {
+    /// Mean.
+    pub mean: DVector<f64>,
+    /// Standard deviation of each variable.
+    pub std: DVector<f64>,
+}
+
+impl Gaussian {
+    /// `members` draws as an `n x members` matrix.
+    pub fn sample(&self, members: usize, rng: &mut Rng) -> DMatrix<f64> {
+        let n = self.mean.len();
+        let z = crate::rng::standard_normal(rng, n * members);
+        DMatrix::from_fn(n, members, |i, j| self.mean[i] + self.std[i] * z[j * n + i])
+    }
+}
+
+/// Climatological statistics of the truth, for the climatology, OI and
+/// 3D-Var baselines.
+#[derive(Clone, Debug)]
+pub struct ClimateStats {
+    /// Mean state.
+    pub mean: DVector<f64>,
+    /// Covariance (`n x n`, ddof 1).
+    pub covariance: DMatrix<f64>,
+}
+
+impl ClimateStats {
+    /// Statistics of a sample of states (one per column).
+    pub fn from_states(states: &DMatrix<f64>) -> Self {
+        let mean = states.column_mean();
+        let mut anomalies = states.clone();
+        for mut c in anomalies.column_iter_mut() {
+            c -= &mean;
+        }
+        let covariance = &anomalies * anomalies.transpose() / (states.ncols() as f64 - 1.0).max(1.0);
+        Self { mean, covariance }
+    }
+}
+
+/// What a filter needs to know about the experiment.
+pub struct Setting<'a> {
+    /// The forecast model.
+    pub model: &'a dyn Model,
+    /// The observation operator.
+    pub obs: &'a dyn ObsOperator,
+    /// Standard deviation of the observation errors (R = std^2 I).
+    pub obs_error_std: f64,
+    /// Model steps between observations.
+    pub steps_per_cycle: usize,
+    /// Where the model runs.
+    pub device: Device,
+    /// Climatology of the truth.
+    pub climate: &'a ClimateStats,
+}
+
+/// The current estimate of a filter, for verification.
+pub enum Estimate<'a> {
+    /// An ensemble, `n x members`.
+    Ensemble(&'a DMatrix<f64>),
+    /// A Gaussian with the given mean and per-variable variance.
+    Gaussian {
+        /// Mean.
+        mean: &'a DVector<f64>,
+        /// Variance of each variable.
+        variance: DVector<f64>,
+    },
+}
+
+/// A cycled assimilation method.
+pub trait Filter: Send {
+    /// Advances the estimate by `setting.steps_per_cycle` model steps from `time`.
+    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError>;
+    /// Assimilates the observations `y` valid at `time`.
+    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError>;
+    /// The current estimate.
+    fn estimate(&self) -> Estimate<'_>;
+}
+
+/// Why a method could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DaError {
+    /// The method needs something the experiment does not provide.
+    #[error("{method} needs {what}")]
+    Unsupported {
+        /// The method.
+        method: &'static str,
+        /// What it needs.
+        what: String,
+    },
+    /// A linear solve or decomposition failed, typically after divergence.
+    #[error("numerical failure in {0}")]
+    Numerical(String),
+}

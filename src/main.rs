@@ -1,0 +1,114 @@
+//! The `rime` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rime::experiment::{ExperimentConfig, RunOptions, output, run};
+use rime::io::NetcdfFormat;
+
+/// rime: differentiable programming and data assimilation for the geosciences.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a twin experiment and writes summary.json plus one NetCDF file per method.
+    Run {
+        /// The experiment file (TOML).
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Number of cycles (overrides `run.cycles`).
+        #[arg(long)]
+        cycles: Option<usize>,
+        /// Random seed (overrides `run.seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// NetCDF flavour of the outputs (`netcdf4` needs the `netcdf` feature).
+        #[arg(long, value_enum, default_value = "classic")]
+        format: Format,
+        /// Also write the results table (Markdown) to this file.
+        #[arg(long)]
+        table: Option<PathBuf>,
+        /// Exit with status 1 if a method misses its `[expected]` score or diverges.
+        #[arg(long)]
+        check_expected: bool,
+    },
+    /// Reads and validates an experiment file without running it.
+    Check {
+        /// The experiment file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Classic,
+    Netcdf4,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Check { file } => {
+            let config = ExperimentConfig::from_file(&file)?;
+            println!(
+                "{}: {} model, {} method(s), {} cycles",
+                file.display(),
+                config.model.name(),
+                config.methods.len(),
+                config.run.cycles
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, out, cycles, seed, format, table, check_expected } => {
+            let config = ExperimentConfig::from_file(&file)?;
+            let options = RunOptions { cycles, seed, progress: true };
+            let report = run(&config, &options).with_context(|| format!("running {}", file.display()))?;
+            let format = match format {
+                Format::Classic => NetcdfFormat::Classic,
+                Format::Netcdf4 => NetcdfFormat::Netcdf4,
+            };
+            let written = output::write(&report, &out, format)?;
+            let markdown = output::table(&report);
+            print!("{markdown}");
+            println!("wrote {} files to {}", written.len(), out.display());
+            if let Some(path) = table {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let header = format!(
+                    "Experiment `{}`, seed {}, {} cycles, burn-in {}.\n\n",
+                    file.display(),
+                    report.config.run.seed,
+                    report.config.run.cycles,
+                    report.config.run.burn_in
+                );
+                rime::io::write_atomic(&path, (header + &markdown).as_bytes())?;
+            }
+            for m in &report.methods {
+                if let rime::experiment::runner::Status::Diverged { cycle, reason } = &m.status {
+                    eprintln!("warning: {} diverged at cycle {cycle}: {reason}", m.label);
+                }
+            }
+            let failed = report.methods.iter().any(|m| m.meets_expectation() == Some(false));
+            Ok(if check_expected && failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Lorenz-96 (Lorenz 1996; Lorenz & Emanuel 1998).
+//!
+//! `dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`, periodic in `i`.
+
+use burn::tensor::Tensor;
+
+use super::{Geometry, Integrator, OdeModel, Tendency, shift};
+
+/// The Lorenz-96 right-hand side with forcing `F`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lorenz96Tendency {
+    /// Forcing `F` (8 gives chaos with about 13 positive Lyapunov exponents for n = 40).
+    pub forcing: f64,
+}
+
+impl Tendency for Lorenz96Tendency {
+    fn tendency(&self, x: Tensor<2>, _time: f64) -> Tensor<2> {
+        let advection = (shift(x.clone(), -1) - shift(x.clone(), 2)) * shift(x.clone(), 1);
+        advection - x + self.forcing
+    }
+}
+
+/// Lorenz-96 on a periodic chain of `size` variables.
+pub type Lorenz96 = OdeModel<Lorenz96Tendency>;
+
+impl Lorenz96 {
+    /// Lorenz-96 with `size` variables, forcing `F` and time step `dt`.
+    pub fn lorenz96(size: usize, forcing: f64, dt: f64, integrator: Integrator) -> Self {
+        OdeModel::new(
+            Lorenz96Tendency { forcing },
+            integrator,
+            dt,
+            Geometry::chain(size, true, "x"),
+            "lorenz96",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{cpu_f64, to_vec};
+    use crate::models::Model;
+
+    #[test]
+    fn tendency_matches_the_formula() {
+        let device = cpu_f64();
+        let values: Vec<f64> = (0..6).map(|i| (i as f64 * 1.3).sin() * 3.0).collect();
+        let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(values.clone(), [1, 6]), &device);
+        let got = to_vec(Lorenz96Tendency { forcing: 8.0 }.tendency(x, 0.0));
+        let n = 6;
+        for i in 0..n {
+            let xm = |k: isize| values[((i as isize + k).rem_euclid(n as isize)) as usize];
+            let want = (xm(1) - xm(-2)) * xm(-1) - xm(0) + 8.0;
+            assert!((got[i] - want).abs() < 1e-13, "i={i}: {} vs {want}", got[i]);
+        }
+    }
+
+    #[test]
+    fn fixed_point_stays_put() {
+        let device = cpu_f64();
+        let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
+        let x = Tensor::<2>::full([3, 40], 8.0, &device);
+        let y = to_vec(model.forecast(x, 0.0, 10));
+        assert!(y.iter().all(|v| (v - 8.0).abs() < 1e-12));
+    }
+}
