@@ -15,7 +15,10 @@ fn filter_cycle(c: &mut Criterion) {
     let device = cpu_f64();
     let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
     let obs = Selection::identity(model.geometry());
-    let climate = ClimateStats { mean: DVector::zeros(40), covariance: DMatrix::identity(40, 40) };
+    let climate = ClimateStats {
+        mean: DVector::zeros(40),
+        covariance: DMatrix::identity(40, 40),
+    };
     let setting = Setting {
         model: &model,
         obs: &obs,
@@ -25,9 +28,15 @@ fn filter_cycle(c: &mut Criterion) {
         climate: &climate,
     };
     // Start on the attractor: spin up one state, then spread members around it.
-    let spin = rime::device::ensemble_to_tensor(&DMatrix::from_fn(40, 1, |i, _| if i == 0 { 1.0 } else { 0.0 }), &device);
+    let spin = rime::device::ensemble_to_tensor(
+        &DMatrix::from_fn(40, 1, |i, _| if i == 0 { 1.0 } else { 0.0 }),
+        &device,
+    );
     let x = rime::device::tensor_to_ensemble(model.forecast(spin, 0.0, 1000));
-    let initial = Gaussian { mean: x.column(0).into_owned(), std: DVector::from_element(40, 1.0) };
+    let initial = Gaussian {
+        mean: x.column(0).into_owned(),
+        std: DVector::from_element(40, 1.0),
+    };
     let y = DVector::from_vec(standard_normal(&mut stream(1, "bench"), 40)) + x.column(0);
 
     let settings = [

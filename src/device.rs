@@ -95,7 +95,8 @@ mod tests {
     #[test]
     fn autodiff_device_is_f64_too() {
         let device = cpu_f64_autodiff();
-        let x = Tensor::<1>::from_data(TensorData::new(vec![1.0 + 1e-12, 2.0], [2]), &device).require_grad();
+        let x = Tensor::<1>::from_data(TensorData::new(vec![1.0 + 1e-12, 2.0], [2]), &device)
+            .require_grad();
         assert_eq!(x.dtype(), burn::tensor::DType::F64);
         let y = x.clone().mul(x.clone()).sum();
         let grads = y.backward();

@@ -77,10 +77,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, out, cycles, seed, format, table, check_expected } => {
+        Command::Run {
+            file,
+            out,
+            cycles,
+            seed,
+            format,
+            table,
+            check_expected,
+        } => {
             let config = ExperimentConfig::from_file(&file)?;
-            let options = RunOptions { cycles, seed, progress: true };
-            let report = run(&config, &options).with_context(|| format!("running {}", file.display()))?;
+            let options = RunOptions {
+                cycles,
+                seed,
+                progress: true,
+            };
+            let report =
+                run(&config, &options).with_context(|| format!("running {}", file.display()))?;
             let format = match format {
                 Format::Classic => NetcdfFormat::Classic,
                 Format::Netcdf4 => NetcdfFormat::Netcdf4,
@@ -91,7 +104,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             println!("wrote {} files to {}", written.len(), out.display());
             if let Some(path) = table {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
                 }
                 let header = format!(
                     "Experiment `{}`, seed {}, {} cycles, burn-in {}.\n\n",
@@ -107,8 +121,15 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     eprintln!("warning: {} diverged at cycle {cycle}: {reason}", m.label);
                 }
             }
-            let failed = report.methods.iter().any(|m| m.meets_expectation() == Some(false));
-            Ok(if check_expected && failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            let failed = report
+                .methods
+                .iter()
+                .any(|m| m.meets_expectation() == Some(false));
+            Ok(if check_expected && failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -28,7 +28,14 @@ fn scratch(name: &str) -> PathBuf {
 /// Runs `file` for `cycles` and checks every method with an expectation.
 fn reproduce(file: &str, cycles: usize) {
     let config = ExperimentConfig::from_file(root().join(file)).unwrap();
-    let report = run(&config, &RunOptions { cycles: Some(cycles), ..Default::default() }).unwrap();
+    let report = run(
+        &config,
+        &RunOptions {
+            cycles: Some(cycles),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     print!("{}", output::table(&report));
     let mut failures = Vec::new();
     for m in &report.methods {
@@ -60,34 +67,68 @@ fn sakov2012_lorenz63_table_shortened() {
 
 #[test]
 fn wilks_parametrisation_beats_plain_truncation() {
-    let mut config = ExperimentConfig::from_file(root().join("experiments/lorenz96_two_scale/wilks2005.toml")).unwrap();
+    let mut config =
+        ExperimentConfig::from_file(root().join("experiments/lorenz96_two_scale/wilks2005.toml"))
+            .unwrap();
     config.methods.retain(|m| m.label != "letkf");
-    let options = RunOptions { cycles: Some(1000), ..Default::default() };
+    let options = RunOptions {
+        cycles: Some(1000),
+        ..Default::default()
+    };
     let with = run(&config, &options).unwrap();
     let rmse = |r: &rime::experiment::Report, label: &str| {
-        r.methods.iter().find(|m| m.label == label).unwrap().summary.rmse_a.unwrap()
+        r.methods
+            .iter()
+            .find(|m| m.label == label)
+            .unwrap()
+            .summary
+            .rmse_a
+            .unwrap()
     };
-    if let Some(rime::models::ModelConfig::Lorenz96Truncated { parametrisation, .. }) = &mut config.forecast_model {
+    if let Some(rime::models::ModelConfig::Lorenz96Truncated {
+        parametrisation, ..
+    }) = &mut config.forecast_model
+    {
         *parametrisation = rime::models::Parametrisation::None;
     } else {
         panic!("wilks2005.toml cycles the truncated model");
     }
     let without = run(&config, &options).unwrap();
-    let (w, wo, clim) = (rmse(&with, "etkf"), rmse(&without, "etkf"), rmse(&with, "climatology"));
+    let (w, wo, clim) = (
+        rmse(&with, "etkf"),
+        rmse(&without, "etkf"),
+        rmse(&with, "climatology"),
+    );
     println!("etkf rmse_a: wilks {w:.4}, none {wo:.4}; climatology {clim:.4}");
     assert!(w < wo, "the parametrisation should help: {w} vs {wo}");
-    assert!(w < 0.5 * clim, "the filter should beat climatology: {w} vs {clim}");
+    assert!(
+        w < 0.5 * clim,
+        "the filter should beat climatology: {w} vs {clim}"
+    );
 }
 
 #[test]
 fn same_seed_same_numbers() {
-    let config = ExperimentConfig::from_file(root().join("experiments/lorenz96/sakov2008.toml")).unwrap();
+    let config =
+        ExperimentConfig::from_file(root().join("experiments/lorenz96/sakov2008.toml")).unwrap();
     let mut config = config;
-    config.methods.retain(|m| ["enkf", "letkf", "ensrf"].contains(&m.label.as_str()));
-    let options = RunOptions { cycles: Some(100), ..Default::default() };
+    config
+        .methods
+        .retain(|m| ["enkf", "letkf", "ensrf"].contains(&m.label.as_str()));
+    let options = RunOptions {
+        cycles: Some(100),
+        ..Default::default()
+    };
     let a = run(&config, &options).unwrap();
     let b = run(&config, &options).unwrap();
-    let c = run(&config, &RunOptions { seed: Some(1), ..options }).unwrap();
+    let c = run(
+        &config,
+        &RunOptions {
+            seed: Some(1),
+            ..options
+        },
+    )
+    .unwrap();
     for ((x, y), z) in a.methods.iter().zip(&b.methods).zip(&c.methods) {
         assert_eq!(x.series.rmse_a, y.series.rmse_a, "{}", x.label);
         assert_ne!(x.series.rmse_a, z.series.rmse_a, "{}", x.label);
@@ -96,7 +137,15 @@ fn same_seed_same_numbers() {
     let mut alone = config.clone();
     alone.methods.retain(|m| m.label == "letkf");
     let d = run(&alone, &options).unwrap();
-    assert_eq!(d.methods[0].series.rmse_a, a.methods.iter().find(|m| m.label == "letkf").unwrap().series.rmse_a);
+    assert_eq!(
+        d.methods[0].series.rmse_a,
+        a.methods
+            .iter()
+            .find(|m| m.label == "letkf")
+            .unwrap()
+            .series
+            .rmse_a
+    );
 }
 
 const SMALL: &str = r#"
@@ -128,12 +177,17 @@ fn a_diverging_method_is_reported_and_the_others_finish() {
     // Climatology's RMSE (about 3.6) exceeds the divergence limit of 2.
     let config = ExperimentConfig::from_toml(SMALL, Path::new("small.toml")).unwrap();
     let report = run(&config, &RunOptions::default()).unwrap();
-    assert!(matches!(report.methods[0].status, Status::Diverged { cycle: 0, .. }), "{:?}", report.methods[0].status);
+    assert!(
+        matches!(report.methods[0].status, Status::Diverged { cycle: 0, .. }),
+        "{:?}",
+        report.methods[0].status
+    );
     assert_eq!(report.methods[1].status, Status::Ok);
     assert!(report.methods[1].summary.rmse_a.unwrap() < 2.0);
     let dir = scratch("diverge");
     output::write(&report, &dir, NetcdfFormat::Classic).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["methods"][0]["status"], "diverged");
     assert_eq!(summary["methods"][0]["diverged_at_cycle"], 0);
     assert!(summary["methods"][0]["rmse_a"].is_null());
@@ -144,23 +198,46 @@ fn a_diverging_method_is_reported_and_the_others_finish() {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
 fn netcdf_output_reads_back() {
-    let config = ExperimentConfig::from_toml(&SMALL.replace("divergence_rmse = 2.0", ""), Path::new("small.toml")).unwrap();
+    let config = ExperimentConfig::from_toml(
+        &SMALL.replace("divergence_rmse = 2.0", ""),
+        Path::new("small.toml"),
+    )
+    .unwrap();
     let report = run(&config, &RunOptions::default()).unwrap();
     let dir = scratch("netcdf");
     output::write(&report, &dir, NetcdfFormat::Classic).unwrap();
     let ds = rime::io::read_classic(&dir.join("etkf.nc")).unwrap();
-    let dims: Vec<_> = ds.dimensions.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-    assert!(dims.contains(&("time", 60)) && dims.contains(&("x", 40)) && dims.contains(&("obs", 20)), "{dims:?}");
-    let var = |name: &str| ds.variables.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no {name}"));
-    let rime::io::VarData::F64(truth) = &var("truth").data else { panic!("truth is f64") };
+    let dims: Vec<_> = ds
+        .dimensions
+        .iter()
+        .map(|(n, l)| (n.as_str(), *l))
+        .collect();
+    assert!(
+        dims.contains(&("time", 60)) && dims.contains(&("x", 40)) && dims.contains(&("obs", 20)),
+        "{dims:?}"
+    );
+    let var = |name: &str| {
+        ds.variables
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let rime::io::VarData::F64(truth) = &var("truth").data else {
+        panic!("truth is f64")
+    };
     assert_eq!(truth.len(), 60 * 40);
     assert_eq!(truth[40 * 7 + 3], report.twin.truth[(3, 7)]);
-    let rime::io::VarData::F64(idx) = &var("obs_index").data else { panic!() };
+    let rime::io::VarData::F64(idx) = &var("obs_index").data else {
+        panic!()
+    };
     assert_eq!(idx[..3], [0.0, 2.0, 4.0]);
 }
 
@@ -171,17 +248,43 @@ fn cli_runs_an_experiment_and_reports_bad_input() {
     std::fs::write(&file, SMALL.replace("divergence_rmse = 2.0", "")).unwrap();
     let out = dir.join("out");
     let status = Command::new(env!("CARGO_BIN_EXE_rime"))
-        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cycles", "30", "--seed", "9"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cycles",
+            "30",
+            "--seed",
+            "9",
+        ])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("| etkf |"), "{stdout}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["seed"], 9);
     assert_eq!(summary["cycles"], 30);
     let m = &summary["methods"][1];
-    for key in ["label", "name", "status", "rmse_a", "rmse_a_ci95", "rmse_f", "spread_a", "crps_a", "time_per_cycle_s", "expected", "netcdf"] {
+    for key in [
+        "label",
+        "name",
+        "status",
+        "rmse_a",
+        "rmse_a_ci95",
+        "rmse_f",
+        "spread_a",
+        "crps_a",
+        "time_per_cycle_s",
+        "expected",
+        "netcdf",
+    ] {
         assert!(m.get(key).is_some(), "summary.json lacks {key}");
     }
     assert_eq!(m["netcdf"], "etkf.nc");
@@ -189,8 +292,14 @@ fn cli_runs_an_experiment_and_reports_bad_input() {
     // An unknown key: exit status 2 and a message naming file and key.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, SMALL.replace("inflation = 1.05", "inflaton = 1.05")).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_rime")).args(["run", bad.to_str().unwrap()]).output().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_rime"))
+        .args(["run", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(status.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&status.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("inflaton"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("inflaton"),
+        "{stderr}"
+    );
 }

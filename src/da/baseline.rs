@@ -18,7 +18,10 @@ pub struct Climatology {
 impl Climatology {
     /// From the experiment's climatology.
     pub fn new(setting: &Setting<'_>) -> Self {
-        Self { mean: setting.climate.mean.clone(), variance: setting.climate.covariance.diagonal() }
+        Self {
+            mean: setting.climate.mean.clone(),
+            variance: setting.climate.covariance.diagonal(),
+        }
     }
 }
 
@@ -30,19 +33,31 @@ impl Filter for Climatology {
         Ok(())
     }
     fn estimate(&self) -> Estimate<'_> {
-        Estimate::Gaussian { mean: &self.mean, variance: self.variance.clone() }
+        Estimate::Gaussian {
+            mean: &self.mean,
+            variance: self.variance.clone(),
+        }
     }
 }
 
 fn linear_h(setting: &Setting<'_>, method: &'static str) -> Result<DMatrix<f64>, DaError> {
     setting.obs.as_matrix().ok_or(DaError::Unsupported {
         method,
-        what: format!("a linear observation operator; `{}` gives no matrix", setting.obs.name()),
+        what: format!(
+            "a linear observation operator; `{}` gives no matrix",
+            setting.obs.name()
+        ),
     })
 }
 
 /// Runs one state through the model.
-fn forecast_state(model: &dyn Model, x: &DVector<f64>, time: f64, steps: usize, device: &burn::tensor::Device) -> DVector<f64> {
+fn forecast_state(
+    model: &dyn Model,
+    x: &DVector<f64>,
+    time: f64,
+    steps: usize,
+    device: &burn::tensor::Device,
+) -> DVector<f64> {
     let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
     let out = tensor_to_ensemble(model.forecast(ensemble_to_tensor(&m, device), time, steps));
     out.column(0).into_owned()
@@ -77,7 +92,12 @@ pub struct StaticB {
 impl StaticB {
     /// Builds the gain from the climatology; a cycled method starts from
     /// the initial mean.
-    pub fn new(setting: &Setting<'_>, initial: &Gaussian, scale: f64, background: Background) -> Result<Self, DaError> {
+    pub fn new(
+        setting: &Setting<'_>,
+        initial: &Gaussian,
+        scale: f64,
+        background: Background,
+    ) -> Result<Self, DaError> {
         let method = match background {
             Background::Climatology => "oi",
             Background::Forecast => "var3d",
@@ -111,15 +131,24 @@ impl Filter for StaticB {
     fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
         self.mean = match self.background {
             Background::Climatology => self.climate_mean.clone(),
-            Background::Forecast => {
-                forecast_state(setting.model, &self.mean, time, setting.steps_per_cycle, &setting.device)
-            }
+            Background::Forecast => forecast_state(
+                setting.model,
+                &self.mean,
+                time,
+                setting.steps_per_cycle,
+                &setting.device,
+            ),
         };
         self.analysed = false;
         Ok(())
     }
 
-    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError> {
+    fn analyse(
+        &mut self,
+        setting: &Setting<'_>,
+        y: &DVector<f64>,
+        time: f64,
+    ) -> Result<(), DaError> {
         let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
         let hx = apply_to_ensemble(setting.obs, &x, time, &setting.device);
         self.mean += &self.gain * (y - hx.column(0));
@@ -128,8 +157,15 @@ impl Filter for StaticB {
     }
 
     fn estimate(&self) -> Estimate<'_> {
-        let variance = if self.analysed { &self.analysis_variance } else { &self.background_variance };
-        Estimate::Gaussian { mean: &self.mean, variance: variance.clone() }
+        let variance = if self.analysed {
+            &self.analysis_variance
+        } else {
+            &self.background_variance
+        };
+        Estimate::Gaussian {
+            mean: &self.mean,
+            variance: variance.clone(),
+        }
     }
 }
 
@@ -159,7 +195,12 @@ impl Ekf {
 /// autodiff on a batch of `n` copies of `x`: with `Y = step(X)`, the
 /// gradient of `sum_m Y[m, m]` with respect to `X` has row `m` equal to row
 /// `m` of the Jacobian, so one backward pass gives all of it.
-pub fn jacobian(model: &dyn Model, x: &DVector<f64>, time: f64, device: &burn::tensor::Device) -> DMatrix<f64> {
+pub fn jacobian(
+    model: &dyn Model,
+    x: &DVector<f64>,
+    time: f64,
+    device: &burn::tensor::Device,
+) -> DMatrix<f64> {
     let n = x.len();
     let ad = device.clone().autodiff();
     let copies = DMatrix::from_fn(n, n, |i, _| x[i]);
@@ -185,13 +226,19 @@ impl Filter for Ekf {
         Ok(())
     }
 
-    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError> {
+    fn analyse(
+        &mut self,
+        setting: &Setting<'_>,
+        y: &DVector<f64>,
+        time: f64,
+    ) -> Result<(), DaError> {
         let h = &self.h;
         let p = h.nrows();
-        let s = h * &self.covariance * h.transpose() + DMatrix::identity(p, p) * setting.obs_error_std.powi(2);
-        let chol = s
-            .cholesky()
-            .ok_or_else(|| DaError::Numerical("EKF innovation covariance is not positive definite".into()))?;
+        let s = h * &self.covariance * h.transpose()
+            + DMatrix::identity(p, p) * setting.obs_error_std.powi(2);
+        let chol = s.cholesky().ok_or_else(|| {
+            DaError::Numerical("EKF innovation covariance is not positive definite".into())
+        })?;
         let gain = chol.solve(&(h * &self.covariance)).transpose();
         let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
         let hx = apply_to_ensemble(setting.obs, &x, time, &setting.device);
@@ -203,7 +250,10 @@ impl Filter for Ekf {
     }
 
     fn estimate(&self) -> Estimate<'_> {
-        Estimate::Gaussian { mean: &self.mean, variance: self.covariance.diagonal() }
+        Estimate::Gaussian {
+            mean: &self.mean,
+            variance: self.covariance.diagonal(),
+        }
     }
 }
 
@@ -225,7 +275,9 @@ mod tests {
             let mut xm = x.clone();
             xp[col] += eps;
             xm[col] -= eps;
-            let fd = (forecast_state(&model, &xp, 0.0, 1, &device) - forecast_state(&model, &xm, 0.0, 1, &device)) / (2.0 * eps);
+            let fd = (forecast_state(&model, &xp, 0.0, 1, &device)
+                - forecast_state(&model, &xm, 0.0, 1, &device))
+                / (2.0 * eps);
             let err = (fd - j.column(col)).abs().max();
             assert!(err < 1e-8, "column {col}: {err}");
         }

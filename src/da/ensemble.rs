@@ -9,6 +9,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
+use super::eigen::symmetric_eigen;
 use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
 use super::localisation::{Taper, local_observations};
 use super::{DaError, EnsembleConfig, Estimate, Filter, Gaussian, Setting};
@@ -44,7 +45,13 @@ impl EnsembleFilter {
     /// Draws the initial ensemble from `initial`.
     pub fn new(kind: Kind, config: &EnsembleConfig, initial: &Gaussian, mut rng: Rng) -> Self {
         let ensemble = initial.sample(config.ensemble_size, &mut rng);
-        Self { kind, config: config.clone(), ensemble, rng, local: None }
+        Self {
+            kind,
+            config: config.clone(),
+            ensemble,
+            rng,
+            local: None,
+        }
     }
 
     /// The current ensemble, `n x N`.
@@ -83,7 +90,12 @@ impl Filter for EnsembleFilter {
         Ok(())
     }
 
-    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError> {
+    fn analyse(
+        &mut self,
+        setting: &Setting<'_>,
+        y: &DVector<f64>,
+        time: f64,
+    ) -> Result<(), DaError> {
         let hx = apply_to_ensemble(setting.obs, &self.ensemble, time, &setting.device);
         let n1 = (self.config.ensemble_size - 1) as f64;
         let sigma = setting.obs_error_std;
@@ -117,10 +129,18 @@ impl Filter for EnsembleFilter {
             }
             Kind::Serial => serial_update(&mu, &a, ys, dys, n1, &mut self.rng),
             Kind::Local => {
-                let radius = self.config.localisation_radius.expect("validated: letkf has a radius");
+                let radius = self
+                    .config
+                    .localisation_radius
+                    .expect("validated: letkf has a radius");
                 let taper = self.config.taper.unwrap_or(Taper::GaspariCohn);
                 let local = self.local.get_or_insert_with(|| {
-                    local_observations(setting.model.geometry(), setting.obs.locations(), radius, taper)
+                    local_observations(
+                        setting.model.geometry(),
+                        setting.obs.locations(),
+                        radius,
+                        taper,
+                    )
                 });
                 local_update(&mu, &a, &ys, &dys, n1, local)?
             }
@@ -137,7 +157,11 @@ impl Filter for EnsembleFilter {
 impl EnsembleFilter {
     /// Relaxation to the prior, multiplicative inflation and random rotation
     /// of the analysis anomalies, in that order.
-    fn post_process(&mut self, analysis: DMatrix<f64>, prior_anomalies: &DMatrix<f64>) -> DMatrix<f64> {
+    fn post_process(
+        &mut self,
+        analysis: DMatrix<f64>,
+        prior_anomalies: &DMatrix<f64>,
+    ) -> DMatrix<f64> {
         let (mu, mut a) = mean_and_anomalies(&analysis);
         if let Some(alpha) = self.config.rtpp {
             a = a * (1.0 - alpha) + prior_anomalies * alpha;
@@ -168,7 +192,9 @@ impl EnsembleFilter {
 fn gain(a: &DMatrix<f64>, y: &DMatrix<f64>, sigma: f64, n1: f64) -> Result<DMatrix<f64>, DaError> {
     let p = y.nrows();
     let c = y * y.transpose() + DMatrix::identity(p, p) * (n1 * sigma * sigma);
-    let chol = c.cholesky().ok_or_else(|| numerical("the innovation covariance is not positive definite"))?;
+    let chol = c
+        .cholesky()
+        .ok_or_else(|| numerical("the innovation covariance is not positive definite"))?;
     // K = A Y^T C^{-1} = (C^{-1} Y A^T)^T.
     Ok(chol.solve(&(y * a.transpose())).transpose())
 }
@@ -246,6 +272,8 @@ fn local_update(
     let (nx, n) = a.shape();
     let mut out = DMatrix::zeros(nx, n);
     let mut c = DMatrix::<f64>::zeros(n, n);
+    // Observation j's member anomalies as a contiguous column.
+    let yt = ys.transpose();
     for i in 0..nx {
         let obs = &local[i];
         let ai = a.row(i);
@@ -259,26 +287,31 @@ fn local_update(
         c.fill(0.0);
         let mut b = DVector::<f64>::zeros(n);
         for &(j, coeff) in obs {
-            let yj = ys.row(j);
-            for q in 0..n {
+            let yj = yt.column(j);
+            b.axpy(coeff * dys[j], &yj, 1.0);
+            // Lower triangle only: symmetric_eigen reads no more.
+            for (q, mut col) in c.column_iter_mut().enumerate() {
                 let f = coeff * yj[q];
-                b[q] += f * dys[j];
-                for r in q..n {
-                    c[(q, r)] += f * yj[r];
+                for (cr, yr) in col.as_mut_slice()[q..].iter_mut().zip(&yj.as_slice()[q..]) {
+                    *cr += f * yr;
                 }
             }
         }
         for q in 0..n {
             c[(q, q)] += n1;
-            for r in 0..q {
-                c[(q, r)] = c[(r, q)];
-            }
         }
-        let (pw, pw_sqrt) = inverse_and_inverse_sqrt(c.clone()).ok_or_else(|| numerical("LETKF local transform"))?;
-        let w = pw * b;
-        let mean = mu[i] + ai.dot(&w.transpose());
-        let t = pw_sqrt * n1.sqrt();
-        let row = ai * t;
+        // With C = V diag(l) V^T: the mean weights Pw b = V diag(1/l) V^T b
+        // and the anomaly row a_i T = sqrt(N1) (V diag(l^{-1/2}) V^T a_i^T)^T,
+        // both O(N^2) once V is known; only row i is needed.
+        let (l, v) = symmetric_eigen(&c).ok_or_else(|| numerical("LETKF local transform"))?;
+        if l.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
+            return Err(numerical("LETKF local transform"));
+        }
+        let u = v.tr_mul(&ai.transpose());
+        let z = v.tr_mul(&b);
+        let mean = mu[i] + (0..n).map(|k| u[k] * z[k] / l[k]).sum::<f64>();
+        let scaled = DVector::from_fn(n, |k, _| u[k] * (n1 / l[k]).sqrt());
+        let row = &v * scaled;
         for m in 0..n {
             out[(i, m)] = mean + row[m];
         }
@@ -302,7 +335,12 @@ mod tests {
 
     /// The exact Kalman analysis mean and covariance for the ensemble's
     /// sample covariance.
-    fn kalman(e: &DMatrix<f64>, h: &DMatrix<f64>, y: &DVector<f64>, sigma: f64) -> (DVector<f64>, DMatrix<f64>) {
+    fn kalman(
+        e: &DMatrix<f64>,
+        h: &DMatrix<f64>,
+        y: &DVector<f64>,
+        sigma: f64,
+    ) -> (DVector<f64>, DMatrix<f64>) {
         let (mu, a) = mean_and_anomalies(e);
         let n1 = (e.ncols() - 1) as f64;
         let p = &a * a.transpose() / n1;
@@ -331,7 +369,10 @@ mod tests {
         let mut rng = stream(1, "serial");
         let results = [
             ("etkf", sqrt_update(&mu, &a, &ys, &dys, 9.0).unwrap()),
-            ("ensrf", serial_update(&mu, &a, ys.clone(), dys.clone(), 9.0, &mut rng)),
+            (
+                "ensrf",
+                serial_update(&mu, &a, ys.clone(), dys.clone(), 9.0, &mut rng),
+            ),
         ];
         for (name, ea) in results {
             let (m, c) = moments(&ea);
@@ -346,7 +387,8 @@ mod tests {
         let (mu, a) = mean_and_anomalies(&e);
         let ys = &h * &a / 0.5;
         let dys = (&y - &h * &mu) / 0.5;
-        let everything: Vec<Vec<(usize, f64)>> = (0..5).map(|_| (0..5).map(|j| (j, 1.0)).collect()).collect();
+        let everything: Vec<Vec<(usize, f64)>> =
+            (0..5).map(|_| (0..5).map(|j| (j, 1.0)).collect()).collect();
         let local = local_update(&mu, &a, &ys, &dys, 5.0, &everything).unwrap();
         let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
         assert!((local - global).abs().max() < 1e-12);

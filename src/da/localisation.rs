@@ -50,7 +50,8 @@ pub fn gaspari_cohn(z: f64) -> f64 {
         1.0 + z2 * (-z3 / 4.0 + z2 / 2.0) + z3 * (5.0 / 8.0) - z2 * (5.0 / 3.0)
     } else if z <= 2.0 {
         let (z2, z3) = (z * z, z * z * z);
-        z2 * (z3 / 12.0 - z2 / 2.0) + z3 * (5.0 / 8.0) + z2 * (5.0 / 3.0) - 5.0 * z + 4.0 - (2.0 / 3.0) / z
+        z2 * (z3 / 12.0 - z2 / 2.0) + z3 * (5.0 / 8.0) + z2 * (5.0 / 3.0) - 5.0 * z + 4.0
+            - (2.0 / 3.0) / z
     } else {
         0.0
     }
@@ -102,7 +103,10 @@ mod tests {
         assert!((Taper::Gauss.coefficient(4.0, 4.0) - (-0.5f64).exp()).abs() < 1e-15);
         let gc = Taper::GaspariCohn.coefficient(4.0, 4.0);
         assert!((gc - 0.6336).abs() < 5e-5, "{gc}");
-        assert_eq!(Taper::GaspariCohn.coefficient(2.0 * 1.82 * 4.0 + 1e-9, 4.0), 0.0);
+        assert_eq!(
+            Taper::GaspariCohn.coefficient(2.0 * 1.82 * 4.0 + 1e-9, 4.0),
+            0.0
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! transfer each way per cycle.
 
 pub mod baseline;
+pub mod eigen;
 pub mod ensemble;
 pub mod linalg;
 pub mod localisation;
@@ -140,22 +141,34 @@ impl MethodConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
         match self {
-            MethodConfig::Var3d(c) if !(c.background_scale > 0.0 && c.background_scale.is_finite()) => {
-                err("background_scale", format!("must be positive, got {}", c.background_scale))
+            MethodConfig::Var3d(c)
+                if !(c.background_scale > 0.0 && c.background_scale.is_finite()) =>
+            {
+                err(
+                    "background_scale",
+                    format!("must be positive, got {}", c.background_scale),
+                )
             }
-            MethodConfig::Ekf(c) if !(c.inflation >= 1.0 && c.inflation.is_finite()) => {
-                err("inflation", format!("must be at least 1, got {}", c.inflation))
-            }
+            MethodConfig::Ekf(c) if !(c.inflation >= 1.0 && c.inflation.is_finite()) => err(
+                "inflation",
+                format!("must be at least 1, got {}", c.inflation),
+            ),
             MethodConfig::Enkf(c)
             | MethodConfig::Etkf(c)
             | MethodConfig::Denkf(c)
             | MethodConfig::Ensrf(c)
             | MethodConfig::Letkf(c) => {
                 if c.ensemble_size < 2 {
-                    return err("ensemble_size", format!("must be at least 2, got {}", c.ensemble_size));
+                    return err(
+                        "ensemble_size",
+                        format!("must be at least 2, got {}", c.ensemble_size),
+                    );
                 }
                 if !(c.inflation > 0.0 && c.inflation.is_finite()) {
-                    return err("inflation", format!("must be positive, got {}", c.inflation));
+                    return err(
+                        "inflation",
+                        format!("must be positive, got {}", c.inflation),
+                    );
                 }
                 for (key, v) in [("rtpp", c.rtpp), ("rtps", c.rtps)] {
                     if let Some(a) = v
@@ -172,7 +185,10 @@ impl MethodConfig {
                     }
                     (false, Some(_)) => err(
                         "localisation_radius",
-                        format!("does not apply to {} (only letkf is localised)", self.name()),
+                        format!(
+                            "does not apply to {} (only letkf is localised)",
+                            self.name()
+                        ),
                     ),
                     (false, None) if c.taper.is_some() => {
                         err("taper", format!("does not apply to {}", self.name()))
@@ -185,19 +201,57 @@ impl MethodConfig {
     }
 
     /// Builds the filter, drawing its initial state from `initial`.
-    pub fn build(&self, setting: &Setting<'_>, initial: &Gaussian, rng: Rng) -> Result<Box<dyn Filter>, DaError> {
+    pub fn build(
+        &self,
+        setting: &Setting<'_>,
+        initial: &Gaussian,
+        rng: Rng,
+    ) -> Result<Box<dyn Filter>, DaError> {
         Ok(match self {
             MethodConfig::Climatology(_) => Box::new(baseline::Climatology::new(setting)),
-            MethodConfig::Oi(_) => Box::new(baseline::StaticB::new(setting, initial, 1.0, baseline::Background::Climatology)?),
-            MethodConfig::Var3d(c) => {
-                Box::new(baseline::StaticB::new(setting, initial, c.background_scale, baseline::Background::Forecast)?)
-            }
+            MethodConfig::Oi(_) => Box::new(baseline::StaticB::new(
+                setting,
+                initial,
+                1.0,
+                baseline::Background::Climatology,
+            )?),
+            MethodConfig::Var3d(c) => Box::new(baseline::StaticB::new(
+                setting,
+                initial,
+                c.background_scale,
+                baseline::Background::Forecast,
+            )?),
             MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(setting, initial, c.inflation)?),
-            MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::PerturbedObs, c, initial, rng)),
-            MethodConfig::Etkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Sqrt, c, initial, rng)),
-            MethodConfig::Denkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Deterministic, c, initial, rng)),
-            MethodConfig::Ensrf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Serial, c, initial, rng)),
-            MethodConfig::Letkf(c) => Box::new(ensemble::EnsembleFilter::new(ensemble::Kind::Local, c, initial, rng)),
+            MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(
+                ensemble::Kind::PerturbedObs,
+                c,
+                initial,
+                rng,
+            )),
+            MethodConfig::Etkf(c) => Box::new(ensemble::EnsembleFilter::new(
+                ensemble::Kind::Sqrt,
+                c,
+                initial,
+                rng,
+            )),
+            MethodConfig::Denkf(c) => Box::new(ensemble::EnsembleFilter::new(
+                ensemble::Kind::Deterministic,
+                c,
+                initial,
+                rng,
+            )),
+            MethodConfig::Ensrf(c) => Box::new(ensemble::EnsembleFilter::new(
+                ensemble::Kind::Serial,
+                c,
+                initial,
+                rng,
+            )),
+            MethodConfig::Letkf(c) => Box::new(ensemble::EnsembleFilter::new(
+                ensemble::Kind::Local,
+                c,
+                initial,
+                rng,
+            )),
         })
     }
 }
@@ -238,7 +292,8 @@ impl ClimateStats {
         for mut c in anomalies.column_iter_mut() {
             c -= &mean;
         }
-        let covariance = &anomalies * anomalies.transpose() / (states.ncols() as f64 - 1.0).max(1.0);
+        let covariance =
+            &anomalies * anomalies.transpose() / (states.ncols() as f64 - 1.0).max(1.0);
         Self { mean, covariance }
     }
 }
@@ -277,7 +332,12 @@ pub trait Filter: Send {
     /// Advances the estimate by `setting.steps_per_cycle` model steps from `time`.
     fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError>;
     /// Assimilates the observations `y` valid at `time`.
-    fn analyse(&mut self, setting: &Setting<'_>, y: &DVector<f64>, time: f64) -> Result<(), DaError>;
+    fn analyse(
+        &mut self,
+        setting: &Setting<'_>,
+        y: &DVector<f64>,
+        time: f64,
+    ) -> Result<(), DaError>;
     /// The current estimate.
     fn estimate(&self) -> Estimate<'_>;
 }

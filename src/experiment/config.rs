@@ -220,15 +220,26 @@ impl ExperimentConfig {
     /// Reads and validates an experiment file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
     /// Parses and validates TOML text; `path` is used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let parse = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
-        let invalid = |key: String, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| parse(e.to_string().trim_end().to_string()))?;
+        let parse = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| parse(e.to_string().trim_end().to_string()))?;
 
         let mut methods = Vec::with_capacity(raw.methods.len());
         for (i, mut table) in raw.methods.into_iter().enumerate() {
@@ -236,14 +247,26 @@ impl ExperimentConfig {
                 None => None,
                 Some(toml::Value::String(s)) => Some(s),
                 Some(other) => {
-                    return Err(invalid(format!("methods[{i}].label"), format!("must be a string, got {other}")));
+                    return Err(invalid(
+                        format!("methods[{i}].label"),
+                        format!("must be a string, got {other}"),
+                    ));
                 }
             };
-            let name = table.get("name").and_then(|v| v.as_str()).map(str::to_string);
-            let method: MethodConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                let what = name.as_deref().unwrap_or("<no name>");
-                parse(format!("methods[{i}] (name = \"{what}\"): {}", e.message().trim_end()))
-            })?;
+            let name = table
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            let method: MethodConfig =
+                toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        let what = name.as_deref().unwrap_or("<no name>");
+                        parse(format!(
+                            "methods[{i}] (name = \"{what}\"): {}",
+                            e.message().trim_end()
+                        ))
+                    })?;
             method
                 .validate()
                 .map_err(|(key, reason)| invalid(format!("methods[{i}].{key}"), reason))?;
@@ -257,7 +280,10 @@ impl ExperimentConfig {
             methods.push(MethodEntry { label, method });
         }
         if methods.is_empty() {
-            return Err(invalid("methods".into(), "list at least one [[methods]] entry".into()));
+            return Err(invalid(
+                "methods".into(),
+                "list at least one [[methods]] entry".into(),
+            ));
         }
 
         let config = ExperimentConfig {
@@ -272,7 +298,9 @@ impl ExperimentConfig {
             methods,
             expected: raw.expected,
         };
-        config.validate().map_err(|(key, reason)| invalid(key, reason))?;
+        config
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         Ok(config)
     }
 
@@ -282,13 +310,19 @@ impl ExperimentConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        self.model.validate().map_err(|(k, r)| (format!("model.{k}"), r))?;
+        self.model
+            .validate()
+            .map_err(|(k, r)| (format!("model.{k}"), r))?;
         if let Some(f) = &self.forecast_model {
-            f.validate().map_err(|(k, r)| (format!("forecast_model.{k}"), r))?;
+            f.validate()
+                .map_err(|(k, r)| (format!("forecast_model.{k}"), r))?;
         }
         let o = &self.observations;
         if !(o.error_std > 0.0 && o.error_std.is_finite()) {
-            return Err(("observations.error_std".into(), format!("must be positive, got {}", o.error_std)));
+            return Err((
+                "observations.error_std".into(),
+                format!("must be positive, got {}", o.error_std),
+            ));
         }
         if o.every == 0 {
             return Err(("observations.every".into(), "must be at least 1".into()));
@@ -296,35 +330,51 @@ impl ExperimentConfig {
         let n = self.cycled_model().build().size();
         match o.operator {
             OperatorKind::Partial => {
-                let indices = o
-                    .indices
-                    .as_ref()
-                    .ok_or(("observations.indices".to_string(), "is required by operator \"partial\"".to_string()))?;
+                let indices = o.indices.as_ref().ok_or((
+                    "observations.indices".to_string(),
+                    "is required by operator \"partial\"".to_string(),
+                ))?;
                 if indices.is_empty() {
                     return Err(("observations.indices".into(), "must not be empty".into()));
                 }
                 if let Some(bad) = indices.iter().find(|&&i| i >= n) {
                     return Err((
                         "observations.indices".into(),
-                        format!("index {bad} is out of range for a state of size {n} (indices start at 0)"),
+                        format!(
+                            "index {bad} is out of range for a state of size {n} (indices start at 0)"
+                        ),
                     ));
                 }
             }
             OperatorKind::Every => match o.stride {
-                None => return Err(("observations.stride".into(), "is required by operator \"every\"".into())),
+                None => {
+                    return Err((
+                        "observations.stride".into(),
+                        "is required by operator \"every\"".into(),
+                    ));
+                }
                 Some(0) => return Err(("observations.stride".into(), "must be at least 1".into())),
                 Some(s) if s > n => {
-                    return Err(("observations.stride".into(), format!("{s} exceeds the state size {n}")));
+                    return Err((
+                        "observations.stride".into(),
+                        format!("{s} exceeds the state size {n}"),
+                    ));
                 }
                 _ => {}
             },
             OperatorKind::Identity => {}
         }
         if o.operator != OperatorKind::Partial && o.indices.is_some() {
-            return Err(("observations.indices".into(), "only applies to operator \"partial\"".into()));
+            return Err((
+                "observations.indices".into(),
+                "only applies to operator \"partial\"".into(),
+            ));
         }
         if o.operator != OperatorKind::Every && o.stride.is_some() {
-            return Err(("observations.stride".into(), "only applies to operator \"every\"".into()));
+            return Err((
+                "observations.stride".into(),
+                "only applies to operator \"every\"".into(),
+            ));
         }
         if self.run.cycles == 0 {
             return Err(("run.cycles".into(), "must be at least 1".into()));
@@ -332,23 +382,36 @@ impl ExperimentConfig {
         if self.run.burn_in >= self.run.cycles {
             return Err((
                 "run.burn_in".into(),
-                format!("{} leaves no cycle to average out of {}", self.run.burn_in, self.run.cycles),
+                format!(
+                    "{} leaves no cycle to average out of {}",
+                    self.run.burn_in, self.run.cycles
+                ),
             ));
         }
         if let Some(d) = self.run.divergence_rmse
             && !(d > 0.0)
         {
-            return Err(("run.divergence_rmse".into(), format!("must be positive, got {d}")));
+            return Err((
+                "run.divergence_rmse".into(),
+                format!("must be positive, got {d}"),
+            ));
         }
         if !(self.initial.std >= 0.0 && self.initial.std.is_finite()) {
-            return Err(("initial.std".into(), format!("must be non-negative, got {}", self.initial.std)));
+            return Err((
+                "initial.std".into(),
+                format!("must be non-negative, got {}", self.initial.std),
+            ));
         }
         if let InitialMean::Values(v) = &self.initial.mean
             && v.len() > self.model.build().size()
         {
             return Err((
                 "initial.mean".into(),
-                format!("has {} values for a state of size {}", v.len(), self.model.build().size()),
+                format!(
+                    "has {} values for a state of size {}",
+                    v.len(),
+                    self.model.build().size()
+                ),
             ));
         }
         if let Some(f) = &self.forecast_model {
@@ -357,7 +420,11 @@ impl ExperimentConfig {
             if forecast.size() > truth.size() {
                 return Err((
                     "forecast_model".into(),
-                    format!("has {} variables, more than the truth's {}", forecast.size(), truth.size()),
+                    format!(
+                        "has {} variables, more than the truth's {}",
+                        forecast.size(),
+                        truth.size()
+                    ),
                 ));
             }
             let ratio = self.observations.every as f64 * forecast.dt() / truth.dt();
@@ -375,10 +442,16 @@ impl ExperimentConfig {
         }
         for (label, e) in &self.expected {
             if !self.methods.iter().any(|m| &m.label == label) {
-                return Err((format!("expected.{label}"), "names no method label in [[methods]]".into()));
+                return Err((
+                    format!("expected.{label}"),
+                    "names no method label in [[methods]]".into(),
+                ));
             }
             if !(e.tolerance >= 0.0) {
-                return Err((format!("expected.{label}.tolerance"), "must be non-negative".into()));
+                return Err((
+                    format!("expected.{label}.tolerance"),
+                    "must be non-negative".into(),
+                ));
             }
         }
         Ok(())
@@ -427,7 +500,9 @@ etkf = { rmse_a = 0.2, tolerance = 0.02 }
 "#;
 
     fn err(text: &str) -> String {
-        ExperimentConfig::from_toml(text, Path::new("bad.toml")).unwrap_err().to_string()
+        ExperimentConfig::from_toml(text, Path::new("bad.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -440,25 +515,45 @@ etkf = { rmse_a = 0.2, tolerance = 0.02 }
 
     #[test]
     fn unknown_keys_name_the_key_and_file() {
-        let e = err(&GOOD.replace("forcing", "x").replace("size = 40", "sise = 40"));
+        let e = err(&GOOD
+            .replace("forcing", "x")
+            .replace("size = 40", "sise = 40"));
         assert!(e.contains("bad.toml") && e.contains("sise"), "{e}");
         let e = err(&GOOD.replace("inflation = 1.04", "inflaton = 1.04"));
-        assert!(e.contains("bad.toml") && e.contains("inflaton") && e.contains("methods[0]"), "{e}");
+        assert!(
+            e.contains("bad.toml") && e.contains("inflaton") && e.contains("methods[0]"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("burn_in = 10", "burn_in = 10\nspeed = 3"));
         assert!(e.contains("speed"), "{e}");
     }
 
     #[test]
     fn impossible_values_are_refused() {
-        let e = err(&GOOD.replace("ensemble_size = 20\ninflation", "ensemble_size = 1\ninflation"));
+        let e = err(&GOOD.replace(
+            "ensemble_size = 20\ninflation",
+            "ensemble_size = 1\ninflation",
+        ));
         assert!(e.contains("methods[0].ensemble_size"), "{e}");
         let e = err(&GOOD.replace("error_std = 1.0", "error_std = -1.0"));
         assert!(e.contains("observations.error_std"), "{e}");
-        let e = err(&GOOD.replace("operator = \"identity\"", "operator = \"partial\"\nindices = [0, 40]"));
-        assert!(e.contains("observations.indices") && e.contains("40"), "{e}");
-        let e = err(&GOOD.replace("rotation = true", "rotation = true\nlocalisation_radius = 4.0"));
+        let e = err(&GOOD.replace(
+            "operator = \"identity\"",
+            "operator = \"partial\"\nindices = [0, 40]",
+        ));
+        assert!(
+            e.contains("observations.indices") && e.contains("40"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "rotation = true",
+            "rotation = true\nlocalisation_radius = 4.0",
+        ));
         assert!(e.contains("localisation_radius"), "{e}");
-        let e = err(&GOOD.replace("name = \"etkf\"\nensemble_size = 20\ninflation", "name = \"letkf\"\nlocalisation_radius = 0.0\nensemble_size = 20\ninflation"));
+        let e = err(&GOOD.replace(
+            "name = \"etkf\"\nensemble_size = 20\ninflation",
+            "name = \"letkf\"\nlocalisation_radius = 0.0\nensemble_size = 20\ninflation",
+        ));
         assert!(e.contains("methods[0].localisation_radius"), "{e}");
         let e = err(&GOOD.replace("etkf = {", "etfk = {"));
         assert!(e.contains("expected.etfk"), "{e}");

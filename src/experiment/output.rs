@@ -75,7 +75,9 @@ pub fn summary_json(report: &Report) -> String {
         .map(|m| {
             let (status, cycle, reason) = match &m.status {
                 Status::Ok => ("ok", None, None),
-                Status::Diverged { cycle, reason } => ("diverged", Some(*cycle), Some(reason.as_str())),
+                Status::Diverged { cycle, reason } => {
+                    ("diverged", Some(*cycle), Some(reason.as_str()))
+                }
             };
             MethodSummary {
                 label: &m.label,
@@ -107,9 +109,10 @@ pub fn summary_json(report: &Report) -> String {
     serde_json::to_string_pretty(&summary).expect("summary serialises") + "\n"
 }
 
-/// Row-major `[time, n]` data from an `n x cycles` matrix.
+/// Row-major `[time, n]` data from an `n x cycles` matrix: nalgebra is
+/// column-major, so its memory already is that layout.
 fn time_major(m: &DMatrix<f64>) -> Vec<f64> {
-    m.transpose().as_slice().to_vec()
+    m.as_slice().to_vec()
 }
 
 fn text(s: &str) -> AttrValue {
@@ -121,7 +124,10 @@ fn variable(name: &str, dims: &[&str], data: Vec<f64>, attrs: &[(&str, &str)]) -
         name: name.to_string(),
         dimensions: dims.iter().map(|d| d.to_string()).collect(),
         data: VarData::F64(data),
-        attributes: attrs.iter().map(|(k, v)| (k.to_string(), text(v))).collect(),
+        attributes: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), text(v)))
+            .collect(),
     }
 }
 
@@ -141,7 +147,13 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
     let method_json = serde_json::to_string(&method.entry.method).expect("method serialises");
     for (k, v) in [
         ("Conventions", "CF-1.8"),
-        ("title", &format!("rime twin experiment: {} with {}", report.model_name, method.label)),
+        (
+            "title",
+            &format!(
+                "rime twin experiment: {} with {}",
+                report.model_name, method.label
+            ),
+        ),
         ("source", &format!("rime {}", env!("CARGO_PKG_VERSION"))),
         ("experiment", &report.config.path.display().to_string()),
         ("model", &report.model_name),
@@ -152,11 +164,19 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
     ] {
         ds.attributes.push((k.to_string(), text(v)));
     }
-    ds.attributes.push(("seed".into(), AttrValue::F64(report.config.run.seed as f64)));
-    ds.attributes.push(("burn_in_cycles".into(), AttrValue::I32(chronology.burn_in as i32)));
-    ds.attributes.push(("observation_error_std".into(), AttrValue::F64(twin.obs_error_std)));
+    ds.attributes
+        .push(("seed".into(), AttrValue::F64(report.config.run.seed as f64)));
+    ds.attributes.push((
+        "burn_in_cycles".into(),
+        AttrValue::I32(chronology.burn_in as i32),
+    ));
+    ds.attributes.push((
+        "observation_error_std".into(),
+        AttrValue::F64(twin.obs_error_std),
+    ));
     if let Some(r) = method.summary.rmse_a {
-        ds.attributes.push(("rmse_a_time_mean".into(), AttrValue::F64(r)));
+        ds.attributes
+            .push(("rmse_a_time_mean".into(), AttrValue::F64(r)));
     }
     ds.dimensions = vec![("time".into(), cycles), ("x".into(), n), ("obs".into(), p)];
 
@@ -165,7 +185,11 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
         "time",
         &["time"],
         times,
-        &[("long_name", "model time of the observation"), ("units", units), ("axis", "T")],
+        &[
+            ("long_name", "model time of the observation"),
+            ("units", units),
+            ("axis", "T"),
+        ],
     ));
     ds.variables.push(variable(
         "x",
@@ -181,17 +205,41 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
         "obs_index",
         &["obs"],
         obs_index,
-        &[("long_name", "state index observed by each observation"), ("units", "1")],
+        &[
+            ("long_name", "state index observed by each observation"),
+            ("units", "1"),
+        ],
     ));
     let state_vars = [
         ("truth", &twin.truth, "true state"),
-        ("forecast_mean", &method.series.forecast_mean, "forecast (prior) mean"),
-        ("forecast_spread", &method.series.forecast_spread, "forecast standard deviation"),
-        ("analysis_mean", &method.series.analysis_mean, "analysis (posterior) mean"),
-        ("analysis_spread", &method.series.analysis_spread, "analysis standard deviation"),
+        (
+            "forecast_mean",
+            &method.series.forecast_mean,
+            "forecast (prior) mean",
+        ),
+        (
+            "forecast_spread",
+            &method.series.forecast_spread,
+            "forecast standard deviation",
+        ),
+        (
+            "analysis_mean",
+            &method.series.analysis_mean,
+            "analysis (posterior) mean",
+        ),
+        (
+            "analysis_spread",
+            &method.series.analysis_spread,
+            "analysis standard deviation",
+        ),
     ];
     for (name, m, long) in state_vars {
-        ds.variables.push(variable(name, &["time", "x"], time_major(m), &[("long_name", long), ("units", units)]));
+        ds.variables.push(variable(
+            name,
+            &["time", "x"],
+            time_major(m),
+            &[("long_name", long), ("units", units)],
+        ));
     }
     ds.variables.push(variable(
         "observations",
@@ -202,21 +250,46 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
     let scores = [
         ("rmse_f", &method.series.rmse_f, "RMSE of the forecast mean"),
         ("rmse_a", &method.series.rmse_a, "RMSE of the analysis mean"),
-        ("spread_f", &method.series.spread_f, "forecast spread, root of the mean variance"),
-        ("spread_a", &method.series.spread_a, "analysis spread, root of the mean variance"),
-        ("crps_a", &method.series.crps_a, "analysis CRPS averaged over variables"),
+        (
+            "spread_f",
+            &method.series.spread_f,
+            "forecast spread, root of the mean variance",
+        ),
+        (
+            "spread_a",
+            &method.series.spread_a,
+            "analysis spread, root of the mean variance",
+        ),
+        (
+            "crps_a",
+            &method.series.crps_a,
+            "analysis CRPS averaged over variables",
+        ),
     ];
     for (name, v, long) in scores {
-        ds.variables.push(variable(name, &["time"], v.clone(), &[("long_name", long), ("units", units)]));
+        ds.variables.push(variable(
+            name,
+            &["time"],
+            v.clone(),
+            &[("long_name", long), ("units", units)],
+        ));
     }
     if let Some(h) = &method.rank_histogram {
         ds.dimensions.push(("rank".into(), h.counts.len()));
         ds.variables.push(Variable {
             name: "rank_histogram".into(),
             dimensions: vec!["rank".into()],
-            data: VarData::I32(h.counts.iter().map(|&c| c.min(i32::MAX as u64) as i32).collect()),
+            data: VarData::I32(
+                h.counts
+                    .iter()
+                    .map(|&c| c.min(i32::MAX as u64) as i32)
+                    .collect(),
+            ),
             attributes: vec![
-                ("long_name".into(), text("rank of the truth among the analysis members, after burn-in")),
+                (
+                    "long_name".into(),
+                    text("rank of the truth among the analysis members, after burn-in"),
+                ),
                 ("units".into(), text("1")),
             ],
         });
@@ -232,7 +305,11 @@ pub fn table(report: &Report) -> String {
     let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
     for m in &report.methods {
         let expected = m.expected.map_or("—".to_string(), |e| {
-            let mark = if m.meets_expectation() == Some(true) { "✓" } else { "✗" };
+            let mark = if m.meets_expectation() == Some(true) {
+                "✓"
+            } else {
+                "✗"
+            };
             format!("{:.2} ± {:.2} {mark}", e.rmse_a, e.tolerance)
         });
         let status = match &m.status {

@@ -8,7 +8,7 @@ use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::config::{ExperimentConfig, Expected, MethodEntry};
+use super::config::{Expected, ExperimentConfig, MethodEntry};
 use super::twin::{Twin, observation_operator};
 use crate::da::{DaError, Estimate, Setting};
 use crate::device::cpu_f64;
@@ -129,7 +129,11 @@ impl MethodReport {
     /// tolerance; `None` without an expectation.
     pub fn meets_expectation(&self) -> Option<bool> {
         let e = self.expected?;
-        Some(self.summary.rmse_a.is_some_and(|r| (r - e.rmse_a).abs() <= e.tolerance))
+        Some(
+            self.summary
+                .rmse_a
+                .is_some_and(|r| (r - e.rmse_a).abs() <= e.tolerance),
+        )
     }
 }
 
@@ -161,14 +165,22 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Da
     let truth_model = config.model.build();
     let model = config.cycled_model().build();
     let obs = observation_operator(&config, model.geometry());
-    let twin = Twin::simulate(&config, truth_model.as_ref(), model.as_ref(), obs.as_ref(), &device);
+    let twin = Twin::simulate(
+        &config,
+        truth_model.as_ref(),
+        model.as_ref(),
+        obs.as_ref(),
+        &device,
+    );
 
     let total = (config.run.cycles * config.methods.len()) as u64;
     let bar = if options.progress && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} cycles ({eta} left)")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} cycles ({eta} left)",
+            )
+            .expect("valid template"),
         );
         bar
     } else {
@@ -183,7 +195,15 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Da
         .methods
         .par_iter()
         .map(|entry| {
-            run_method(&config, entry, &twin, model.as_ref(), obs.as_ref(), divergence_rmse, &bar)
+            run_method(
+                &config,
+                entry,
+                &twin,
+                model.as_ref(),
+                obs.as_ref(),
+                divergence_rmse,
+                &bar,
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     bar.finish_and_clear();
@@ -230,7 +250,12 @@ fn run_method(
         let truth: Vec<f64> = twin.truth.column(k).iter().copied().collect();
         let outcome = filter.forecast(&setting, time).and_then(|()| {
             let f = score(filter.estimate(), &truth, None);
-            store(&mut series.forecast_mean, &mut series.forecast_spread, k, &f);
+            store(
+                &mut series.forecast_mean,
+                &mut series.forecast_spread,
+                k,
+                &f,
+            );
             series.rmse_f[k] = f.rmse;
             series.spread_f[k] = f.spread;
             let y = twin.observations.column(k).into_owned();
@@ -238,12 +263,24 @@ fn run_method(
         });
         cycles_run = k + 1;
         if let Err(e) = outcome {
-            status = Status::Diverged { cycle: k, reason: e.to_string() };
+            status = Status::Diverged {
+                cycle: k,
+                reason: e.to_string(),
+            };
             break;
         }
-        let histogram_now = if k >= chronology.burn_in { histogram.as_mut() } else { None };
+        let histogram_now = if k >= chronology.burn_in {
+            histogram.as_mut()
+        } else {
+            None
+        };
         let a = score(filter.estimate(), &truth, histogram_now);
-        store(&mut series.analysis_mean, &mut series.analysis_spread, k, &a);
+        store(
+            &mut series.analysis_mean,
+            &mut series.analysis_spread,
+            k,
+            &a,
+        );
         series.rmse_a[k] = a.rmse;
         series.spread_a[k] = a.spread;
         series.crps_a[k] = a.crps;
@@ -251,7 +288,10 @@ fn run_method(
         if !a.rmse.is_finite() || a.rmse > divergence_rmse {
             status = Status::Diverged {
                 cycle: k,
-                reason: format!("analysis RMSE {:.4e} exceeds the divergence limit {divergence_rmse:.4}", a.rmse),
+                reason: format!(
+                    "analysis RMSE {:.4e} exceeds the divergence limit {divergence_rmse:.4}",
+                    a.rmse
+                ),
             };
             break;
         }

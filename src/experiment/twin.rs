@@ -37,13 +37,18 @@ impl Chronology {
 }
 
 /// Builds the observation operator of an experiment for a model geometry.
-pub fn observation_operator(config: &ExperimentConfig, geometry: &Geometry) -> Box<dyn ObsOperator> {
+pub fn observation_operator(
+    config: &ExperimentConfig,
+    geometry: &Geometry,
+) -> Box<dyn ObsOperator> {
     let o = &config.observations;
     Box::new(match o.operator {
         OperatorKind::Identity => Selection::identity(geometry),
         OperatorKind::Every => Selection::every(o.stride.unwrap_or(1), geometry),
-        OperatorKind::Partial => Selection::new(o.indices.clone().unwrap_or_default(), geometry, "partial")
-            .expect("indices validated with the config"),
+        OperatorKind::Partial => {
+            Selection::new(o.indices.clone().unwrap_or_default(), geometry, "partial")
+                .expect("indices validated with the config")
+        }
     })
 }
 
@@ -107,14 +112,19 @@ impl Twin {
         let mut observations = DMatrix::zeros(p, chronology.cycles);
         for k in 0..chronology.cycles {
             let x = truth.columns(k, 1).into_owned();
-            observations.set_column(k, &apply_to_ensemble(obs, &x, chronology.time(k), device).column(0));
+            observations.set_column(
+                k,
+                &apply_to_ensemble(obs, &x, chronology.time(k), device).column(0),
+            );
         }
         let noise = standard_normal(&mut stream(seed, "observations"), p * chronology.cycles);
         for (y, e) in observations.iter_mut().zip(noise) {
             *y += config.observations.error_std * e;
         }
 
-        let after_burn_in = truth.columns(chronology.burn_in, chronology.cycles - chronology.burn_in).into_owned();
+        let after_burn_in = truth
+            .columns(chronology.burn_in, chronology.cycles - chronology.burn_in)
+            .into_owned();
         let climate = ClimateStats::from_states(&after_burn_in);
         let initial = Gaussian {
             mean: DVector::from_vec(config.initial.mean_vector(n)),

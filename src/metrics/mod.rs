@@ -8,7 +8,11 @@ use nalgebra::{DMatrix, DVector};
 /// Root-mean-square difference over the state variables.
 pub fn rmse(estimate: &[f64], truth: &[f64]) -> f64 {
     debug_assert_eq!(estimate.len(), truth.len());
-    let sum: f64 = estimate.iter().zip(truth).map(|(e, t)| (e - t) * (e - t)).sum();
+    let sum: f64 = estimate
+        .iter()
+        .zip(truth)
+        .map(|(e, t)| (e - t) * (e - t))
+        .sum();
     (sum / truth.len() as f64).sqrt()
 }
 
@@ -38,19 +42,28 @@ pub fn spread_from_variance(variance: &[f64]) -> f64 {
 /// Fair CRPS of an ensemble for one scalar (Ferro 2014; WeatherBench 2):
 /// `mean_i |x_i - y| - 1/(2 M (M-1)) sum_{i,j} |x_i - x_j|`.
 ///
-/// `members` is sorted in place; the pair sum is `O(M log M)` through
-/// `sum_{i,j} |x_i - x_j| = 2 sum_k (2k - M + 1) x_(k)` over the sorted values.
+/// Small ensembles sum the pairs directly; large ones sort `members` in
+/// place and use `sum_{i,j} |x_i - x_j| = 2 sum_k (2k - M + 1) x_(k)`
+/// over the sorted values, `O(M log M)`.
 pub fn crps_fair(members: &mut [f64], y: f64) -> f64 {
     let m = members.len();
     assert!(m >= 2, "the fair CRPS needs at least two members");
-    members.sort_by(|a, b| a.total_cmp(b));
     let skill: f64 = members.iter().map(|x| (x - y).abs()).sum::<f64>() / m as f64;
-    let pairs: f64 = members
-        .iter()
-        .enumerate()
-        .map(|(k, x)| (2.0 * k as f64 - m as f64 + 1.0) * x)
-        .sum::<f64>()
-        * 2.0;
+    let pairs = if m <= 64 {
+        let mut sum = 0.0;
+        for (i, a) in members.iter().enumerate() {
+            sum += members[i + 1..].iter().map(|b| (a - b).abs()).sum::<f64>();
+        }
+        2.0 * sum
+    } else {
+        members.sort_unstable_by(f64::total_cmp);
+        members
+            .iter()
+            .enumerate()
+            .map(|(k, x)| (2.0 * k as f64 - m as f64 + 1.0) * x)
+            .sum::<f64>()
+            * 2.0
+    };
     skill - pairs / (2.0 * m as f64 * (m as f64 - 1.0))
 }
 
@@ -91,7 +104,8 @@ pub fn erfc(x: f64) -> f64 {
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * poly.exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
@@ -121,7 +135,9 @@ pub struct RankHistogram {
 impl RankHistogram {
     /// An empty histogram for an ensemble of `members`.
     pub fn new(members: usize) -> Self {
-        Self { counts: vec![0; members + 1] }
+        Self {
+            counts: vec![0; members + 1],
+        }
     }
 
     /// Adds the rank of each variable's truth in an `n x members` ensemble.
@@ -136,7 +152,13 @@ impl RankHistogram {
         let total: u64 = self.counts.iter().sum();
         self.counts
             .iter()
-            .map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 })
+            .map(|&c| {
+                if total == 0 {
+                    0.0
+                } else {
+                    c as f64 / total as f64
+                }
+            })
             .collect()
     }
 }
@@ -168,22 +190,41 @@ pub struct MeanWithCi {
 pub fn mean_with_ci(series: &[f64]) -> MeanWithCi {
     let n = series.len();
     if n == 0 {
-        return MeanWithCi { mean: f64::NAN, ci95: f64::NAN, autocorrelation: f64::NAN, effective_samples: 0.0 };
+        return MeanWithCi {
+            mean: f64::NAN,
+            ci95: f64::NAN,
+            autocorrelation: f64::NAN,
+            effective_samples: 0.0,
+        };
     }
     let mean = series.iter().sum::<f64>() / n as f64;
     if n < 3 {
-        return MeanWithCi { mean, ci95: f64::NAN, autocorrelation: f64::NAN, effective_samples: n as f64 };
+        return MeanWithCi {
+            mean,
+            ci95: f64::NAN,
+            autocorrelation: f64::NAN,
+            effective_samples: n as f64,
+        };
     }
     let var = series.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
     let rho = if var > 0.0 {
-        let cov: f64 = series.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum::<f64>() / n as f64;
+        let cov: f64 = series
+            .windows(2)
+            .map(|w| (w[0] - mean) * (w[1] - mean))
+            .sum::<f64>()
+            / n as f64;
         (cov / var).clamp(0.0, 0.99)
     } else {
         0.0
     };
     let effective = (n as f64 * (1.0 - rho) / (1.0 + rho)).max(1.0);
     let sample_var = var * n as f64 / (n as f64 - 1.0);
-    MeanWithCi { mean, ci95: 1.96 * (sample_var / effective).sqrt(), autocorrelation: rho, effective_samples: effective }
+    MeanWithCi {
+        mean,
+        ci95: 1.96 * (sample_var / effective).sqrt(),
+        autocorrelation: rho,
+        effective_samples: effective,
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +246,17 @@ mod tests {
         let want = skill - pairs / (2.0 * m * (m - 1.0));
         let mut buf = members;
         assert!((crps_fair(&mut buf, y) - want).abs() < 1e-14);
+        // The sorted path for large ensembles agrees with the direct sum.
+        let big: Vec<f64> = crate::rng::standard_normal(&mut crate::rng::stream(5, "crps"), 100);
+        let direct: f64 = big
+            .iter()
+            .map(|a| big.iter().map(|b| (a - b).abs()).sum::<f64>())
+            .sum();
+        let skill_big: f64 = big.iter().map(|x| (x - y).abs()).sum::<f64>() / 100.0;
+        let mut buf = big.clone();
+        assert!(
+            (crps_fair(&mut buf, y) - (skill_big - direct / (2.0 * 100.0 * 99.0))).abs() < 1e-12
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::lorenz96_two_scale::TwoScaleTendency;
-use super::{Integrator, Lorenz63, Lorenz96, Lorenz96TwoScale, Lorenz96Truncated, Model, Parametrisation};
+use super::{
+    Integrator, Lorenz63, Lorenz96, Lorenz96Truncated, Lorenz96TwoScale, Model, Parametrisation,
+};
 
 /// A model and its parameters, selected by `name`. Every key has the
 /// published default, so `[model] name = "lorenz96"` is the Lorenz & Emanuel
@@ -158,17 +160,34 @@ impl ModelConfig {
             if v > 0.0 && v.is_finite() {
                 Ok(())
             } else {
-                Err((key.to_string(), format!("must be a positive number, got {v}")))
+                Err((
+                    key.to_string(),
+                    format!("must be a positive number, got {v}"),
+                ))
             }
         };
         positive("dt", self.dt())?;
         match self {
-            ModelConfig::Lorenz96 { size, .. } | ModelConfig::Lorenz96Truncated { size, .. } if *size < 4 => {
-                Err(("size".into(), format!("Lorenz-96 needs at least 4 variables, got {size}")))
+            ModelConfig::Lorenz96 { size, .. } | ModelConfig::Lorenz96Truncated { size, .. }
+                if *size < 4 =>
+            {
+                Err((
+                    "size".into(),
+                    format!("Lorenz-96 needs at least 4 variables, got {size}"),
+                ))
             }
-            ModelConfig::Lorenz96TwoScale { slow, fast_per_slow, time_scale, amplitude, .. } => {
+            ModelConfig::Lorenz96TwoScale {
+                slow,
+                fast_per_slow,
+                time_scale,
+                amplitude,
+                ..
+            } => {
                 if *slow < 4 {
-                    return Err(("slow".into(), format!("needs at least 4 slow variables, got {slow}")));
+                    return Err((
+                        "slow".into(),
+                        format!("needs at least 4 slow variables, got {slow}"),
+                    ));
                 }
                 if *fast_per_slow < 1 {
                     return Err(("fast_per_slow".into(), "must be at least 1".into()));
@@ -183,12 +202,19 @@ impl ModelConfig {
     /// Builds the model.
     pub fn build(&self) -> Box<dyn Model> {
         match *self {
-            ModelConfig::Lorenz63 { sigma, rho, beta, dt, integrator } => {
-                Box::new(Lorenz63::lorenz63(sigma, rho, beta, dt, integrator))
-            }
-            ModelConfig::Lorenz96 { size, forcing, dt, integrator } => {
-                Box::new(Lorenz96::lorenz96(size, forcing, dt, integrator))
-            }
+            ModelConfig::Lorenz63 {
+                sigma,
+                rho,
+                beta,
+                dt,
+                integrator,
+            } => Box::new(Lorenz63::lorenz63(sigma, rho, beta, dt, integrator)),
+            ModelConfig::Lorenz96 {
+                size,
+                forcing,
+                dt,
+                integrator,
+            } => Box::new(Lorenz96::lorenz96(size, forcing, dt, integrator)),
             ModelConfig::Lorenz96TwoScale {
                 slow,
                 fast_per_slow,
@@ -199,13 +225,30 @@ impl ModelConfig {
                 dt,
                 integrator,
             } => Box::new(Lorenz96TwoScale::two_scale(
-                TwoScaleTendency { slow, fast_per_slow, forcing, coupling, time_scale, amplitude },
+                TwoScaleTendency {
+                    slow,
+                    fast_per_slow,
+                    forcing,
+                    coupling,
+                    time_scale,
+                    amplitude,
+                },
                 dt,
                 integrator,
             )),
-            ModelConfig::Lorenz96Truncated { size, forcing, parametrisation, dt, integrator } => {
-                Box::new(Lorenz96Truncated::truncated(size, forcing, parametrisation, dt, integrator))
-            }
+            ModelConfig::Lorenz96Truncated {
+                size,
+                forcing,
+                parametrisation,
+                dt,
+                integrator,
+            } => Box::new(Lorenz96Truncated::truncated(
+                size,
+                forcing,
+                parametrisation,
+                dt,
+                integrator,
+            )),
         }
     }
 }

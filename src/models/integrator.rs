@@ -74,7 +74,13 @@ pub struct OdeModel<T> {
 
 impl<T: Tendency> OdeModel<T> {
     /// Wraps a tendency into a model.
-    pub fn new(tendency: T, integrator: Integrator, dt: f64, geometry: Geometry, name: &str) -> Self {
+    pub fn new(
+        tendency: T,
+        integrator: Integrator,
+        dt: f64,
+        geometry: Geometry,
+        name: &str,
+    ) -> Self {
         Self {
             tendency,
             integrator,
@@ -127,7 +133,9 @@ mod tests {
             x = integrator.step(&Forced, x, k as f64 * dt, dt);
         }
         let v = to_vec(x);
-        (v[0] - exact(1.0, t_end)).abs().max((v[1] - exact(-2.0, t_end)).abs())
+        (v[0] - exact(1.0, t_end))
+            .abs()
+            .max((v[1] - exact(-2.0, t_end)).abs())
     }
 
     #[test]

@@ -59,7 +59,11 @@ mod tests {
     #[test]
     fn tendency_matches_the_formula() {
         let device = cpu_f64();
-        let f = Lorenz63Tendency { sigma: 10.0, rho: 28.0, beta: 8.0 / 3.0 };
+        let f = Lorenz63Tendency {
+            sigma: 10.0,
+            rho: 28.0,
+            beta: 8.0 / 3.0,
+        };
         let x = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [-4.0, 0.5, 20.0]], &device);
         let got = to_vec(f.tendency(x, 0.0));
         let want = [

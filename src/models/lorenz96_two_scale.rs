@@ -21,7 +21,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Geometry, Integrator, OdeModel, Tendency, shift};
+use super::{Geometry, Integrator, Neighbours, OdeModel, Tendency};
 
 /// Wilks (2005) deterministic polynomial fit of the unresolved tendency, F = 20.
 pub const WILKS_2005: [f64; 5] = [0.262, 1.45, -0.0121, -0.00713, 0.000296];
@@ -50,18 +50,20 @@ impl Tendency for TwoScaleTendency {
         let x = state.clone().narrow(1, 0, k);
         let y = state.narrow(1, k, k * j);
         let hcb = self.coupling * self.time_scale / self.amplitude;
-        let fast_sum: Tensor<2> = y.clone().reshape([members, k, j]).sum_dim(2).reshape([members, k]);
-        let dx = (shift(x.clone(), -1) - shift(x.clone(), 2)) * shift(x.clone(), 1) - x.clone()
-            + self.forcing
-            - fast_sum * hcb;
+        let fast_sum: Tensor<2> = y
+            .clone()
+            .reshape([members, k, j])
+            .sum_dim(2)
+            .reshape([members, k]);
+        let xs = Neighbours::new(x.clone(), 2, 1);
+        let dx = (xs.at(1) - xs.at(-2)) * xs.at(-1) - x.clone() + self.forcing - fast_sum * hcb;
         let x_per_fast: Tensor<2> = x
             .reshape([members, k, 1])
             .expand([members, k, j])
             .reshape([members, k * j]);
         let cb = self.time_scale * self.amplitude;
-        let dy = (shift(y.clone(), 1) - shift(y.clone(), -2)) * shift(y.clone(), -1) * cb
-            - y * self.time_scale
-            + x_per_fast * hcb;
+        let ys = Neighbours::new(y.clone(), 1, 2);
+        let dy = (ys.at(-1) - ys.at(2)) * ys.at(1) * cb - y * self.time_scale + x_per_fast * hcb;
         Tensor::cat(vec![dx, dy], 1)
     }
 }
@@ -113,7 +115,8 @@ impl Tendency for TruncatedTendency {
         for &ci in c[..3].iter().rev() {
             g = g * x.clone() + ci;
         }
-        (shift(x.clone(), -1) - shift(x.clone(), 2)) * shift(x.clone(), 1) - x + self.forcing - g
+        let xs = Neighbours::new(x.clone(), 2, 1);
+        (xs.at(1) - xs.at(-2)) * xs.at(-1) - x + self.forcing - g
     }
 }
 
@@ -134,7 +137,10 @@ impl Lorenz96Truncated {
             Parametrisation::None => [0.0; 5],
         };
         OdeModel::new(
-            TruncatedTendency { forcing, coefficients },
+            TruncatedTendency {
+                forcing,
+                coefficients,
+            },
             integrator,
             dt,
             Geometry::chain(size, true, "x"),
@@ -163,7 +169,10 @@ mod tests {
         let n = k + k * j;
         let values: Vec<f64> = (0..n).map(|i| (i as f64 * 0.77).cos() * 2.0).collect();
         let device = cpu_f64();
-        let got = to_vec(f.tendency(Tensor::from_data(TensorData::new(values.clone(), [1, n]), &device), 0.0));
+        let got = to_vec(f.tendency(
+            Tensor::from_data(TensorData::new(values.clone(), [1, n]), &device),
+            0.0,
+        ));
         let xs = &values[..k];
         let ys = &values[k..];
         let xi = |i: isize| xs[i.rem_euclid(k as isize) as usize];
@@ -174,7 +183,8 @@ mod tests {
             assert!((got[kk as usize] - want).abs() < 1e-12);
         }
         for m in 0..(k * j) as isize {
-            let want = -100.0 * yi(m + 1) * (yi(m + 2) - yi(m - 1)) - 10.0 * yi(m) + xs[m as usize / j];
+            let want =
+                -100.0 * yi(m + 1) * (yi(m + 2) - yi(m - 1)) - 10.0 * yi(m) + xs[m as usize / j];
             assert!((got[k + m as usize] - want).abs() < 1e-12, "m={m}");
         }
     }
@@ -182,7 +192,10 @@ mod tests {
     #[test]
     fn truncated_polynomial_is_wilks() {
         let device = cpu_f64();
-        let f = TruncatedTendency { forcing: 20.0, coefficients: WILKS_2005 };
+        let f = TruncatedTendency {
+            forcing: 20.0,
+            coefficients: WILKS_2005,
+        };
         let x = Tensor::<2>::full([1, 8], 2.0, &device);
         let got = to_vec(f.tendency(x, 0.0));
         let g = 0.262 + 1.45 * 2.0 - 0.0121 * 4.0 - 0.00713 * 8.0 + 0.000296 * 16.0;

@@ -18,7 +18,7 @@ pub use config::ModelConfig;
 pub use integrator::{Integrator, OdeModel, Tendency};
 pub use lorenz63::Lorenz63;
 pub use lorenz96::Lorenz96;
-pub use lorenz96_two_scale::{Lorenz96TwoScale, Lorenz96Truncated, Parametrisation};
+pub use lorenz96_two_scale::{Lorenz96Truncated, Lorenz96TwoScale, Parametrisation};
 
 /// A point in model space, used for localisation distances. One-dimensional
 /// models use the first coordinate only.
@@ -103,10 +103,38 @@ pub trait Model: Send + Sync {
     }
 }
 
-/// Shifts a `[members, n]` batch periodically along the state axis:
-/// `shift(x, s)[:, i] = x[:, (i - s) mod n]`, so `shift(x, 1)[:, i] = x[:, i-1]`.
-pub(crate) fn shift(x: Tensor<2>, s: i64) -> Tensor<2> {
-    x.roll_dim(s, 1)
+/// Periodic neighbours of a `[members, n]` batch along the state axis.
+///
+/// The batch is padded once with `before` wrapped columns on the left and
+/// `after` on the right (one copy); [`Neighbours::at`] then returns
+/// `x[:, (i + k) mod n]` as a zero-copy view. Three `roll`s would copy three
+/// times; stencil tendencies are the hot path of every forecast.
+pub(crate) struct Neighbours {
+    padded: Tensor<2>,
+    before: usize,
+    n: usize,
+}
+
+impl Neighbours {
+    /// Pads `x` for offsets in `-before..=after`.
+    pub(crate) fn new(x: Tensor<2>, before: usize, after: usize) -> Self {
+        let n = x.dims()[1];
+        let padded = Tensor::cat(
+            vec![
+                x.clone().narrow(1, n - before, before),
+                x.clone(),
+                x.narrow(1, 0, after),
+            ],
+            1,
+        );
+        Self { padded, before, n }
+    }
+
+    /// `x[:, (i + k) mod n]` for every `i`.
+    pub(crate) fn at(&self, k: isize) -> Tensor<2> {
+        let start = (self.before as isize + k) as usize;
+        self.padded.clone().narrow(1, start, self.n)
+    }
 }
 
 #[cfg(test)]

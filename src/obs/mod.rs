@@ -59,7 +59,11 @@ impl Selection {
     ///
     /// # Errors
     /// An index out of range, as `(index, n)`.
-    pub fn new(indices: Vec<usize>, geometry: &Geometry, name: &str) -> Result<Self, (usize, usize)> {
+    pub fn new(
+        indices: Vec<usize>,
+        geometry: &Geometry,
+        name: &str,
+    ) -> Result<Self, (usize, usize)> {
         let n = geometry.size();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
             return Err((bad, n));
@@ -80,8 +84,12 @@ impl Selection {
 
     /// Every `stride`-th variable, starting at 0.
     pub fn every(stride: usize, geometry: &Geometry) -> Self {
-        Self::new((0..geometry.size()).step_by(stride.max(1)).collect(), geometry, "every")
-            .expect("indices in range")
+        Self::new(
+            (0..geometry.size()).step_by(stride.max(1)).collect(),
+            geometry,
+            "every",
+        )
+        .expect("indices in range")
     }
 
     /// The observed state indices.
@@ -96,7 +104,10 @@ impl ObsOperator for Selection {
             return state;
         }
         let device = state.device();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(self.index_data.clone(), [self.indices.len()]), &device);
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(self.index_data.clone(), [self.indices.len()]),
+            &device,
+        );
         state.select(1, idx)
     }
 
@@ -170,6 +181,9 @@ mod tests {
     #[test]
     fn out_of_range_index_is_refused() {
         let g = Geometry::chain(5, true, "x");
-        assert_eq!(Selection::new(vec![1, 5], &g, "partial").unwrap_err(), (5, 5));
+        assert_eq!(
+            Selection::new(vec![1, 5], &g, "partial").unwrap_err(),
+            (5, 5)
+        );
     }
 }
