@@ -26,6 +26,7 @@ fn filter_cycle(c: &mut Criterion) {
         steps_per_cycle: 1,
         device: device.clone(),
         climate: &climate,
+        host_path: false,
     };
     // Start on the attractor: spin up one state, then spread members around it.
     let spin = rime::device::ensemble_to_tensor(

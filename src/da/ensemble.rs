@@ -13,7 +13,6 @@ use super::eigen::symmetric_eigen;
 use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
 use super::localisation::{Taper, local_observations};
 use super::{DaError, EnsembleConfig, Estimate, Filter, Gaussian, Setting};
-use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 use crate::obs::apply_to_ensemble;
 use crate::rng::{Rng, standard_normal};
 
@@ -84,9 +83,8 @@ fn numerical(what: &str) -> DaError {
 
 impl Filter for EnsembleFilter {
     fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        let x = ensemble_to_tensor(&self.ensemble, &setting.device);
-        let x = setting.model.forecast(x, time, setting.steps_per_cycle);
-        self.ensemble = tensor_to_ensemble(x);
+        self.ensemble =
+            super::propagate_ensemble(setting, &self.ensemble, time, setting.steps_per_cycle);
         Ok(())
     }
 

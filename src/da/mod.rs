@@ -12,8 +12,10 @@
 pub mod baseline;
 pub mod eigen;
 pub mod ensemble;
+pub mod ienks;
 pub mod linalg;
 pub mod localisation;
+pub mod var;
 
 use burn::tensor::Device;
 use nalgebra::{DMatrix, DVector};
@@ -66,10 +68,12 @@ pub enum MethodConfig {
     /// Optimal interpolation: the climatological mean updated with the
     /// climatological covariance at every observation time, not cycled.
     Oi(NoSettings),
-    /// 3D-Var with the climatological covariance scaled by `background_scale`;
-    /// for a linear observation operator its minimiser is the BLUE, computed
-    /// in closed form.
-    Var3d(Var3dConfig),
+    /// 3D-Var: the variational analysis at each observation time with a
+    /// static background covariance, minimised by L-BFGS with autodiff (or
+    /// adjoint) gradients.
+    Var3d(var::VarConfig),
+    /// 4D-Var, strong or weak constraint, over a window of observation cycles.
+    Var4d(var::VarConfig),
     /// Extended Kalman filter, tangent-linear model by autodiff.
     Ekf(EkfConfig),
     /// Stochastic EnKF with perturbed observations (Burgers et al. 1998).
@@ -83,21 +87,14 @@ pub enum MethodConfig {
     Ensrf(EnsembleConfig),
     /// Local ETKF with tapered observation errors (Hunt et al. 2007).
     Letkf(EnsembleConfig),
+    /// Iterative ensemble Kalman smoother, square root (Bocquet & Sakov 2013).
+    Ienks(ienks::IenksConfig),
 }
 
 /// A method without settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
-
-/// Settings of [`MethodConfig::Var3d`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Var3dConfig {
-    /// Factor on the climatological covariance (DAPPER `xB`).
-    #[serde(default = "one")]
-    pub background_scale: f64,
-}
 
 /// Settings of [`MethodConfig::Ekf`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,12 +113,14 @@ impl MethodConfig {
             MethodConfig::Climatology(_) => "climatology",
             MethodConfig::Oi(_) => "oi",
             MethodConfig::Var3d(_) => "var3d",
+            MethodConfig::Var4d(_) => "var4d",
             MethodConfig::Ekf(_) => "ekf",
             MethodConfig::Enkf(_) => "enkf",
             MethodConfig::Etkf(_) => "etkf",
             MethodConfig::Denkf(_) => "denkf",
             MethodConfig::Ensrf(_) => "ensrf",
             MethodConfig::Letkf(_) => "letkf",
+            MethodConfig::Ienks(_) => "ienks",
         }
     }
 
@@ -133,6 +132,7 @@ impl MethodConfig {
             | MethodConfig::Denkf(c)
             | MethodConfig::Ensrf(c)
             | MethodConfig::Letkf(c) => Some(c.ensemble_size),
+            MethodConfig::Ienks(c) => Some(c.ensemble_size),
             _ => None,
         }
     }
@@ -141,14 +141,8 @@ impl MethodConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
         match self {
-            MethodConfig::Var3d(c)
-                if !(c.background_scale > 0.0 && c.background_scale.is_finite()) =>
-            {
-                err(
-                    "background_scale",
-                    format!("must be positive, got {}", c.background_scale),
-                )
-            }
+            MethodConfig::Var3d(c) | MethodConfig::Var4d(c) => c.validate(self.name()),
+            MethodConfig::Ienks(c) => c.validate(),
             MethodConfig::Ekf(c) if !(c.inflation >= 1.0 && c.inflation.is_finite()) => err(
                 "inflation",
                 format!("must be at least 1, got {}", c.inflation),
@@ -215,12 +209,10 @@ impl MethodConfig {
                 1.0,
                 baseline::Background::Climatology,
             )?),
-            MethodConfig::Var3d(c) => Box::new(baseline::StaticB::new(
-                setting,
-                initial,
-                c.background_scale,
-                baseline::Background::Forecast,
-            )?),
+            MethodConfig::Var3d(c) | MethodConfig::Var4d(c) => {
+                Box::new(var::Var::new(setting, initial, c)?)
+            }
+            MethodConfig::Ienks(c) => Box::new(ienks::Ienks::new(c, initial, rng)),
             MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(setting, initial, c.inflation)?),
             MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(
                 ensemble::Kind::PerturbedObs,
@@ -253,6 +245,27 @@ impl MethodConfig {
                 rng,
             )),
         })
+    }
+}
+
+/// Advances an `n x members` ensemble by `steps` model steps: on the host
+/// through the model's hand-written fast path when it has one and the run
+/// allows it, otherwise as one batched tensor on the burn device.
+pub fn propagate_ensemble(
+    setting: &Setting<'_>,
+    ensemble: &DMatrix<f64>,
+    time: f64,
+    steps: usize,
+) -> DMatrix<f64> {
+    let model = setting.model;
+    if setting.host_path && model.has_host_path() {
+        let mut out = ensemble.clone();
+        for mut member in out.column_iter_mut() {
+            model.host_forecast(member.as_mut_slice(), time, steps);
+        }
+        out
+    } else {
+        var::trajectory::forecast_states(model, ensemble, time, steps, &setting.device)
     }
 }
 
@@ -312,6 +325,8 @@ pub struct Setting<'a> {
     pub device: Device,
     /// Climatology of the truth.
     pub climate: &'a ClimateStats,
+    /// Use the model's host fast path for ensemble forecasts where it has one.
+    pub host_path: bool,
 }
 
 /// The current estimate of a filter, for verification.
@@ -340,6 +355,10 @@ pub trait Filter: Send {
     ) -> Result<(), DaError>;
     /// The current estimate.
     fn estimate(&self) -> Estimate<'_>;
+    /// Summaries of the minimisations so far (variational methods only).
+    fn minimisations(&self) -> &[var::MinimisationSummary] {
+        &[]
+    }
 }
 
 /// Why a method could not go on.
@@ -356,4 +375,14 @@ pub enum DaError {
     /// A linear solve or decomposition failed, typically after divergence.
     #[error("numerical failure in {0}")]
     Numerical(String),
+    /// A variational minimisation failed or did not converge.
+    #[error("minimisation failed after {iterations} iterations: {reason}; cost history {history}")]
+    Minimisation {
+        /// What went wrong.
+        reason: String,
+        /// Iterations taken.
+        iterations: u64,
+        /// The cost at each iteration.
+        history: String,
+    },
 }

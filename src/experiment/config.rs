@@ -121,6 +121,15 @@ pub struct RunConfig {
     /// climatological standard deviation of the truth.
     #[serde(default)]
     pub divergence_rmse: Option<f64>,
+    /// Ensemble forecasts use the model's hand-written host path where it
+    /// has one (the toy models do); `false` runs every forecast as batched
+    /// burn tensor ops on the device (the path GPUs and learned models use).
+    #[serde(default = "yes")]
+    pub host_fast_path: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The initial mean: a scalar for every variable, or a list padded with zeros.

@@ -236,6 +236,7 @@ fn run_method(
         steps_per_cycle: chronology.steps_per_cycle,
         device: cpu_f64(),
         climate: &twin.climate,
+        host_path: config.run.host_fast_path,
     };
     let rng = stream(config.run.seed, &format!("method/{}", entry.label));
     let mut filter = entry.method.build(&setting, &twin.initial, rng)?;

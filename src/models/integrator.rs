@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::adjoint::{HostStepper, HostTendency, RungeKutta};
 use super::{Geometry, Model};
 
 /// The right-hand side `dx/dt = f(x, t)` of an ordinary differential equation,
@@ -11,6 +12,12 @@ pub trait Tendency: Send + Sync {
     /// # Shapes
     /// `[members, n] -> [members, n]`.
     fn tendency(&self, state: Tensor<2>, time: f64) -> Tensor<2>;
+
+    /// The same tendency on one host state, with its hand-written adjoint,
+    /// where the model provides one (the fast path for variational DA).
+    fn host(&self) -> Option<&dyn HostTendency> {
+        None
+    }
 }
 
 /// Explicit one-step integrators.
@@ -103,6 +110,48 @@ impl<T: Tendency> Model for OdeModel<T> {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn host_step(&self, x: &mut [f64], time: f64) -> bool {
+        match self.tendency.host() {
+            Some(tendency) => {
+                RungeKutta {
+                    tendency,
+                    integrator: self.integrator,
+                    dt: self.dt,
+                }
+                .step(x, time);
+                true
+            }
+            None => false,
+        }
+    }
+    fn host_forecast(&self, x: &mut [f64], time: f64, steps: usize) -> bool {
+        match self.tendency.host() {
+            Some(tendency) => {
+                RungeKutta {
+                    tendency,
+                    integrator: self.integrator,
+                    dt: self.dt,
+                }
+                .forecast(x, time, steps);
+                true
+            }
+            None => false,
+        }
+    }
+    fn host_step_vjp(&self, x: &[f64], time: f64, lambda: &mut [f64]) -> bool {
+        match self.tendency.host() {
+            Some(tendency) => {
+                RungeKutta {
+                    tendency,
+                    integrator: self.integrator,
+                    dt: self.dt,
+                }
+                .step_vjp(x, time, lambda);
+                true
+            }
+            None => false,
+        }
     }
 }
 

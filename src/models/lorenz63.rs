@@ -4,6 +4,7 @@
 
 use burn::tensor::Tensor;
 
+use super::adjoint::HostTendency;
 use super::{Geometry, Integrator, OdeModel, Tendency};
 
 /// The Lorenz-63 right-hand side.
@@ -26,6 +27,27 @@ impl Tendency for Lorenz63Tendency {
         let dy = x.clone() * (z.clone().neg() + self.rho) - y.clone();
         let dz = x * y - z * self.beta;
         Tensor::cat(vec![dx, dy, dz], 1)
+    }
+
+    fn host(&self) -> Option<&dyn HostTendency> {
+        Some(self)
+    }
+}
+
+impl HostTendency for Lorenz63Tendency {
+    fn eval(&self, s: &[f64], _t: f64, out: &mut [f64]) {
+        let (x, y, z) = (s[0], s[1], s[2]);
+        out[0] = self.sigma * (y - x);
+        out[1] = x * (self.rho - z) - y;
+        out[2] = x * y - self.beta * z;
+    }
+
+    fn vjp(&self, s: &[f64], _t: f64, l: &[f64], out: &mut [f64]) {
+        // Jacobian [[-sigma, sigma, 0], [rho - z, -1, -x], [y, x, -beta]], transposed.
+        let (x, y, z) = (s[0], s[1], s[2]);
+        out[0] = -self.sigma * l[0] + (self.rho - z) * l[1] + y * l[2];
+        out[1] = self.sigma * l[0] - l[1] + x * l[2];
+        out[2] = -x * l[1] - self.beta * l[2];
     }
 }
 

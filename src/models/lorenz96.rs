@@ -4,6 +4,7 @@
 
 use burn::tensor::Tensor;
 
+use super::adjoint::HostTendency;
 use super::{Geometry, Integrator, Neighbours, OdeModel, Tendency};
 
 /// The Lorenz-96 right-hand side with forcing `F`.
@@ -17,6 +18,67 @@ impl Tendency for Lorenz96Tendency {
     fn tendency(&self, x: Tensor<2>, _time: f64) -> Tensor<2> {
         let xs = Neighbours::new(x.clone(), 2, 1);
         (xs.at(1) - xs.at(-2)) * xs.at(-1) - x + self.forcing
+    }
+
+    fn host(&self) -> Option<&dyn HostTendency> {
+        Some(self)
+    }
+}
+
+/// `x[(i + k) mod n]`.
+#[inline]
+pub(crate) fn wrap(x: &[f64], i: usize, k: isize) -> f64 {
+    let n = x.len() as isize;
+    x[(i as isize + k).rem_euclid(n) as usize]
+}
+
+/// The indices within two of either end, where the stencils wrap.
+fn edges(n: usize) -> impl Iterator<Item = usize> {
+    [0, 1, n - 2, n - 1]
+        .into_iter()
+        .enumerate()
+        .filter(move |&(k, i)| k < 2 || i >= 2)
+        .map(|(_, i)| i)
+}
+
+/// Lorenz-96 advection `(x_{i+1} - x_{i-2}) x_{i-1}` on the host (n >= 4).
+pub(crate) fn advection(x: &[f64], out: &mut [f64]) {
+    let n = x.len();
+    for i in 2..n - 1 {
+        out[i] = (x[i + 1] - x[i - 2]) * x[i - 1];
+    }
+    for i in edges(n) {
+        out[i] = (wrap(x, i, 1) - wrap(x, i, -2)) * wrap(x, i, -1);
+    }
+}
+
+/// Adjoint of the advection, accumulated into `out` (n >= 4):
+/// `out_j += l_{j-1} x_{j-2} - l_{j+2} x_{j+1} + l_{j+1} (x_{j+2} - x_{j-1})`.
+pub(crate) fn advection_vjp(x: &[f64], lambda: &[f64], out: &mut [f64]) {
+    let n = x.len();
+    let l = lambda;
+    for j in 2..n - 2 {
+        out[j] += l[j - 1] * x[j - 2] - l[j + 2] * x[j + 1] + l[j + 1] * (x[j + 2] - x[j - 1]);
+    }
+    for j in edges(n) {
+        out[j] += wrap(l, j, -1) * wrap(x, j, -2) - wrap(l, j, 2) * wrap(x, j, 1)
+            + wrap(l, j, 1) * (wrap(x, j, 2) - wrap(x, j, -1));
+    }
+}
+
+impl HostTendency for Lorenz96Tendency {
+    fn eval(&self, x: &[f64], _t: f64, out: &mut [f64]) {
+        advection(x, out);
+        for (o, xi) in out.iter_mut().zip(x) {
+            *o += self.forcing - xi;
+        }
+    }
+
+    fn vjp(&self, x: &[f64], _t: f64, lambda: &[f64], out: &mut [f64]) {
+        for (o, l) in out.iter_mut().zip(lambda) {
+            *o = -l;
+        }
+        advection_vjp(x, lambda, out);
     }
 }
 

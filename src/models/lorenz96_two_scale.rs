@@ -21,6 +21,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::adjoint::HostTendency;
 use super::{Geometry, Integrator, Neighbours, OdeModel, Tendency};
 
 /// Wilks (2005) deterministic polynomial fit of the unresolved tendency, F = 20.
@@ -117,6 +118,35 @@ impl Tendency for TruncatedTendency {
         }
         let xs = Neighbours::new(x.clone(), 2, 1);
         (xs.at(1) - xs.at(-2)) * xs.at(-1) - x + self.forcing - g
+    }
+
+    fn host(&self) -> Option<&dyn HostTendency> {
+        Some(self)
+    }
+}
+
+impl TruncatedTendency {
+    fn polynomial(&self, x: f64) -> (f64, f64) {
+        let c = &self.coefficients;
+        let value = c[0] + x * (c[1] + x * (c[2] + x * (c[3] + x * c[4])));
+        let slope = c[1] + x * (2.0 * c[2] + x * (3.0 * c[3] + x * 4.0 * c[4]));
+        (value, slope)
+    }
+}
+
+impl HostTendency for TruncatedTendency {
+    fn eval(&self, x: &[f64], _t: f64, out: &mut [f64]) {
+        super::lorenz96::advection(x, out);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o += self.forcing - xi - self.polynomial(xi).0;
+        }
+    }
+
+    fn vjp(&self, x: &[f64], _t: f64, lambda: &[f64], out: &mut [f64]) {
+        for ((o, l), &xi) in out.iter_mut().zip(lambda).zip(x) {
+            *o = -l * (1.0 + self.polynomial(xi).1);
+        }
+        super::lorenz96::advection_vjp(x, lambda, out);
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`Tendency`] and stepped by any [`Integrator`]; the integrator is a
 //! separate choice from the physics, as in diffrax.
 
+pub mod adjoint;
 pub mod config;
 pub mod integrator;
 pub mod lorenz63;
@@ -92,6 +93,35 @@ pub trait Model: Send + Sync {
     /// Number of state variables.
     fn size(&self) -> usize {
         self.geometry().size()
+    }
+
+    /// Whether [`host_step`](Model::host_step) and
+    /// [`host_step_vjp`](Model::host_step_vjp) are available.
+    fn has_host_path(&self) -> bool {
+        self.host_step(&mut vec![0.0; self.size()], 0.0)
+    }
+
+    /// Host fast path: advances one state in place by one step; returns
+    /// `false` (leaving `x` untouched) if the model has no host path.
+    fn host_step(&self, _x: &mut [f64], _time: f64) -> bool {
+        false
+    }
+
+    /// Host fast path over `steps` steps; returns `false` (leaving `x`
+    /// untouched) if the model has no host path.
+    fn host_forecast(&self, x: &mut [f64], time: f64, steps: usize) -> bool {
+        for k in 0..steps {
+            if !self.host_step(x, time + k as f64 * self.dt()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Host fast path of the adjoint: `lambda <- (d step / dx at x)^T lambda`;
+    /// returns `false` if the model has no hand-written adjoint.
+    fn host_step_vjp(&self, _x: &[f64], _time: f64, _lambda: &mut [f64]) -> bool {
+        false
     }
 
     /// Advances `steps` steps from `time`.
