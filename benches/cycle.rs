@@ -1,10 +1,12 @@
 //! One Lorenz-96 forecast + analysis cycle on the Sakov & Oke (2008) setup
 //! (n = 40, all variables observed, R = I): ETKF with N = 24 and LETKF with
 //! N = 7, the two settings `benches/peers/dapper_cycle.py` times in DAPPER.
-//! Also the forecast alone, to show how the cycle splits.
+//! Also the forecast alone, to show how the cycle splits, and one 4D-Var
+//! gradient through 100 steps with each gradient strategy.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::{DMatrix, DVector};
+use rime::da::var::{GradientStrategy, Trajectory};
 use rime::da::{ClimateStats, EnsembleConfig, Gaussian, MethodConfig, Setting};
 use rime::device::cpu_f64;
 use rime::models::{Integrator, Lorenz96, Model};
@@ -62,6 +64,46 @@ fn filter_cycle(c: &mut Criterion) {
     });
 }
 
+/// One strong-constraint 4D-Var gradient through 100 Lorenz-96 steps
+/// (n = 40, RK4, dt = 0.05), all variables observed every 4 steps (25
+/// observation times, R = I): the problem `benches/peers/jax_gradient.py`
+/// times in JAX. Each gradient strategy is one bench.
+fn gradient(c: &mut Criterion) {
+    let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
+    let obs = Selection::identity(model.geometry());
+    let x0: Vec<f64> = (0..40).map(|i| 8.0 + (i as f64 * 0.37).sin()).collect();
+    let observations = (1..=25)
+        .map(|k| {
+            (
+                k,
+                DVector::from_vec(standard_normal(&mut stream(k as u64, "y"), 40)),
+            )
+        })
+        .collect();
+    let window = Trajectory {
+        model: &model,
+        obs: &obs,
+        device: cpu_f64(),
+        time0: 0.0,
+        steps_per_cycle: 4,
+        cycles: 25,
+        observations,
+        obs_error_std: 1.0,
+        model_error_std: None,
+        checkpoint_steps: 4,
+    };
+    for strategy in [
+        GradientStrategy::Adjoint,
+        GradientStrategy::Tape,
+        GradientStrategy::Checkpointed,
+    ] {
+        c.bench_function(
+            &format!("lorenz96_4dvar_gradient_100_steps/{strategy:?}"),
+            |b| b.iter(|| window.gradient(&x0, &[], strategy).unwrap()),
+        );
+    }
+}
+
 fn ens(ensemble_size: usize, localisation_radius: Option<f64>) -> EnsembleConfig {
     EnsembleConfig {
         ensemble_size,
@@ -74,5 +116,5 @@ fn ens(ensemble_size: usize, localisation_radius: Option<f64>) -> EnsembleConfig
     }
 }
 
-criterion_group!(benches, filter_cycle);
+criterion_group!(benches, filter_cycle, gradient);
 criterion_main!(benches);

@@ -89,6 +89,9 @@ pub enum MethodConfig {
     Letkf(EnsembleConfig),
     /// Iterative ensemble Kalman smoother, square root (Bocquet & Sakov 2013).
     Ienks(ienks::IenksConfig),
+    /// 4D-Var with a localised ensemble covariance and an ensemble of
+    /// perturbed analyses.
+    En4dvar(var::envar::En4dvarConfig),
 }
 
 /// A method without settings.
@@ -121,6 +124,7 @@ impl MethodConfig {
             MethodConfig::Ensrf(_) => "ensrf",
             MethodConfig::Letkf(_) => "letkf",
             MethodConfig::Ienks(_) => "ienks",
+            MethodConfig::En4dvar(_) => "en4dvar",
         }
     }
 
@@ -133,6 +137,7 @@ impl MethodConfig {
             | MethodConfig::Ensrf(c)
             | MethodConfig::Letkf(c) => Some(c.ensemble_size),
             MethodConfig::Ienks(c) => Some(c.ensemble_size),
+            MethodConfig::En4dvar(c) => Some(c.ensemble_size),
             _ => None,
         }
     }
@@ -143,6 +148,7 @@ impl MethodConfig {
         match self {
             MethodConfig::Var3d(c) | MethodConfig::Var4d(c) => c.validate(self.name()),
             MethodConfig::Ienks(c) => c.validate(),
+            MethodConfig::En4dvar(c) => c.validate(),
             MethodConfig::Ekf(c) if !(c.inflation >= 1.0 && c.inflation.is_finite()) => err(
                 "inflation",
                 format!("must be at least 1, got {}", c.inflation),
@@ -213,6 +219,7 @@ impl MethodConfig {
                 Box::new(var::Var::new(setting, initial, c)?)
             }
             MethodConfig::Ienks(c) => Box::new(ienks::Ienks::new(c, initial, rng)),
+            MethodConfig::En4dvar(c) => Box::new(var::envar::En4dvar::new(c, initial, rng)),
             MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(setting, initial, c.inflation)?),
             MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(
                 ensemble::Kind::PerturbedObs,

@@ -27,9 +27,19 @@ struct MethodSummary<'a> {
     crps_a: Option<f64>,
     spread_skill_a: Option<f64>,
     time_per_cycle_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minimisation: Option<MinimisationStats>,
     expected: Option<Expected>,
     within_tolerance: Option<bool>,
     netcdf: String,
+}
+
+/// Iteration counts of a variational method's minimisations.
+#[derive(Serialize)]
+struct MinimisationStats {
+    count: usize,
+    mean_iterations: f64,
+    max_iterations: u64,
 }
 
 #[derive(Serialize)]
@@ -92,6 +102,21 @@ pub fn summary_json(report: &Report) -> String {
                 crps_a: m.summary.crps_a,
                 spread_skill_a: m.summary.spread_skill_a,
                 time_per_cycle_s: m.time_per_cycle_s,
+                minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
+                    count: m.minimisations.len(),
+                    mean_iterations: m
+                        .minimisations
+                        .iter()
+                        .map(|r| r.iterations as f64)
+                        .sum::<f64>()
+                        / m.minimisations.len() as f64,
+                    max_iterations: m
+                        .minimisations
+                        .iter()
+                        .map(|r| r.iterations)
+                        .max()
+                        .unwrap_or(0),
+                }),
                 expected: m.expected,
                 within_tolerance: m.meets_expectation(),
                 netcdf: netcdf_name(&m.label),
@@ -273,6 +298,46 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
             v.clone(),
             &[("long_name", long), ("units", units)],
         ));
+    }
+    if !method.minimisations.is_empty() {
+        // Per-cycle record of the minimisation that ended at that cycle (NaN
+        // where none did): the observer's J, J_b, J_o and gradient norm.
+        let mut columns = vec![vec![f64::NAN; cycles]; 6];
+        for r in &method.minimisations {
+            let values = [
+                r.iterations as f64,
+                r.cost_initial,
+                r.last.cost,
+                r.last.cost_b + r.last.cost_q,
+                r.last.cost_o,
+                r.last.gradient_norm,
+            ];
+            for (col, v) in columns.iter_mut().zip(values) {
+                col[r.cycle] = v;
+            }
+        }
+        let names = [
+            (
+                "minimiser_iterations",
+                "L-BFGS iterations of the minimisation ending at this cycle",
+            ),
+            ("cost_initial", "cost function at the background"),
+            ("cost_final", "cost function at the minimum"),
+            (
+                "cost_background_final",
+                "background (and model-error) term at the minimum",
+            ),
+            ("cost_observation_final", "observation term at the minimum"),
+            ("gradient_norm_final", "gradient norm at the minimum"),
+        ];
+        for ((name, long), data) in names.into_iter().zip(columns) {
+            ds.variables.push(variable(
+                name,
+                &["time"],
+                data,
+                &[("long_name", long), ("units", "1")],
+            ));
+        }
     }
     if let Some(h) = &method.rank_histogram {
         ds.dimensions.push(("rank".into(), h.counts.len()));

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::config::{Expected, ExperimentConfig, MethodEntry};
 use super::twin::{Twin, observation_operator};
+use crate::da::var::MinimisationSummary;
 use crate::da::{DaError, Estimate, Setting};
 use crate::device::cpu_f64;
 use crate::metrics::{self, MeanWithCi, RankHistogram};
@@ -118,6 +119,8 @@ pub struct MethodReport {
     pub series: Series,
     /// Analysis rank histogram over the cycles after burn-in (ensembles only).
     pub rank_histogram: Option<RankHistogram>,
+    /// One summary per minimisation (variational methods), in cycle order.
+    pub minimisations: Vec<MinimisationSummary>,
     /// Wall time per cycle, seconds (forecast + analysis + scoring).
     pub time_per_cycle_s: f64,
     /// The published score, if the file gives one.
@@ -311,6 +314,7 @@ fn run_method(
         summary,
         series,
         rank_histogram: histogram,
+        minimisations: filter.minimisations().to_vec(),
         time_per_cycle_s,
         expected: config.expected.get(&entry.label).copied(),
     })

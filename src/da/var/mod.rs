@@ -12,6 +12,7 @@
 //! background forecast, so analysis scores are those available in real
 //! time.
 
+pub mod envar;
 pub mod minimise;
 pub mod trajectory;
 

@@ -153,6 +153,16 @@ impl Trajectory<'_> {
     /// operator's matrix when it has one, otherwise through autodiff.
     fn obs_forcing(&self, x: &DVector<f64>, y: &DVector<f64>, time: f64) -> (f64, DVector<f64>) {
         let r2 = self.obs_error_std * self.obs_error_std;
+        if let Some(indices) = self.obs.selected_indices() {
+            let mut g = DVector::zeros(x.len());
+            let mut cost = 0.0;
+            for (&i, yj) in indices.iter().zip(y.iter()) {
+                let d = x[i] - yj;
+                cost += d * d;
+                g[i] += d / r2;
+            }
+            return (0.5 * cost / r2, g);
+        }
         if let Some(h) = self.obs.as_matrix() {
             let d = &h * x - y;
             return (0.5 * d.norm_squared() / r2, h.tr_mul(&d) / r2);

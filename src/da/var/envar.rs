@@ -1,0 +1,263 @@
+//! En4DVar: 4D-Var with a localised, ensemble-derived background
+//! covariance, and an ensemble of perturbed 4D-Var analyses (an ensemble of
+//! data assimilations, EDA) for the uncertainty.
+//!
+//! In each window, `B = (X X^T / (N - 1)) o L` with `X` the anomalies of
+//! the ensemble at the window start and `L` a Gaspari-Cohn taper of the
+//! model's distances (Schur product, covariance localisation). The control
+//! analysis minimises the 4D-Var cost from the ensemble mean with the real
+//! observations; each member minimises it from its own state with
+//! observations perturbed by `N(0, R)` draws (centred over the members).
+//! The members are recentred on the control analysis and their anomalies
+//! inflated, then the ensemble moves one cycle on, as in [`super::Var`].
+
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    GradientStrategy, MinimisationSummary, MinimiserConfig, Trajectory, VarProblem, minimise,
+    sqrt_psd,
+};
+use crate::da::ensemble::mean_and_anomalies;
+use crate::da::localisation::Taper;
+use crate::da::{DaError, Estimate, Filter, Gaussian, Setting, propagate_ensemble};
+use crate::rng::{Rng, standard_normal};
+
+/// Settings of En4DVar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct En4dvarConfig {
+    /// Members N (the EDA runs N + 1 minimisations per window).
+    pub ensemble_size: usize,
+    /// Observation cycles between the window start and the newest observation.
+    #[serde(default = "one")]
+    pub window: usize,
+    /// Localisation radius of the covariance taper (DAPPER convention).
+    pub localisation_radius: f64,
+    /// Taper shape.
+    #[serde(default)]
+    pub taper: Taper,
+    /// Multiplicative inflation of the analysis anomalies.
+    #[serde(default = "one_f")]
+    pub inflation: f64,
+    /// Gradient strategy.
+    #[serde(default)]
+    pub gradient: GradientStrategy,
+    /// Segment length for `gradient = "checkpointed"`.
+    #[serde(default = "four")]
+    pub checkpoint_steps: usize,
+    /// Minimiser iteration cap.
+    #[serde(default = "iterations")]
+    pub max_iterations: u64,
+    /// Relative gradient tolerance.
+    #[serde(default = "tolerance")]
+    pub gradient_tolerance: f64,
+}
+
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn four() -> usize {
+    4
+}
+fn iterations() -> u64 {
+    MinimiserConfig::default().max_iterations
+}
+fn tolerance() -> f64 {
+    1e-5
+}
+
+impl En4dvarConfig {
+    /// Checks the values; the error is `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        if self.ensemble_size < 2 {
+            return err(
+                "ensemble_size",
+                format!("must be at least 2, got {}", self.ensemble_size),
+            );
+        }
+        if self.window == 0 {
+            return err("window", "must be at least 1".into());
+        }
+        if !(self.localisation_radius > 0.0 && self.localisation_radius.is_finite()) {
+            return err(
+                "localisation_radius",
+                format!("must be positive, got {}", self.localisation_radius),
+            );
+        }
+        if !(self.inflation > 0.0 && self.inflation.is_finite()) {
+            return err(
+                "inflation",
+                format!("must be positive, got {}", self.inflation),
+            );
+        }
+        if !(self.gradient_tolerance > 0.0 && self.gradient_tolerance < 1.0) {
+            return err("gradient_tolerance", "must lie in (0, 1)".into());
+        }
+        if self.max_iterations == 0 || self.checkpoint_steps == 0 {
+            return err(
+                "max_iterations",
+                "max_iterations and checkpoint_steps must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// En4DVar and its state.
+pub struct En4dvar {
+    config: En4dvarConfig,
+    taper: Option<DMatrix<f64>>,
+    start: DMatrix<f64>,
+    start_cycle: usize,
+    current: DMatrix<f64>,
+    current_cycle: usize,
+    pending: Vec<(usize, DVector<f64>)>,
+    rng: Rng,
+    minimisations: Vec<MinimisationSummary>,
+}
+
+impl En4dvar {
+    /// Draws the initial ensemble.
+    pub fn new(config: &En4dvarConfig, initial: &Gaussian, mut rng: Rng) -> Self {
+        let e = initial.sample(config.ensemble_size, &mut rng);
+        Self {
+            config: config.clone(),
+            taper: None,
+            start: e.clone(),
+            start_cycle: 0,
+            current: e,
+            current_cycle: 0,
+            pending: Vec::new(),
+            rng,
+            minimisations: Vec::new(),
+        }
+    }
+}
+
+impl Filter for En4dvar {
+    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
+        self.current = propagate_ensemble(setting, &self.current, time, setting.steps_per_cycle);
+        self.current_cycle += 1;
+        Ok(())
+    }
+
+    fn analyse(
+        &mut self,
+        setting: &Setting<'_>,
+        y: &DVector<f64>,
+        _time: f64,
+    ) -> Result<(), DaError> {
+        self.pending.push((self.current_cycle, y.clone()));
+        let cycles = self.current_cycle - self.start_cycle;
+        if cycles < self.config.window {
+            return Ok(());
+        }
+        let n_members = self.config.ensemble_size;
+        let (mean, anomalies) = mean_and_anomalies(&self.start);
+        let (radius, taper) = (self.config.localisation_radius, self.config.taper);
+        let localisation = self.taper.get_or_insert_with(|| {
+            let g = setting.model.geometry();
+            let n = g.size();
+            DMatrix::from_fn(n, n, |i, j| {
+                taper.coefficient(g.distance(&g.coordinates[i], &g.coordinates[j]), radius)
+            })
+        });
+        let b = (&anomalies * anomalies.transpose() / (n_members as f64 - 1.0))
+            .component_mul(localisation);
+        let b_sqrt = sqrt_psd(&b)?;
+        let interval = setting.model.dt() * setting.steps_per_cycle as f64;
+        let minimiser = MinimiserConfig {
+            max_iterations: self.config.max_iterations,
+            gradient_tolerance: self.config.gradient_tolerance,
+            memory: MinimiserConfig::default().memory,
+        };
+        // Observation perturbations, centred over the members.
+        let p = y.len();
+        let mut perturbations: Vec<DMatrix<f64>> = Vec::new();
+        for _ in &self.pending {
+            let z = DMatrix::from_vec(p, n_members, standard_normal(&mut self.rng, p * n_members));
+            perturbations.push(mean_and_anomalies(&z).1 * setting.obs_error_std);
+        }
+        let solve = |background: &DVector<f64>,
+                     member: Option<usize>|
+         -> Result<(DVector<f64>, super::Minimised), DaError> {
+            let trajectory = Trajectory {
+                model: setting.model,
+                obs: setting.obs,
+                device: setting.device.clone(),
+                time0: self.start_cycle as f64 * interval,
+                steps_per_cycle: setting.steps_per_cycle,
+                cycles,
+                observations: self
+                    .pending
+                    .iter()
+                    .zip(&perturbations)
+                    .map(|((c, y), d)| {
+                        let y = match member {
+                            Some(m) => y + d.column(m),
+                            None => y.clone(),
+                        };
+                        (c - self.start_cycle, y)
+                    })
+                    .collect(),
+                obs_error_std: setting.obs_error_std,
+                model_error_std: None,
+                checkpoint_steps: self.config.checkpoint_steps,
+            };
+            let problem = VarProblem {
+                trajectory: &trajectory,
+                background,
+                b_sqrt: &b_sqrt,
+                strategy: self.config.gradient,
+            };
+            let result = minimise(problem, vec![0.0; background.len()], &minimiser)?;
+            let problem = VarProblem {
+                trajectory: &trajectory,
+                background,
+                b_sqrt: &b_sqrt,
+                strategy: self.config.gradient,
+            };
+            Ok((problem.initial_state(&result.control), result))
+        };
+        let (control, record) = solve(&mean, None)?;
+        let mut analysis = DMatrix::zeros(mean.len(), n_members);
+        for m in 0..n_members {
+            let (x, _) = solve(&self.start.column(m).into_owned(), Some(m))?;
+            analysis.set_column(m, &x);
+        }
+        // Recentre on the control analysis and inflate.
+        let (_, mut a) = mean_and_anomalies(&analysis);
+        a *= self.config.inflation;
+        for mut col in a.column_iter_mut() {
+            col += &control;
+        }
+        let t0 = self.start_cycle as f64 * interval;
+        self.current = propagate_ensemble(setting, &a, t0, cycles * setting.steps_per_cycle);
+        self.start = propagate_ensemble(setting, &a, t0, setting.steps_per_cycle);
+        self.start_cycle += 1;
+        self.pending.clear();
+        self.minimisations.push(MinimisationSummary {
+            cycle: self.current_cycle - 1,
+            iterations: record.iterations(),
+            cost_initial: record.history[0].cost,
+            last: *record
+                .history
+                .last()
+                .expect("history starts at the background"),
+        });
+        Ok(())
+    }
+
+    fn estimate(&self) -> Estimate<'_> {
+        Estimate::Ensemble(&self.current)
+    }
+
+    fn minimisations(&self) -> &[MinimisationSummary] {
+        &self.minimisations
+    }
+}
