@@ -19,15 +19,22 @@ check:
 reproduce:
     cargo run -- run experiments/lorenz96/sakov2008.toml --out out/sakov2008 --table paper/tables/sakov2008.md --check-expected
     cargo run -- run experiments/lorenz63/sakov2012.toml --out out/sakov2012 --table paper/tables/sakov2012.md --check-expected
+    cargo run -- run experiments/lorenz96/bocquet2013.toml --out out/bocquet2013 --table paper/tables/bocquet2013.md --check-expected
     cargo run -- run experiments/lorenz96_two_scale/wilks2005.toml --out out/wilks2005 --table paper/tables/wilks2005.md
+
+# The ignored tests: a 2.4 GB classic NetCDF file (offsets past 2 GiB) and
+# the fixtures for an external reader.
+slow-tests:
+    cargo test --lib -- --ignored
 
 # Criterion benches (release build).
 bench:
     cargo bench --bench cycle
 
-# rime against DAPPER on the same machine, per-cycle ratio (installs dapper in a venv).
+# rime against DAPPER (per cycle) and JAX (4D-Var gradient) on the same machine.
 peers:
     bash benches/peers/dapper_cycle.sh
+    bash benches/peers/jax_gradient.sh
 
 # Regenerates every table of the paper.
 paper: reproduce

@@ -102,6 +102,22 @@ fn gradient(c: &mut Criterion) {
             |b| b.iter(|| window.gradient(&x0, &[], strategy).unwrap()),
         );
     }
+    // The same tape on a device with burn's own (Balanced) gradient
+    // checkpointing, which recomputes memory-bound operations in backward.
+    let burn_checkpointing = Trajectory {
+        device: cpu_f64().autodiff().gradient_checkpointing(),
+        ..window
+    };
+    c.bench_function(
+        "lorenz96_4dvar_gradient_100_steps/TapeBurnCheckpointing",
+        |b| {
+            b.iter(|| {
+                burn_checkpointing
+                    .gradient(&x0, &[], GradientStrategy::Tape)
+                    .unwrap()
+            })
+        },
+    );
 }
 
 fn ens(ensemble_size: usize, localisation_radius: Option<f64>) -> EnsembleConfig {

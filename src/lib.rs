@@ -22,6 +22,9 @@
 //! }
 //! ```
 
+// Validation reads `!(x > 0.0)` on purpose: it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod da;
 pub mod device;
 pub mod experiment;

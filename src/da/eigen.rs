@@ -8,6 +8,9 @@
 //! time in bounds checks and reflection bookkeeping at these sizes; this
 //! version is several times faster and is checked against it in the tests.
 
+// The EISPACK loops index several arrays at once; iterators would hide that.
+#![allow(clippy::needless_range_loop)]
+
 use nalgebra::{DMatrix, DVector};
 
 /// Eigenvalues (ascending) and orthonormal eigenvectors (columns) of a

@@ -180,7 +180,7 @@ impl EnsembleFilter {
         }
         if self.config.rotation {
             let q = random_mean_preserving_orthogonal(a.ncols(), &mut self.rng);
-            a = a * q.transpose();
+            a *= q.transpose();
         }
         recompose(&mu, &a)
     }
@@ -247,11 +247,12 @@ fn serial_update(
         w += &t * &k * innovation;
         // Remaining innovations: dy -= Y_current k dy_j.
         dys -= &ys * &k * innovation;
-        // Anomalies: X <- X (I - alpha k y_j^T).
+        // Anomalies: X <- X (I - alpha k y_j^T), as rank-one updates.
         let alpha = 1.0 / (1.0 + (1.0 / (1.0 + s)).sqrt());
-        let update = DMatrix::identity(n, n) - &k * yj.transpose() * alpha;
-        t = t * &update;
-        ys = ys * update;
+        let tk = &t * &k;
+        t.ger(-alpha, &tk, &yj, 1.0);
+        let yk = &ys * &k;
+        ys.ger(-alpha, &yk, &yj, 1.0);
     }
     recompose(&(mu + a * w), &(a * t))
 }
