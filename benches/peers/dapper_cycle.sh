@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Per-cycle time of DAPPER and rime on the Sakov & Oke (2008) Lorenz-96 twin
-# (ETKF N=24, LETKF N=7; benches/peers/sakov2008_speed.toml), one core each,
-# run back to back on this machine. Prints the ratio DAPPER/rime per method
-# and whether the two analysis RMSEs agree (within the file's tolerance).
+# (ETKF N=24, LETKF N=7; benches/peers/sakov2008_speed.toml) and of the
+# iterative ensemble Kalman smoother on the Bocquet & Sakov (2013) twin (the
+# same, observed every 4 model steps; iEnKS N=20, lag 4, xN=2, 10 iterations,
+# and the same stopped early at wtol=1e-4; benches/peers/bocquet2013_speed.toml),
+# one core each, run back to back on this machine. Prints the ratio
+# DAPPER/rime per method and whether the two analysis RMSEs agree (within
+# the file's tolerance). A cycle is one observation cycle (4 model steps
+# for the iEnKS).
 #
 # Usage: bash benches/peers/dapper_cycle.sh [CYCLES=2000] [SEED=3001]
+#   IENKS_CYCLES=500  cycles of the iEnKS part (DAPPER's iEnKS takes ~40 ms
+#                     a cycle); both sides average after a burn-in of 100.
+#   RIME_BIN=path     use this rime binary instead of building one (e.g. while
+#                     another build holds the cargo lock).
 # Exits non-zero only on errors, never because of a speed.
 set -euo pipefail
 
@@ -13,6 +22,7 @@ cycles=${1:-2000}
 # with seed 3000 DAPPER's twin makes it diverge within 2000 cycles (it does so
 # for about 4 seeds in 10; rime's for about 2 in 10). 3001 keeps both on track.
 seed=${2:-3001}
+ienks_cycles=${IENKS_CYCLES:-500}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -30,7 +40,12 @@ if ! "$venv/bin/pip" show --quiet dapper >/dev/null 2>&1; then
 fi
 
 # rime: dev profile (optimised, see Cargo.toml).
-(cd "$repo" && cargo build --quiet)
+if [[ -n ${RIME_BIN:-} ]]; then
+    rime=$RIME_BIN
+else
+    (cd "$repo" && cargo build --quiet)
+    rime=$CARGO_TARGET_DIR/debug/rime
+fi
 
 # One core each: numpy's BLAS threads for DAPPER, rayon's pool for rime
 # (rime's runner spreads methods over rayon, so one thread runs them in turn).
@@ -41,15 +56,28 @@ export RAYON_NUM_THREADS=1
 export TQDM_DISABLE=1
 printf 'liveplotting: no\ndata_root: "$cwd"\n' >"$work/dpr_config.yaml"
 
-load_dapper=$(cut -d' ' -f1-3 /proc/loadavg)
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+run_rime() {  # TOML CYCLES OUT
+    (cd "$repo" && "$rime" run "$1" --cycles "$2" --seed "$seed" --out "$3") >"$3.log" 2>&1 ||
+        { cat "$3.log" >&2; exit 1; }
+}
+
+load_dapper=$(load)
 (cd "$work" && "$venv/bin/python" "$here/dapper_cycle.py" "$cycles" "$seed") >"$work/dapper.jsonl"
+load_rime=$(load)
+run_rime benches/peers/sakov2008_speed.toml "$cycles" "$work/rime"
 
-load_rime=$(cut -d' ' -f1-3 /proc/loadavg)
-(cd "$repo" && "$CARGO_TARGET_DIR/debug/rime" run benches/peers/sakov2008_speed.toml \
-    --cycles "$cycles" --seed "$seed" --out "$work/rime") >"$work/rime.log" 2>&1 ||
-    { cat "$work/rime.log" >&2; exit 1; }
+load_dapper_ienks=$(load)
+(cd "$work" && "$venv/bin/python" "$here/dapper_cycle.py" ienks "$ienks_cycles" "$seed") \
+    >"$work/dapper_ienks.jsonl"
+load_rime_ienks=$(load)
+run_rime benches/peers/bocquet2013_speed.toml "$ienks_cycles" "$work/rime_ienks"
 
-"$venv/bin/python" "$here/dapper_cycle.py" report "$work/dapper.jsonl" "$work/rime/summary.json"
+"$venv/bin/python" "$here/dapper_cycle.py" report \
+    "Lorenz-96 Sakov & Oke (2008)" "$work/dapper.jsonl" "$work/rime/summary.json" \
+    "Lorenz-96 Bocquet & Sakov (2013), observed every 4 steps" \
+    "$work/dapper_ienks.jsonl" "$work/rime_ienks/summary.json"
 echo "DAPPER $("$venv/bin/pip" show dapper | sed -n 's/^Version: //p') and rime ran on this machine" \
     "($(getconf _NPROCESSORS_ONLN) CPUs), back to back, one core each; load average before DAPPER:" \
-    "$load_dapper, before rime: $load_rime."
+    "$load_dapper, before rime: $load_rime; before DAPPER's iEnKS: $load_dapper_ienks," \
+    "before rime's: $load_rime_ienks."

@@ -50,7 +50,7 @@ fn linear_h(setting: &Setting<'_>, method: &'static str) -> Result<DMatrix<f64>,
     })
 }
 
-/// Runs one state through the model.
+/// Runs one state through the model (host fast path where the model has one).
 fn forecast_state(
     model: &dyn Model,
     x: &DVector<f64>,
@@ -58,6 +58,10 @@ fn forecast_state(
     steps: usize,
     device: &burn::tensor::Device,
 ) -> DVector<f64> {
+    let mut host = x.clone();
+    if model.host_forecast(host.as_mut_slice(), time, steps) {
+        return host;
+    }
     let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
     let out = tensor_to_ensemble(model.forecast(ensemble_to_tensor(&m, device), time, steps));
     out.column(0).into_owned()

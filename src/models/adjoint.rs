@@ -99,38 +99,50 @@ impl HostStepper for RungeKutta<'_> {
         // x' = x + h sum_i b_i k_i, k_i = f(X_i), X_i = x + h sum_{j<i} a_ij k_j.
         // Reverse sweep over the stages: lambda_k_i collects h b_i lambda'
         // and h a_ji lambda_X_j from later stages; lambda_X_i = J(X_i)^T lambda_k_i.
+        // The buffers live in a per-thread workspace: an adjoint sweep calls
+        // this once per model step, and allocation would dominate.
+        thread_local! {
+            static WORKSPACE: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let (a, b, c) = tableau(self.integrator);
         let h = self.dt;
         let n = x.len();
         let s = a.len();
-        let mut inputs = vec![0.0; s * n];
-        let mut slopes = vec![0.0; s * n];
-        self.stages_into(x, t, &mut inputs, &mut slopes);
-        let mut lambda_k: Vec<Vec<f64>> = b
-            .iter()
-            .map(|bi| lambda.iter().map(|l| h * bi * l).collect())
-            .collect();
-        let mut lambda_x = lambda.to_vec();
-        let mut lambda_stage = vec![0.0; n];
-        for i in (0..s).rev() {
-            self.tendency.vjp(
-                &inputs[i * n..(i + 1) * n],
-                t + c[i] * h,
-                &lambda_k[i],
-                &mut lambda_stage,
-            );
-            for (lx, ls) in lambda_x.iter_mut().zip(&lambda_stage) {
-                *lx += ls;
+        WORKSPACE.with(|cell| {
+            let mut buffer = cell.borrow_mut();
+            buffer.resize((3 * s + 1) * n, 0.0);
+            let (inputs, rest) = buffer.split_at_mut(s * n);
+            let (slopes, rest) = rest.split_at_mut(s * n);
+            let (lambda_k, lambda_stage) = rest.split_at_mut(s * n);
+            self.stages_into(x, t, inputs, slopes);
+            for (i, bi) in b.iter().enumerate() {
+                for (lk, l) in lambda_k[i * n..(i + 1) * n].iter_mut().zip(lambda.iter()) {
+                    *lk = h * bi * l;
+                }
             }
-            for (j, &aij) in a[i].iter().enumerate() {
-                if aij != 0.0 {
-                    for (lk, ls) in lambda_k[j].iter_mut().zip(&lambda_stage) {
-                        *lk += h * aij * ls;
+            // lambda itself accumulates lambda_x, starting from the identity path.
+            for i in (0..s).rev() {
+                self.tendency.vjp(
+                    &inputs[i * n..(i + 1) * n],
+                    t + c[i] * h,
+                    &lambda_k[i * n..(i + 1) * n],
+                    lambda_stage,
+                );
+                for (lx, ls) in lambda.iter_mut().zip(lambda_stage.iter()) {
+                    *lx += ls;
+                }
+                for (j, &aij) in a[i].iter().enumerate() {
+                    if aij != 0.0 {
+                        for (lk, ls) in lambda_k[j * n..(j + 1) * n]
+                            .iter_mut()
+                            .zip(lambda_stage.iter())
+                        {
+                            *lk += h * aij * ls;
+                        }
                     }
                 }
             }
-        }
-        lambda.copy_from_slice(&lambda_x);
+        });
     }
 }
 
