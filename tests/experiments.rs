@@ -89,12 +89,18 @@ fn en4dvar_beats_static_b_4dvar_on_the_same_window() {
     let report = run(
         &config,
         &RunOptions {
-            cycles: Some(300),
+            // 320 cycles: at cycle 303 a member's first line-search step
+            // overflows the trajectory (NaN cost); the minimiser must back
+            // off rather than stop the method or hang.
+            cycles: Some(320),
             ..Default::default()
         },
     )
     .unwrap();
     print!("{}", output::table(&report));
+    for m in &report.methods {
+        assert_eq!(m.status, Status::Ok, "{}", m.label);
+    }
     let rmse = |l: &str| {
         report
             .methods
@@ -119,7 +125,7 @@ fn en4dvar_beats_static_b_4dvar_on_the_same_window() {
         .iter()
         .find(|m| m.label == "var4d_w4")
         .unwrap();
-    assert_eq!(var.minimisations.len(), 300 - 3);
+    assert_eq!(var.minimisations.len(), 320 - 3);
     assert!(
         var.minimisations
             .iter()

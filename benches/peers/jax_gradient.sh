@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One 4D-Var gradient (Lorenz-96 n=40, RK4 dt=0.05, 100 steps, 25 observation
 # times, R=I) in JAX (jit, CPU, f64) and in rime (benches/cycle.rs, function
-# `gradient`, each GradientStrategy), one core each, back to back on this
+# `gradient`, each bench of the group), one core each, back to back on this
 # machine. Prints the median time per call and the ratio JAX/rime.
 #
 # Usage: bash benches/peers/jax_gradient.sh [REPEATS=2000]
@@ -60,9 +60,9 @@ awk '
 
 jax_ms=$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])' <"$work/jax.json")
 echo "JAX: $(cat "$work/jax.json")"
-printf '\n%-14s %10s %10s %10s\n' strategy "JAX ms" "rime ms" JAX/rime
+printf '\n%-22s %10s %10s %10s\n' strategy "JAX ms" "rime ms" JAX/rime
 while read -r name ms; do
-    printf '%-14s %10.4f %10.4f %10.2f\n' "$name" "$jax_ms" "$ms" "$(awk -v a="$jax_ms" -v b="$ms" 'BEGIN { print a / b }')"
+    printf '%-22s %10.4f %10.4f %10.2f\n' "$name" "$jax_ms" "$ms" "$(awk -v a="$jax_ms" -v b="$ms" 'BEGIN { print a / b }')"
 done <"$work/rime.txt"
 echo
 echo "JAX $("$venv/bin/python" -c 'import jax; print(jax.__version__)') (median of $repeats calls) and rime" \

@@ -153,6 +153,61 @@ impl Gradient for VarProblem<'_> {
     }
 }
 
+/// Cost assigned to a trial point whose trajectory blew up.
+const BLOWN_UP: f64 = 1e100;
+
+/// A problem made safe for L-BFGS's line search. A trial step far along a
+/// search direction can make a chaotic trajectory overflow; More-Thuente
+/// turns a NaN cost into NaN steps and can then search forever. Here a
+/// non-finite cost becomes a huge finite one (with a zero gradient), which
+/// the line search rejects and backtracks from, and an evaluation budget
+/// turns any remaining stall into an error instead of a hang.
+struct Budgeted<'a> {
+    inner: VarProblem<'a>,
+    evaluations: std::sync::atomic::AtomicU64,
+    limit: u64,
+}
+
+impl Budgeted<'_> {
+    fn spend(&self) -> Result<(), Error> {
+        let used = self
+            .evaluations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if used > self.limit {
+            return Err(Error::msg(format!(
+                "evaluation budget of {} cost/gradient calls exhausted: the line search makes no progress",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl CostFunction for Budgeted<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, p: &Self::Param) -> Result<f64, Error> {
+        self.spend()?;
+        let c = self.inner.cost(p)?;
+        Ok(if c.is_finite() { c } else { BLOWN_UP })
+    }
+}
+
+impl Gradient for Budgeted<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, p: &Self::Param) -> Result<Vec<f64>, Error> {
+        self.spend()?;
+        let g = self.inner.gradient(p)?;
+        Ok(if g.iter().all(|x| x.is_finite()) {
+            g
+        } else {
+            vec![0.0; g.len()]
+        })
+    }
+}
+
 type LbfgsState = IterState<Vec<f64>, Vec<f64>, (), (), (), f64>;
 
 /// Records `J`, `J_b`, `J_q`, `J_o` and the gradient norm at every iteration.
@@ -249,7 +304,12 @@ pub fn minimise(
         .with_tolerance_grad(tolerance)
         .and_then(|s| s.with_tolerance_cost(0.0))
         .map_err(|e| DaError::Numerical(e.to_string()))?;
-    let result = Executor::new(problem, solver)
+    let budgeted = Budgeted {
+        inner: problem,
+        evaluations: std::sync::atomic::AtomicU64::new(0),
+        limit: 20 * config.max_iterations + 100,
+    };
+    let result = Executor::new(budgeted, solver)
         .configure(|state| state.param(p0).max_iters(config.max_iterations))
         .add_observer(
             Recorder {
@@ -282,7 +342,7 @@ pub fn minimise(
         state.get_termination_status(),
         TerminationStatus::Terminated(TerminationReason::SolverConverged)
     ) || final_grad <= tolerance;
-    if !best.is_finite() || !converged {
+    if !(best < BLOWN_UP) || !converged {
         let why = match state.get_termination_status() {
             TerminationStatus::Terminated(r) => r.text().to_string(),
             TerminationStatus::NotTerminated => "not terminated".to_string(),
