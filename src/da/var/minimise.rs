@@ -71,6 +71,7 @@ pub struct IterationRecord {
 /// The strong- or weak-constraint cost in whitened control variables:
 /// `x0 = x_b + S w`, forcings `q eta_c`, and
 /// `J = 1/2 |w|^2 + 1/2 sum_c |eta_c|^2 + J_o(x0, eta)`.
+#[derive(Clone)]
 pub struct VarProblem<'a> {
     /// The window.
     pub trajectory: &'a Trajectory<'a>,
@@ -214,6 +215,10 @@ type LbfgsState = IterState<Vec<f64>, Vec<f64>, (), (), (), f64>;
 struct Recorder {
     log: Arc<Mutex<Vec<IterationRecord>>>,
     n: usize,
+    /// Iterations done by earlier attempts (restarts continue the count).
+    offset: u64,
+    /// The lowest-cost control seen so far and its cost.
+    best: Arc<Mutex<(f64, Vec<f64>)>>,
 }
 
 impl Observe<LbfgsState> for Recorder {
@@ -227,13 +232,19 @@ impl Observe<LbfgsState> for Recorder {
         let gradient_norm = state
             .get_gradient()
             .map_or(f64::NAN, |g| g.iter().map(|x| x * x).sum::<f64>().sqrt());
+        {
+            let mut best = self.best.lock().expect("recorder lock");
+            if cost < best.0 {
+                *best = (cost, p.clone());
+            }
+        }
         // Observers run before argmin increments its counter: iteration k
         // of the log (k >= 1) is the state after k L-BFGS steps.
         self.log
             .lock()
             .expect("recorder lock")
             .push(IterationRecord {
-                iteration: state.get_iter() + 1,
+                iteration: self.offset + state.get_iter() + 1,
                 cost,
                 cost_b,
                 cost_q,
@@ -300,60 +311,85 @@ pub fn minimise(
         });
     }
     let log = Arc::new(Mutex::new(vec![start]));
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), config.memory)
-        .with_tolerance_grad(tolerance)
-        .and_then(|s| s.with_tolerance_cost(0.0))
-        .map_err(|e| DaError::Numerical(e.to_string()))?;
-    let budgeted = Budgeted {
-        inner: problem,
-        evaluations: std::sync::atomic::AtomicU64::new(0),
-        limit: 20 * config.max_iterations + 100,
-    };
-    let result = Executor::new(budgeted, solver)
-        .configure(|state| state.param(p0).max_iters(config.max_iterations))
-        .add_observer(
-            Recorder {
-                log: log.clone(),
-                n,
-            },
-            ObserverMode::Always,
-        )
-        .timer(false)
-        .run();
-    let history = log.lock().expect("recorder lock").clone();
-    let iterations = history.last().map_or(0, |r| r.iteration);
-    let result = result.map_err(|e| DaError::Minimisation {
-        reason: e.to_string(),
-        iterations,
-        history: history_text(&history),
-    })?;
-    let state = result.state();
-    let control = state
-        .get_best_param()
-        .cloned()
-        .ok_or_else(|| DaError::Minimisation {
-            reason: "no parameter".into(),
+    let best = Arc::new(Mutex::new((j0, p0.clone())));
+    // L-BFGS can stop on a non-descent direction where the cost is not
+    // convex (curvature pairs with y.s < 0 far from the minimum); restarting
+    // from the best point with an empty memory is the standard remedy.
+    const ATTEMPTS: usize = 3;
+    let mut start_param = p0;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let offset = log
+            .lock()
+            .expect("recorder lock")
+            .last()
+            .map_or(0, |r| r.iteration);
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), config.memory)
+            .with_tolerance_grad(tolerance)
+            .and_then(|s| s.with_tolerance_cost(0.0))
+            .map_err(|e| DaError::Numerical(e.to_string()))?;
+        let budgeted = Budgeted {
+            inner: problem.clone(),
+            evaluations: std::sync::atomic::AtomicU64::new(0),
+            limit: 20 * config.max_iterations + 100,
+        };
+        let remaining = config.max_iterations.saturating_sub(offset).max(1);
+        let result = Executor::new(budgeted, solver)
+            .configure(|state| state.param(start_param.clone()).max_iters(remaining))
+            .add_observer(
+                Recorder {
+                    log: log.clone(),
+                    n,
+                    offset,
+                    best: best.clone(),
+                },
+                ObserverMode::Always,
+            )
+            .timer(false)
+            .run();
+        let history = log.lock().expect("recorder lock").clone();
+        let iterations = history.last().map_or(0, |r| r.iteration);
+        let failure = |reason: String| DaError::Minimisation {
+            reason,
             iterations,
             history: history_text(&history),
-        })?;
-    let best = state.get_best_cost();
-    let final_grad = history.last().map_or(f64::NAN, |r| r.gradient_norm);
-    let converged = matches!(
-        state.get_termination_status(),
-        TerminationStatus::Terminated(TerminationReason::SolverConverged)
-    ) || final_grad <= tolerance;
-    if !(best < BLOWN_UP) || !converged {
+        };
+        let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
+        let state = match result {
+            Ok(result) => result.state,
+            Err(e) => {
+                let improved = best_param != start_param;
+                if attempt < ATTEMPTS && improved && iterations < config.max_iterations {
+                    start_param = best_param;
+                    continue;
+                }
+                return Err(failure(format!("{e} (after {attempt} attempt(s))")));
+            }
+        };
+        let final_grad = history.last().map_or(f64::NAN, |r| r.gradient_norm);
+        let converged = matches!(
+            state.get_termination_status(),
+            TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        ) || final_grad <= tolerance;
+        if best_cost < BLOWN_UP && converged {
+            let control = state.get_best_param().cloned().unwrap_or(best_param);
+            return Ok(Minimised { control, history });
+        }
+        let out_of_iterations = matches!(
+            state.get_termination_status(),
+            TerminationStatus::Terminated(TerminationReason::MaxItersReached)
+        ) || iterations >= config.max_iterations;
+        if attempt < ATTEMPTS && !out_of_iterations && best_param != start_param {
+            start_param = best_param;
+            continue;
+        }
         let why = match state.get_termination_status() {
             TerminationStatus::Terminated(r) => r.text().to_string(),
             TerminationStatus::NotTerminated => "not terminated".to_string(),
         };
-        return Err(DaError::Minimisation {
-            reason: format!(
-                "did not converge ({why}; gradient norm {final_grad:.3e} > tolerance {tolerance:.3e})"
-            ),
-            iterations,
-            history: history_text(&history),
-        });
+        return Err(failure(format!(
+            "did not converge ({why}; gradient norm {final_grad:.3e} > tolerance {tolerance:.3e}; {attempt} attempt(s))"
+        )));
     }
-    Ok(Minimised { control, history })
 }
