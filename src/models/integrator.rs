@@ -98,6 +98,17 @@ impl<T: Tendency> OdeModel<T> {
     }
 }
 
+impl<T: Tendency> OdeModel<T> {
+    /// The host stepper, where the tendency has a host path.
+    fn runge_kutta(&self) -> Option<RungeKutta<'_>> {
+        self.tendency.host().map(|tendency| RungeKutta {
+            tendency,
+            integrator: self.integrator,
+            dt: self.dt,
+        })
+    }
+}
+
 impl<T: Tendency> Model for OdeModel<T> {
     fn step(&self, state: Tensor<2>, time: f64) -> Tensor<2> {
         self.integrator.step(&self.tendency, state, time, self.dt)
@@ -112,46 +123,17 @@ impl<T: Tendency> Model for OdeModel<T> {
         &self.name
     }
     fn host_step(&self, x: &mut [f64], time: f64) -> bool {
-        match self.tendency.host() {
-            Some(tendency) => {
-                RungeKutta {
-                    tendency,
-                    integrator: self.integrator,
-                    dt: self.dt,
-                }
-                .step(x, time);
-                true
-            }
-            None => false,
-        }
+        self.runge_kutta().map(|rk| rk.step(x, time)).is_some()
     }
     fn host_forecast(&self, x: &mut [f64], time: f64, steps: usize) -> bool {
-        match self.tendency.host() {
-            Some(tendency) => {
-                RungeKutta {
-                    tendency,
-                    integrator: self.integrator,
-                    dt: self.dt,
-                }
-                .forecast(x, time, steps);
-                true
-            }
-            None => false,
-        }
+        self.runge_kutta()
+            .map(|rk| rk.forecast(x, time, steps))
+            .is_some()
     }
     fn host_step_vjp(&self, x: &[f64], time: f64, lambda: &mut [f64]) -> bool {
-        match self.tendency.host() {
-            Some(tendency) => {
-                RungeKutta {
-                    tendency,
-                    integrator: self.integrator,
-                    dt: self.dt,
-                }
-                .step_vjp(x, time, lambda);
-                true
-            }
-            None => false,
-        }
+        self.runge_kutta()
+            .map(|rk| rk.step_vjp(x, time, lambda))
+            .is_some()
     }
 }
 
