@@ -207,6 +207,20 @@ pub fn jacobian(
     device: &burn::tensor::Device,
 ) -> DMatrix<f64> {
     let n = x.len();
+    if model.has_host_path() {
+        // Row i of J is the hand-written adjoint applied to e_i.
+        let mut j = DMatrix::zeros(n, n);
+        let mut row = vec![0.0; n];
+        for i in 0..n {
+            row.iter_mut().for_each(|r| *r = 0.0);
+            row[i] = 1.0;
+            model.host_step_vjp(x.as_slice(), time, &mut row);
+            for (k, v) in row.iter().enumerate() {
+                j[(i, k)] = *v;
+            }
+        }
+        return j;
+    }
     let ad = device.clone().autodiff();
     let copies = DMatrix::from_fn(n, n, |i, _| x[i]);
     let input = ensemble_to_tensor(&copies, &ad).require_grad();
