@@ -173,7 +173,7 @@ impl Filter for Ienks {
         let sigma = setting.obs_error_std;
         let cycles = self.current_cycle - self.start_cycle;
         let steps = cycles * setting.steps_per_cycle;
-        let interval = setting.model.dt() * setting.steps_per_cycle as f64;
+        let interval = setting.interval();
         let t0 = self.start_cycle as f64 * interval;
         let (x0, a0) = mean_and_anomalies(&self.start);
         let mut w = DVector::<f64>::zeros(n);

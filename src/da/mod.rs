@@ -336,6 +336,13 @@ pub struct Setting<'a> {
     pub host_path: bool,
 }
 
+impl Setting<'_> {
+    /// Model time between observations.
+    pub fn interval(&self) -> f64 {
+        self.model.dt() * self.steps_per_cycle as f64
+    }
+}
+
 /// The current estimate of a filter, for verification.
 pub enum Estimate<'a> {
     /// An ensemble, `n x members`.

@@ -15,8 +15,8 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    GradientStrategy, MinimisationSummary, MinimiserConfig, Trajectory, VarProblem, minimise,
-    sqrt_psd,
+    GradientStrategy, MinimisationSummary, MinimiserConfig, Trajectory, VarProblem, WindowClock,
+    minimise, sqrt_psd,
 };
 use crate::da::ensemble::mean_and_anomalies;
 use crate::da::localisation::Taper;
@@ -113,10 +113,8 @@ pub struct En4dvar {
     config: En4dvarConfig,
     taper: Option<DMatrix<f64>>,
     start: DMatrix<f64>,
-    start_cycle: usize,
+    clock: WindowClock,
     current: DMatrix<f64>,
-    current_cycle: usize,
-    pending: Vec<(usize, DVector<f64>)>,
     rng: Rng,
     minimisations: Vec<MinimisationSummary>,
 }
@@ -129,10 +127,8 @@ impl En4dvar {
             config: config.clone(),
             taper: None,
             start: e.clone(),
-            start_cycle: 0,
+            clock: WindowClock::default(),
             current: e,
-            current_cycle: 0,
-            pending: Vec::new(),
             rng,
             minimisations: Vec::new(),
         }
@@ -142,7 +138,7 @@ impl En4dvar {
 impl Filter for En4dvar {
     fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
         self.current = propagate_ensemble(setting, &self.current, time, setting.steps_per_cycle);
-        self.current_cycle += 1;
+        self.clock.tick();
         Ok(())
     }
 
@@ -152,11 +148,9 @@ impl Filter for En4dvar {
         y: &DVector<f64>,
         _time: f64,
     ) -> Result<(), DaError> {
-        self.pending.push((self.current_cycle, y.clone()));
-        let cycles = self.current_cycle - self.start_cycle;
-        if cycles < self.config.window {
+        let Some(cycles) = self.clock.observe(y, self.config.window) else {
             return Ok(());
-        }
+        };
         let n_members = self.config.ensemble_size;
         let (mean, anomalies) = mean_and_anomalies(&self.start);
         let (radius, taper) = (self.config.localisation_radius, self.config.taper);
@@ -170,7 +164,7 @@ impl Filter for En4dvar {
         let b = (&anomalies * anomalies.transpose() / (n_members as f64 - 1.0))
             .component_mul(localisation);
         let b_sqrt = sqrt_psd(&b)?;
-        let interval = setting.model.dt() * setting.steps_per_cycle as f64;
+        let interval = setting.interval();
         let minimiser = MinimiserConfig {
             max_iterations: self.config.max_iterations,
             gradient_tolerance: self.config.gradient_tolerance,
@@ -179,7 +173,7 @@ impl Filter for En4dvar {
         // Observation perturbations, centred over the members.
         let p = y.len();
         let mut perturbations: Vec<DMatrix<f64>> = Vec::new();
-        for _ in &self.pending {
+        for _ in 0..self.clock.pending() {
             let z = DMatrix::from_vec(p, n_members, standard_normal(&mut self.rng, p * n_members));
             perturbations.push(mean_and_anomalies(&z).1 * setting.obs_error_std);
         }
@@ -190,19 +184,19 @@ impl Filter for En4dvar {
                 model: setting.model,
                 obs: setting.obs,
                 device: setting.device.clone(),
-                time0: self.start_cycle as f64 * interval,
+                time0: self.clock.start as f64 * interval,
                 steps_per_cycle: setting.steps_per_cycle,
                 cycles,
                 observations: self
-                    .pending
-                    .iter()
+                    .clock
+                    .observations()
                     .zip(&perturbations)
                     .map(|((c, y), d)| {
                         let y = match member {
                             Some(m) => y + d.column(m),
                             None => y.clone(),
                         };
-                        (c - self.start_cycle, y)
+                        (c, y)
                     })
                     .collect(),
                 obs_error_std: setting.obs_error_std,
@@ -215,13 +209,7 @@ impl Filter for En4dvar {
                 b_sqrt: &b_sqrt,
                 strategy: self.config.gradient,
             };
-            let result = minimise(problem, vec![0.0; background.len()], &minimiser)?;
-            let problem = VarProblem {
-                trajectory: &trajectory,
-                background,
-                b_sqrt: &b_sqrt,
-                strategy: self.config.gradient,
-            };
+            let result = minimise(problem.clone(), vec![0.0; background.len()], &minimiser)?;
             Ok((problem.initial_state(&result.control), result))
         };
         let (control, record) = solve(&mean, None)?;
@@ -236,13 +224,12 @@ impl Filter for En4dvar {
         for mut col in a.column_iter_mut() {
             col += &control;
         }
-        let t0 = self.start_cycle as f64 * interval;
+        let t0 = self.clock.start as f64 * interval;
         self.current = propagate_ensemble(setting, &a, t0, cycles * setting.steps_per_cycle);
         self.start = propagate_ensemble(setting, &a, t0, setting.steps_per_cycle);
-        self.start_cycle += 1;
-        self.pending.clear();
+        self.clock.shift(1);
         self.minimisations.push(MinimisationSummary {
-            cycle: self.current_cycle - 1,
+            cycle: self.clock.now - 1,
             iterations: record.iterations(),
             cost_initial: record.history[0].cost,
             last: *record

@@ -178,18 +178,60 @@ pub struct MinimisationSummary {
     pub last: IterationRecord,
 }
 
+/// The timing of a variational window, shared by 3D/4D-Var and En4DVar:
+/// the cycle of the window start, the latest cycle, and the observations
+/// that arrived since the last minimisation.
+#[derive(Debug, Default)]
+pub(crate) struct WindowClock {
+    /// Cycle of the window start (the state there is at `start * interval`).
+    pub(crate) start: usize,
+    /// The latest cycle.
+    pub(crate) now: usize,
+    pending: Vec<(usize, DVector<f64>)>,
+}
+
+impl WindowClock {
+    /// One forecast cycle has passed.
+    pub(crate) fn tick(&mut self) {
+        self.now += 1;
+    }
+
+    /// Records the observation of the latest cycle; returns the window
+    /// length in cycles once it has reached `window`.
+    pub(crate) fn observe(&mut self, y: &DVector<f64>, window: usize) -> Option<usize> {
+        self.pending.push((self.now, y.clone()));
+        let cycles = self.now - self.start;
+        (cycles >= window).then_some(cycles)
+    }
+
+    /// The pending observations as `(cycle offset from the window start, y)`.
+    pub(crate) fn observations(&self) -> impl Iterator<Item = (usize, &DVector<f64>)> {
+        self.pending.iter().map(|(c, y)| (c - self.start, y))
+    }
+
+    /// Number of pending observations.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Moves the window start by `cycles` after a minimisation, which
+    /// assimilated every pending observation.
+    pub(crate) fn shift(&mut self, cycles: usize) {
+        self.start += cycles;
+        self.pending.clear();
+    }
+}
+
 /// 3D-Var (window 0) and 4D-Var (window >= 1), strong or weak constraint,
 /// with a static background covariance.
 pub struct Var {
     config: VarConfig,
     b_sqrt: DMatrix<f64>,
-    /// State at the window start and its cycle index (state at time `start_cycle * interval`).
+    /// State at the window start.
     start: DVector<f64>,
-    start_cycle: usize,
     /// The current estimate (background or analysis) at the latest time.
     current: DVector<f64>,
-    current_cycle: usize,
-    pending: Vec<(usize, DVector<f64>)>,
+    clock: WindowClock,
     /// One entry per minimisation.
     pub minimisations: Vec<MinimisationSummary>,
     /// Full per-iteration history of every minimisation.
@@ -212,17 +254,11 @@ impl Var {
             config: config.clone(),
             b_sqrt: sqrt_psd(&b)?,
             start: initial.mean.clone(),
-            start_cycle: 0,
             current: initial.mean.clone(),
-            current_cycle: 0,
-            pending: Vec::new(),
+            clock: WindowClock::default(),
             minimisations: Vec::new(),
             histories: Vec::new(),
         })
-    }
-
-    fn interval(setting: &Setting<'_>) -> f64 {
-        setting.model.dt() * setting.steps_per_cycle as f64
     }
 
     fn trajectory<'a>(&self, setting: &Setting<'a>, cycles: usize) -> Trajectory<'a> {
@@ -230,13 +266,13 @@ impl Var {
             model: setting.model,
             obs: setting.obs,
             device: setting.device.clone(),
-            time0: self.start_cycle as f64 * Self::interval(setting),
+            time0: self.clock.start as f64 * setting.interval(),
             steps_per_cycle: setting.steps_per_cycle,
             cycles,
             observations: self
-                .pending
-                .iter()
-                .map(|(c, y)| (c - self.start_cycle, y.clone()))
+                .clock
+                .observations()
+                .map(|(c, y)| (c, y.clone()))
                 .collect(),
             obs_error_std: setting.obs_error_std,
             model_error_std: self.config.model_error_std,
@@ -258,11 +294,11 @@ impl Filter for Var {
             .states(self.current.as_slice(), &[])
             .pop()
             .expect("one cycle");
-        self.current_cycle += 1;
+        self.clock.tick();
         if self.config.window == 0 {
             // 3D-Var: the window starts at the observation time.
             self.start = self.current.clone();
-            self.start_cycle = self.current_cycle;
+            self.clock.start = self.clock.now;
         }
         Ok(())
     }
@@ -273,11 +309,9 @@ impl Filter for Var {
         y: &DVector<f64>,
         _time: f64,
     ) -> Result<(), DaError> {
-        self.pending.push((self.current_cycle, y.clone()));
-        let cycles = self.current_cycle - self.start_cycle;
-        if cycles < self.config.window {
+        let Some(cycles) = self.clock.observe(y, self.config.window) else {
             return Ok(());
-        }
+        };
         let trajectory = self.trajectory(setting, cycles);
         let problem = VarProblem {
             trajectory: &trajectory,
@@ -286,13 +320,7 @@ impl Filter for Var {
             strategy: self.config.gradient,
         };
         let p0 = vec![0.0; problem.size()];
-        let result = minimise(problem, p0, &self.config.minimiser())?;
-        let problem = VarProblem {
-            trajectory: &trajectory,
-            background: &self.start,
-            b_sqrt: &self.b_sqrt,
-            strategy: self.config.gradient,
-        };
+        let result = minimise(problem.clone(), p0, &self.config.minimiser())?;
         let x0 = problem.initial_state(&result.control);
         let n = x0.len();
         let eta: Vec<Vec<f64>> = result.control[n..].chunks(n).map(<[f64]>::to_vec).collect();
@@ -304,10 +332,9 @@ impl Filter for Var {
             self.config.shift
         };
         self.start = states[shift].clone();
-        self.start_cycle += shift;
-        self.pending.clear();
+        self.clock.shift(shift);
         self.minimisations.push(MinimisationSummary {
-            cycle: self.current_cycle - 1,
+            cycle: self.clock.now - 1,
             iterations: result.iterations(),
             cost_initial: result.history[0].cost,
             last: *result
