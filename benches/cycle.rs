@@ -5,30 +5,44 @@
 //! gradient through 100 steps with each gradient strategy.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+
 use nalgebra::{DMatrix, DVector};
-use rime::da::var::{GradientStrategy, Trajectory};
-use rime::da::{ClimateStats, EnsembleConfig, Gaussian, MethodConfig, Setting};
+use rime::core::Model;
+use rime::core::{Forecaster, Location, ObsBatch, ObsError};
+use rime::da::var::{GradientStrategy, Window};
+use rime::da::{ClimateStats, Context, EnsembleConfig, Gaussian, MethodConfig};
 use rime::device::cpu_f64;
-use rime::models::{Integrator, Lorenz96, Model};
+use rime::models::{Integrator, Lorenz96};
 use rime::obs::Selection;
 use rime::rng::{standard_normal, stream};
+
+/// All 40 variables observed with unit error at `time`.
+fn observe_all(model: &Lorenz96, values: DVector<f64>, cycle: usize, time: f64) -> ObsBatch {
+    let locations: Vec<Location> = model.geometry().locations().collect();
+    let selection = Selection::new((0..40).collect(), &locations, "all").unwrap();
+    ObsBatch::new(
+        cycle,
+        time,
+        values,
+        ObsError::uniform(1.0, 40),
+        Arc::new(selection),
+        0,
+    )
+}
 
 fn filter_cycle(c: &mut Criterion) {
     let device = cpu_f64();
     let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
-    let obs = Selection::identity(model.geometry());
-    let climate = ClimateStats {
-        mean: DVector::zeros(40),
-        covariance: DMatrix::identity(40, 40),
-    };
-    let setting = Setting {
+    let climate = ClimateStats::from_moments(DVector::zeros(40), DVector::from_element(40, 1.0));
+    let context = Context {
         model: &model,
-        obs: &obs,
-        obs_error_std: 1.0,
+        forecaster: Forecaster {
+            host_path: false,
+            ..Forecaster::new(device.clone())
+        },
         steps_per_cycle: 1,
-        device: device.clone(),
         climate: &climate,
-        host_path: false,
     };
     // Start on the attractor: spin up one state, then spread members around it.
     let spin = rime::device::ensemble_to_tensor(
@@ -41,17 +55,18 @@ fn filter_cycle(c: &mut Criterion) {
         std: DVector::from_element(40, 1.0),
     };
     let y = DVector::from_vec(standard_normal(&mut stream(1, "bench"), 40)) + x.column(0);
+    let y = observe_all(&model, y, 1, 0.05);
 
     let settings = [
         ("etkf_n24", MethodConfig::Etkf(ens(24, None))),
         ("letkf_n7", MethodConfig::Letkf(ens(7, Some(4.0)))),
     ];
     for (name, method) in settings {
-        let mut filter = method.build(&setting, &initial, stream(2, name)).unwrap();
+        let mut filter = method.build(&context, &initial, stream(2, name)).unwrap();
         c.bench_function(&format!("lorenz96_cycle/{name}"), |b| {
             b.iter(|| {
-                filter.forecast(&setting, 0.0).unwrap();
-                filter.analyse(&setting, &y, 0.05).unwrap();
+                filter.forecast(&context, 0.0).unwrap();
+                filter.analyse(&context, &y).unwrap();
             })
         });
     }
@@ -70,25 +85,21 @@ fn filter_cycle(c: &mut Criterion) {
 /// times in JAX. Each gradient strategy is one bench.
 fn gradient(c: &mut Criterion) {
     let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
-    let obs = Selection::identity(model.geometry());
     let x0: Vec<f64> = (0..40).map(|i| 8.0 + (i as f64 * 0.37).sin()).collect();
     let observations = (1..=25)
         .map(|k| {
-            (
-                k,
-                DVector::from_vec(standard_normal(&mut stream(k as u64, "y"), 40)),
-            )
+            let y = DVector::from_vec(standard_normal(&mut stream(k as u64, "y"), 40));
+            (k, observe_all(&model, y, k, k as f64 * 0.2))
         })
         .collect();
-    let window = Trajectory {
+    let window = Window {
         model: &model,
-        obs: &obs,
         device: cpu_f64(),
+        host_path: true,
         time0: 0.0,
         steps_per_cycle: 4,
         cycles: 25,
         observations,
-        obs_error_std: 1.0,
         model_error_std: None,
         checkpoint_steps: 4,
     };
@@ -104,7 +115,7 @@ fn gradient(c: &mut Criterion) {
     }
     // The same tape on a device with burn's own (Balanced) gradient
     // checkpointing, which recomputes memory-bound operations in backward.
-    let burn_checkpointing = Trajectory {
+    let burn_checkpointing = Window {
         device: cpu_f64().autodiff().gradient_checkpointing(),
         ..window
     };

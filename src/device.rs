@@ -1,9 +1,15 @@
 //! Devices and host transfers.
 //!
-//! Toy-model experiments that reproduce published numbers run in f64 on the
-//! CPU ([`cpu_f64`]). burn silently casts f64 data to f32 unless the device is
-//! configured before its first use, so every f64 device in rime comes from
-//! here.
+//! The device is the user's choice ([`DeviceChoice`]: `--device` or
+//! `[run] device`), never hard-coded: the CPU (burn's `flex`, f64 by
+//! default, as the published toy-model numbers need), or a GPU through the
+//! `wgpu` or `cuda` features (f32 by default). burn silently casts f64 data
+//! to f32 unless the device is configured before its first use, so every
+//! device in rime comes from [`select`].
+//!
+//! The transfers below are the explicit cast at the seam between a model's
+//! float type and the f64 of DA algebra: host data enters a device in the
+//! device's float type and leaves it as f64.
 
 use std::sync::OnceLock;
 
@@ -35,6 +41,115 @@ pub fn cpu_f64() -> Device {
             device
         })
         .clone()
+}
+
+/// Where models run.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// burn's `flex` CPU backend.
+    #[default]
+    Cpu,
+    /// A GPU through wgpu (Vulkan, Metal, WebGPU); needs the `wgpu` feature.
+    Wgpu,
+    /// An NVIDIA GPU through CUDA; needs the `cuda` feature.
+    Cuda,
+}
+
+/// The float type models run in.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Double precision (the CPU default).
+    F64,
+    /// Single precision (the GPU default; networks train in it).
+    F32,
+}
+
+impl DeviceChoice {
+    /// The name as written in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Wgpu => "wgpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    /// The default float type on this device.
+    pub fn default_precision(self) -> Precision {
+        match self {
+            DeviceChoice::Cpu => Precision::F64,
+            DeviceChoice::Wgpu | DeviceChoice::Cuda => Precision::F32,
+        }
+    }
+}
+
+/// Why a device cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The build lacks the backend.
+    #[error("device `{device}` needs rime built with `--features {device}`")]
+    NotCompiled {
+        /// The device's name.
+        device: &'static str,
+    },
+    /// The device was already configured with another float type.
+    #[error(
+        "device `{device}` is already in use with another float type; use one precision per process"
+    )]
+    Precision {
+        /// The device's name.
+        device: &'static str,
+    },
+}
+
+/// The device for a choice and precision, configured before first use.
+///
+/// # Errors
+/// A backend not compiled in, or a device already configured otherwise.
+pub fn select(choice: DeviceChoice, precision: Option<Precision>) -> Result<Device, DeviceError> {
+    let precision = precision.unwrap_or(choice.default_precision());
+    let mut device = match choice {
+        DeviceChoice::Cpu if precision == Precision::F64 => return Ok(cpu_f64()),
+        DeviceChoice::Cpu => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(not(feature = "wgpu"))]
+        DeviceChoice::Wgpu => return Err(DeviceError::NotCompiled { device: "wgpu" }),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => Device::cuda(0),
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda => return Err(DeviceError::NotCompiled { device: "cuda" }),
+    };
+    let dtype = match precision {
+        Precision::F64 => FloatDType::F64,
+        Precision::F32 => FloatDType::F32,
+    };
+    let _ = device.configure(DeviceConfig::default().float_dtype(dtype));
+    let probe = Tensor::<1>::zeros([1], &device);
+    let want = match precision {
+        Precision::F64 => burn::tensor::DType::F64,
+        Precision::F32 => burn::tensor::DType::F32,
+    };
+    if probe.dtype() != want {
+        return Err(DeviceError::Precision {
+            device: choice.name(),
+        });
+    }
+    Ok(device)
 }
 
 /// The f64 CPU device with autodiff enabled.
@@ -90,6 +205,20 @@ mod tests {
         assert_eq!(t.dims(), [2, 3]);
         let back = tensor_to_ensemble(t);
         assert_eq!(back, x);
+    }
+
+    #[test]
+    fn device_choices_are_honoured_or_refused() {
+        assert!(select(DeviceChoice::Cpu, None).is_ok());
+        #[cfg(not(feature = "wgpu"))]
+        assert!(
+            select(DeviceChoice::Wgpu, None)
+                .unwrap_err()
+                .to_string()
+                .contains("--features wgpu")
+        );
+        #[cfg(not(feature = "cuda"))]
+        assert!(select(DeviceChoice::Cuda, None).is_err());
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! Differentiable programming and data assimilation (DA) for the geosciences.
 //!
-//! Physics and learned models implement one [`Model`](models::Model) seam,
-//! observation operators implement one [`ObsOperator`](obs::ObsOperator)
+//! Physics and learned models implement one [`Model`](core::Model) seam,
+//! observation operators implement one [`ObsOperator`](core::ObsOperator)
 //! seam, and DA methods ([`da`]) consume those two seams without knowing which
-//! concrete model they drive. Models are written in burn tensor ops, so the
+//! concrete model they drive. The seams live in [`core`], which depends on
+//! nothing else in rime. Models are written in burn tensor ops, so the
 //! same code runs on the CPU, on a GPU and under automatic differentiation.
 //!
 //! A twin experiment is described by a TOML file (see
@@ -25,6 +26,7 @@
 // Validation reads `!(x > 0.0)` on purpose: it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod core;
 pub mod da;
 pub mod device;
 pub mod experiment;
@@ -34,5 +36,4 @@ pub mod models;
 pub mod obs;
 pub mod rng;
 
-pub use models::Model;
-pub use obs::ObsOperator;
+pub use crate::core::{Geometry, Model, ObsBatch, ObsOperator};

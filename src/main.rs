@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rime::experiment::{ExperimentConfig, RunOptions, output, run};
+use rime::device::DeviceChoice;
+use rime::experiment::{ExperimentConfig, RunOptions, output, run, runner};
 use rime::io::NetcdfFormat;
 
 /// rime: differentiable programming and data assimilation for the geosciences.
@@ -40,11 +41,17 @@ enum Command {
         /// Exit with status 1 if a method misses its `[expected]` score or diverges.
         #[arg(long)]
         check_expected: bool,
+        /// Where models run (overrides `run.device`).
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
     },
-    /// Reads and validates an experiment file without running it.
+    /// Reads and validates an experiment file and builds its models without running it.
     Check {
         /// The experiment file (TOML).
         file: PathBuf,
+        /// Where models would run (overrides `run.device`).
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
     },
 }
 
@@ -66,14 +73,22 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Check { file } => {
+        Command::Check { file, device } => {
             let config = ExperimentConfig::from_file(&file)?;
+            let options = RunOptions {
+                device,
+                ..RunOptions::default()
+            };
+            let config = runner::with_options(&config, &options);
+            let built = runner::build(&config)?;
             println!(
-                "{}: {} model, {} method(s), {} cycles",
+                "{}: {} model ({} variables), {} method(s), {} cycles, device {}",
                 file.display(),
                 config.model.name(),
+                built.model().size(),
                 config.methods.len(),
-                config.run.cycles
+                config.run.cycles,
+                config.run.device.name()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -85,12 +100,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
             format,
             table,
             check_expected,
+            device,
         } => {
             let config = ExperimentConfig::from_file(&file)?;
             let options = RunOptions {
                 cycles,
                 seed,
                 progress: true,
+                device,
             };
             let report =
                 run(&config, &options).with_context(|| format!("running {}", file.display()))?;

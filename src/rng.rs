@@ -20,6 +20,13 @@ pub fn stream(seed: u64, name: &str) -> Rng {
     rng
 }
 
+/// A 64-bit key for `(seed, name)`, to seed further streams (e.g. the
+/// noise of a stochastic model, keyed per member and step).
+pub fn key(seed: u64, name: &str) -> u64 {
+    use rand::RngCore;
+    stream(seed, name).next_u64()
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {

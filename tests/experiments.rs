@@ -153,14 +153,15 @@ fn wilks_parametrisation_beats_plain_truncation() {
             .rmse_a
             .unwrap()
     };
-    if let Some(rime::models::ModelConfig::Lorenz96Truncated {
-        parametrisation, ..
-    }) = &mut config.forecast_model
-    {
-        *parametrisation = rime::models::Parametrisation::None;
-    } else {
-        panic!("wilks2005.toml cycles the truncated model");
-    }
+    let forecast = config
+        .forecast_model
+        .as_ref()
+        .expect("wilks2005.toml cycles the truncated model");
+    assert_eq!(forecast.name(), "lorenz96_truncated");
+    let mut table = forecast.table().clone();
+    table.insert("name".into(), "lorenz96_truncated".into());
+    table.insert("parametrisation".into(), "none".into());
+    config.forecast_model = Some(rime::experiment::ModelConfig::from_table(table).unwrap());
     let without = run(&config, &options).unwrap();
     let (w, wo, clim) = (
         rmse(&with, "etkf"),

@@ -4,10 +4,9 @@
 use burn::tensor::Tensor;
 use nalgebra::{DMatrix, DVector};
 
-use super::{DaError, Estimate, Filter, Gaussian, Setting};
+use super::{Context, DaError, Estimate, Filter, Gaussian};
+use crate::core::{Model, ObsBatch, ObsError, ObsOperator, apply_to_ensemble};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
-use crate::models::Model;
-use crate::obs::apply_to_ensemble;
 
 /// The climatological mean and variance at every time; ignores observations.
 pub struct Climatology {
@@ -17,19 +16,19 @@ pub struct Climatology {
 
 impl Climatology {
     /// From the experiment's climatology.
-    pub fn new(setting: &Setting<'_>) -> Self {
+    pub fn new(context: &Context<'_>) -> Self {
         Self {
-            mean: setting.climate.mean.clone(),
-            variance: setting.climate.covariance.diagonal(),
+            mean: context.climate.mean.clone(),
+            variance: context.climate.variance.clone(),
         }
     }
 }
 
 impl Filter for Climatology {
-    fn forecast(&mut self, _: &Setting<'_>, _: f64) -> Result<(), DaError> {
+    fn forecast(&mut self, _: &Context<'_>, _: f64) -> Result<(), DaError> {
         Ok(())
     }
-    fn analyse(&mut self, _: &Setting<'_>, _: &DVector<f64>, _: f64) -> Result<(), DaError> {
+    fn analyse(&mut self, _: &Context<'_>, _: &ObsBatch) -> Result<(), DaError> {
         Ok(())
     }
     fn estimate(&self) -> Estimate<'_> {
@@ -40,31 +39,25 @@ impl Filter for Climatology {
     }
 }
 
-fn linear_h(setting: &Setting<'_>, method: &'static str) -> Result<DMatrix<f64>, DaError> {
-    setting.obs.as_matrix().ok_or(DaError::Unsupported {
-        method,
-        what: format!(
-            "a linear observation operator; `{}` gives no matrix",
-            setting.obs.name()
-        ),
-    })
+/// The dense `H` (`p x n`) of a linear operator.
+fn linear_h(op: &dyn ObsOperator, n: usize, method: &'static str) -> Result<DMatrix<f64>, DaError> {
+    op.linear()
+        .map(|l| l.matrix(n))
+        .ok_or(DaError::Unsupported {
+            method,
+            what: format!(
+                "a linear observation operator; `{}` is nonlinear",
+                op.name()
+            ),
+        })
 }
 
-/// Runs one state through the model (host fast path where the model has one).
-fn forecast_state(
-    model: &dyn Model,
-    x: &DVector<f64>,
-    time: f64,
-    steps: usize,
-    device: &burn::tensor::Device,
-) -> DVector<f64> {
-    let mut host = x.clone();
-    if model.host_forecast(host.as_mut_slice(), time, steps) {
-        return host;
+/// The dense observation error covariance `R`.
+fn covariance(error: &ObsError) -> DMatrix<f64> {
+    match error {
+        ObsError::Diagonal(s) => DMatrix::from_diagonal(&s.map(|v| v * v)),
+        ObsError::Correlated { covariance, .. } => covariance.clone(),
     }
-    let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
-    let out = tensor_to_ensemble(model.forecast(ensemble_to_tensor(&m, device), time, steps));
-    out.column(0).into_owned()
 }
 
 /// The background of a static-covariance analysis.
@@ -77,129 +70,161 @@ pub enum Background {
     Forecast,
 }
 
+/// Gain and variances of a static-covariance analysis for one network.
+struct StaticGain {
+    network_id: u64,
+    gain: DMatrix<f64>,
+    analysis_variance: DVector<f64>,
+}
+
 /// Optimal interpolation and 3D-Var: a static background covariance
 /// `B = scale x` the climatological covariance and the gain
-/// `K = B H^T (H B H^T + R)^{-1}`, computed once. For a linear `H` the
-/// 3D-Var cost `J(x) = |x - x_b|^2_B + |y - Hx|^2_R` is minimised exactly by
-/// `x_b + K (y - H x_b)`. The reported variances are the diagonals of `B`
-/// (forecast) and `(I - KH) B` (analysis).
+/// `K = B H^T (H B H^T + R)^{-1}`, computed once per observation network.
+/// For a linear `H` the 3D-Var cost `J(x) = |x - x_b|^2_B + |y - Hx|^2_R`
+/// is minimised exactly by `x_b + K (y - H x_b)`. The reported variances
+/// are the diagonals of `B` (forecast) and `(I - KH) B` (analysis).
 pub struct StaticB {
     background: Background,
     climate_mean: DVector<f64>,
     mean: DVector<f64>,
-    gain: DMatrix<f64>,
+    b: DMatrix<f64>,
+    cached: Option<StaticGain>,
     background_variance: DVector<f64>,
-    analysis_variance: DVector<f64>,
     analysed: bool,
 }
 
 impl StaticB {
-    /// Builds the gain from the climatology; a cycled method starts from
-    /// the initial mean.
+    /// Takes `B` from the climatology; a cycled method starts from the
+    /// initial mean.
     pub fn new(
-        setting: &Setting<'_>,
+        context: &Context<'_>,
         initial: &Gaussian,
         scale: f64,
         background: Background,
     ) -> Result<Self, DaError> {
-        let method = match background {
-            Background::Climatology => "oi",
-            Background::Forecast => "var3d",
-        };
-        let h = linear_h(setting, method)?;
-        let b = &setting.climate.covariance * scale;
-        let p = h.nrows();
-        let s = &h * &b * h.transpose() + DMatrix::identity(p, p) * setting.obs_error_std.powi(2);
-        let chol = s
-            .cholesky()
-            .ok_or_else(|| DaError::Numerical("H B H^T + R is not positive definite".into()))?;
-        let gain = chol.solve(&(&h * &b)).transpose();
-        let posterior = (DMatrix::identity(b.nrows(), b.nrows()) - &gain * &h) * &b;
+        let b = context.climate.covariance()? * scale;
         let mean = match background {
-            Background::Climatology => setting.climate.mean.clone(),
+            Background::Climatology => context.climate.mean.clone(),
             Background::Forecast => initial.mean.clone(),
         };
         Ok(Self {
             background,
-            climate_mean: setting.climate.mean.clone(),
+            climate_mean: context.climate.mean.clone(),
             mean,
             background_variance: b.diagonal(),
-            analysis_variance: posterior.diagonal(),
-            gain,
+            b,
+            cached: None,
             analysed: false,
         })
+    }
+
+    fn gain_for(&mut self, obs: &ObsBatch) -> Result<&StaticGain, DaError> {
+        let fresh = self
+            .cached
+            .as_ref()
+            .is_some_and(|g| g.network_id == obs.network_id);
+        if !fresh {
+            let method = match self.background {
+                Background::Climatology => "oi",
+                Background::Forecast => "var3d",
+            };
+            let h = linear_h(obs.operator.as_ref(), self.b.nrows(), method)?;
+            let s = &h * &self.b * h.transpose() + covariance(&obs.error);
+            let chol = s
+                .cholesky()
+                .ok_or_else(|| DaError::Numerical("H B H^T + R is not positive definite".into()))?;
+            let gain = chol.solve(&(&h * &self.b)).transpose();
+            let n = self.b.nrows();
+            let posterior = (DMatrix::identity(n, n) - &gain * &h) * &self.b;
+            self.cached = Some(StaticGain {
+                network_id: obs.network_id,
+                gain,
+                analysis_variance: posterior.diagonal(),
+            });
+        }
+        Ok(self.cached.as_ref().expect("set above"))
     }
 }
 
 impl Filter for StaticB {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
         self.mean = match self.background {
             Background::Climatology => self.climate_mean.clone(),
-            Background::Forecast => forecast_state(
-                setting.model,
-                &self.mean,
-                time,
-                setting.steps_per_cycle,
-                &setting.device,
-            ),
+            Background::Forecast => {
+                context.forecast_state(&self.mean, time, context.steps_per_cycle)?
+            }
         };
         self.analysed = false;
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        time: f64,
-    ) -> Result<(), DaError> {
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
         let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
-        let hx = apply_to_ensemble(setting.obs, &x, time, &setting.device);
-        self.mean += &self.gain * (y - hx.column(0));
+        let hx = apply_to_ensemble(obs.operator.as_ref(), &x, obs.time, context.device());
+        let innovation = &obs.values - hx.column(0);
+        let increment = &self.gain_for(obs)?.gain * innovation;
+        self.mean += increment;
         self.analysed = true;
         Ok(())
     }
 
     fn estimate(&self) -> Estimate<'_> {
-        let variance = if self.analysed {
-            &self.analysis_variance
-        } else {
-            &self.background_variance
+        let variance = match (&self.cached, self.analysed) {
+            (Some(g), true) => g.analysis_variance.clone(),
+            _ => self.background_variance.clone(),
         };
         Estimate::Gaussian {
             mean: &self.mean,
-            variance: variance.clone(),
+            variance,
         }
     }
 }
 
 /// The extended Kalman filter. The tangent-linear model of each step comes
-/// from burn autodiff ([`jacobian`]); the forecast covariance is inflated by
-/// `inflation^dt` per step, as in DAPPER's `ExtKF`.
+/// from the model's hand-written adjoint or from burn autodiff
+/// ([`jacobian`]); a nonlinear observation operator is linearised by
+/// autodiff at the forecast mean ([`obs_jacobian`]). The forecast
+/// covariance is inflated by `inflation^dt` per step, as in DAPPER's `ExtKF`.
 pub struct Ekf {
     mean: DVector<f64>,
     covariance: DMatrix<f64>,
     inflation: f64,
-    h: DMatrix<f64>,
 }
 
 impl Ekf {
     /// Starts from the initial mean and covariance.
-    pub fn new(setting: &Setting<'_>, initial: &Gaussian, inflation: f64) -> Result<Self, DaError> {
-        Ok(Self {
+    pub fn new(initial: &Gaussian, inflation: f64) -> Self {
+        Self {
             mean: initial.mean.clone(),
             covariance: DMatrix::from_diagonal(&initial.std.map(|s| s * s)),
             inflation,
-            h: linear_h(setting, "ekf")?,
-        })
+        }
     }
 }
 
+/// The Jacobian of a batched map `f: [rows, n] -> [rows, m]` at `x`, by
+/// reverse-mode autodiff on a batch of `m` copies of `x`: with
+/// `Y = f(X)`, the gradient of `sum_k Y[k, k]` with respect to `X` has row
+/// `k` equal to row `k` of the Jacobian, so one backward pass gives all of it.
+fn autodiff_jacobian(
+    f: impl Fn(Tensor<2>) -> Tensor<2>,
+    x: &DVector<f64>,
+    m: usize,
+    device: &burn::tensor::Device,
+) -> DMatrix<f64> {
+    let n = x.len();
+    let ad = device.clone().autodiff();
+    let copies = DMatrix::from_fn(n, m, |i, _| x[i]);
+    let input = ensemble_to_tensor(&copies, &ad).require_grad();
+    let output = f(input.clone());
+    let eye = Tensor::<2>::eye(m, &ad);
+    let grads = (output * eye).sum().backward();
+    // n x m with column k = d Y[k, k] / d X[k, :], i.e. row k of J.
+    tensor_to_ensemble(input.grad(&grads).expect("the input requires grad")).transpose()
+}
+
 /// The Jacobian `d step(x) / dx` of one model step at `x`: from the model's
-/// hand-written adjoint where it has one, otherwise by reverse-mode
-/// autodiff on a batch of `n` copies of `x`: with `Y = step(X)`, the
-/// gradient of `sum_m Y[m, m]` with respect to `X` has row `m` equal to row
-/// `m` of the Jacobian, so one backward pass gives all of it.
+/// hand-written adjoint where it has one, otherwise by autodiff.
 pub fn jacobian(
     model: &dyn Model,
     x: &DVector<f64>,
@@ -207,63 +232,70 @@ pub fn jacobian(
     device: &burn::tensor::Device,
 ) -> DMatrix<f64> {
     let n = x.len();
-    if model.has_host_path() {
+    if let Some(host) = model.host() {
         // Row i of J is the hand-written adjoint applied to e_i.
         let mut j = DMatrix::zeros(n, n);
         let mut row = vec![0.0; n];
         for i in 0..n {
             row.iter_mut().for_each(|r| *r = 0.0);
             row[i] = 1.0;
-            model.host_step_vjp(x.as_slice(), time, &mut row);
+            host.step_vjp(x.as_slice(), time, &mut row);
             for (k, v) in row.iter().enumerate() {
                 j[(i, k)] = *v;
             }
         }
         return j;
     }
-    let ad = device.clone().autodiff();
-    let copies = DMatrix::from_fn(n, n, |i, _| x[i]);
-    let input = ensemble_to_tensor(&copies, &ad).require_grad();
-    let output = model.step(input.clone(), time);
-    let eye = Tensor::<2>::eye(n, &ad);
-    let grads = (output * eye).sum().backward();
-    let g = tensor_to_ensemble(input.grad(&grads).expect("the input requires grad"));
-    // g is n x n with column m = d Y[m, m] / d X[m, :], i.e. row m of J.
-    g.transpose()
+    autodiff_jacobian(|t| model.step(t, time), x, n, device)
+}
+
+/// The Jacobian `H'(x)` (`p x n`) of an observation operator: its matrix
+/// when linear, otherwise by autodiff at `x`.
+pub fn obs_jacobian(
+    op: &dyn ObsOperator,
+    x: &DVector<f64>,
+    time: f64,
+    device: &burn::tensor::Device,
+) -> DMatrix<f64> {
+    match op.linear() {
+        Some(l) => l.matrix(x.len()),
+        None => autodiff_jacobian(|t| op.apply(t, time), x, op.size(), device),
+    }
 }
 
 impl Filter for Ekf {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        let dt = setting.model.dt();
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        let dt = context.model.dt();
         let factor = self.inflation.powf(dt);
-        for k in 0..setting.steps_per_cycle {
+        for k in 0..context.steps_per_cycle {
             let t = time + k as f64 * dt;
-            let m = jacobian(setting.model, &self.mean, t, &setting.device);
+            let m = jacobian(context.model, &self.mean, t, context.device());
             self.covariance = (&m * &self.covariance * m.transpose()) * factor;
-            self.mean = forecast_state(setting.model, &self.mean, t, 1, &setting.device);
+            self.mean = context.forecast_state(&self.mean, t, 1)?;
         }
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        time: f64,
-    ) -> Result<(), DaError> {
-        let h = &self.h;
-        let p = h.nrows();
-        let s = h * &self.covariance * h.transpose()
-            + DMatrix::identity(p, p) * setting.obs_error_std.powi(2);
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
+        if obs.is_empty() {
+            return Ok(());
+        }
+        let h = obs_jacobian(
+            obs.operator.as_ref(),
+            &self.mean,
+            obs.time,
+            context.device(),
+        );
+        let s = &h * &self.covariance * h.transpose() + covariance(&obs.error);
         let chol = s.cholesky().ok_or_else(|| {
             DaError::Numerical("EKF innovation covariance is not positive definite".into())
         })?;
-        let gain = chol.solve(&(h * &self.covariance)).transpose();
+        let gain = chol.solve(&(&h * &self.covariance)).transpose();
         let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
-        let hx = apply_to_ensemble(setting.obs, &x, time, &setting.device);
-        self.mean += &gain * (y - hx.column(0));
+        let hx = apply_to_ensemble(obs.operator.as_ref(), &x, obs.time, context.device());
+        self.mean += &gain * (&obs.values - hx.column(0));
         let n = self.mean.len();
-        let p_a = (DMatrix::identity(n, n) - &gain * h) * &self.covariance;
+        let p_a = (DMatrix::identity(n, n) - &gain * &h) * &self.covariance;
         self.covariance = (&p_a + p_a.transpose()) * 0.5;
         Ok(())
     }
@@ -279,8 +311,21 @@ impl Filter for Ekf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Forecaster;
     use crate::device::cpu_f64;
     use crate::models::{Integrator, Lorenz96};
+
+    fn forecast_state(
+        model: &dyn Model,
+        x: &DVector<f64>,
+        time: f64,
+        steps: usize,
+        device: &burn::tensor::Device,
+    ) -> DVector<f64> {
+        Forecaster::new(device.clone())
+            .state(model, x, time, steps)
+            .unwrap()
+    }
 
     #[test]
     fn autodiff_jacobian_matches_finite_differences() {

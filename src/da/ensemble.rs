@@ -3,17 +3,19 @@
 //!
 //! Layout: an ensemble is an `n x N` matrix, one member per column, which is
 //! also the memory layout of the `[N, n]` tensor the model steps. With `A`
-//! the state anomalies, `Y` the observed anomalies (`p x N`) and
-//! `R = sigma^2 I`, the ensemble-space formulas are those of DAPPER's
-//! `EnKF_analysis` (Raanes et al.), transposed.
+//! the state anomalies, `Y` the observed anomalies (`p x N`) and `R` the
+//! observation error covariance (diagonal or full), every update works with
+//! whitened quantities `R^{-1/2} Y` and `R^{-1/2} (y - H x)`; the
+//! ensemble-space formulas are those of DAPPER's `EnKF_analysis` (Raanes et
+//! al.), transposed.
 
 use nalgebra::{DMatrix, DVector};
 
 use super::eigen::symmetric_eigen;
 use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
 use super::localisation::{Taper, local_observations};
-use super::{DaError, EnsembleConfig, Estimate, Filter, Gaussian, Setting};
-use crate::obs::apply_to_ensemble;
+use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
+use crate::core::{ObsBatch, apply_to_ensemble};
 use crate::rng::{Rng, standard_normal};
 
 /// Which analysis update.
@@ -37,7 +39,9 @@ pub struct EnsembleFilter {
     config: EnsembleConfig,
     ensemble: DMatrix<f64>,
     rng: Rng,
-    local: Option<Vec<Vec<(usize, f64)>>>,
+    /// Local observations and taper coefficients of each state variable,
+    /// for the network they were computed for.
+    local: Option<(u64, Vec<Vec<(usize, f64)>>)>,
 }
 
 impl EnsembleFilter {
@@ -69,7 +73,8 @@ pub fn mean_and_anomalies(e: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64>) {
     (mu, a)
 }
 
-fn recompose(mu: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
+/// `mu + A[:, j]` for every column.
+pub fn recompose(mu: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
     let mut e = a.clone();
     for mut c in e.column_iter_mut() {
         c += mu;
@@ -82,68 +87,86 @@ fn numerical(what: &str) -> DaError {
 }
 
 impl Filter for EnsembleFilter {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        self.ensemble =
-            super::propagate_ensemble(setting, &self.ensemble, time, setting.steps_per_cycle);
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        self.ensemble = context.forecast_ensemble(&self.ensemble, time, context.steps_per_cycle)?;
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        time: f64,
-    ) -> Result<(), DaError> {
-        let hx = apply_to_ensemble(setting.obs, &self.ensemble, time, &setting.device);
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
+        if obs.is_empty() {
+            return Ok(());
+        }
+        let hx = apply_to_ensemble(
+            obs.operator.as_ref(),
+            &self.ensemble,
+            obs.time,
+            context.device(),
+        );
         let n1 = (self.config.ensemble_size - 1) as f64;
-        let sigma = setting.obs_error_std;
         let (mu, a) = mean_and_anomalies(&self.ensemble);
         let (hmu, hy) = mean_and_anomalies(&hx);
         // Whitened observed anomalies and innovation: R^{-1/2} Y, R^{-1/2} dy.
-        let ys = &hy / sigma;
-        let dys = (y - &hmu) / sigma;
+        let ys = obs.error.whiten_matrix(&hy);
+        let dys = obs.error.whiten(&(&obs.values - &hmu));
         let analysis = match self.kind {
             Kind::Sqrt => sqrt_update(&mu, &a, &ys, &dys, n1)?,
             Kind::PerturbedObs => {
-                let p = y.len();
+                let p = obs.len();
                 let n = self.config.ensemble_size;
                 let z = DMatrix::from_vec(p, n, standard_normal(&mut self.rng, p * n));
                 // Centred and rescaled by sqrt(N / (N - 1)) so that the
-                // perturbations have the observation-error variance.
-                let (_, d) = mean_and_anomalies(&(z * sigma));
+                // perturbations have the observation-error covariance;
+                // whitened, they are the centred standard draws themselves.
+                let (_, d) = mean_and_anomalies(&z);
                 let d = d * (n as f64 / (n as f64 - 1.0)).sqrt();
-                // E + K (y - D - HE) with K = A Y^T (Y Y^T + N1 R)^{-1}.
-                let mut innov = -(&hx + d);
+                // E + K (y - D - HE), in whitened form:
+                // K_w = A Ys^T (Ys Ys^T + N1 I)^{-1} applied to R^{-1/2} (y - HE) - D.
+                let mut innov = -hx.clone();
                 for mut c in innov.column_iter_mut() {
-                    c += y;
+                    c += &obs.values;
                 }
-                let k = gain(&a, &hy, sigma, n1)?;
+                let innov = obs.error.whiten_matrix(&innov) - d;
+                let k = gain(&a, &ys, n1)?;
                 &self.ensemble + k * innov
             }
             Kind::Deterministic => {
-                let k = gain(&a, &hy, sigma, n1)?;
-                let mean = &mu + &k * (y - &hmu);
-                recompose(&mean, &(&a - (k * &hy) * 0.5))
+                let k = gain(&a, &ys, n1)?;
+                let mean = &mu + &k * &dys;
+                recompose(&mean, &(&a - (k * &ys) * 0.5))
             }
             Kind::Serial => serial_update(&mu, &a, ys, dys, n1, &mut self.rng),
             Kind::Local => {
+                if !obs.error.is_diagonal() {
+                    return Err(DaError::Unsupported {
+                        method: "letkf",
+                        what: "independent observation errors (R-localisation needs a diagonal R)"
+                            .into(),
+                    });
+                }
                 let radius = self
                     .config
                     .localisation_radius
                     .expect("validated: letkf has a radius");
                 let taper = self.config.taper.unwrap_or(Taper::GaspariCohn);
-                let local = self.local.get_or_insert_with(|| {
-                    local_observations(
-                        setting.model.geometry(),
-                        setting.obs.locations(),
+                let stale = self
+                    .local
+                    .as_ref()
+                    .is_none_or(|(id, _)| *id != obs.network_id);
+                if stale {
+                    let local = local_observations(
+                        context.model.geometry(),
+                        obs.operator.locations(),
                         radius,
                         taper,
-                    )
-                });
+                    );
+                    self.local = Some((obs.network_id, local));
+                }
+                let (_, local) = self.local.as_ref().expect("set above");
                 local_update(&mu, &a, &ys, &dys, n1, local)?
             }
         };
-        self.ensemble = self.post_process(analysis, &a);
+        let settings = PostProcess::from(&self.config);
+        self.ensemble = settings.apply(analysis, Some(&a), &mut self.rng);
         Ok(())
     }
 
@@ -152,44 +175,89 @@ impl Filter for EnsembleFilter {
     }
 }
 
-impl EnsembleFilter {
-    /// Relaxation to the prior, multiplicative inflation and random rotation
-    /// of the analysis anomalies, in that order.
-    fn post_process(
-        &mut self,
+/// What is done to an analysis ensemble after the update, shared by every
+/// ensemble method: relaxation to the prior (RTPP, RTPS), multiplicative
+/// inflation and a random mean-preserving rotation, in that order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PostProcess {
+    /// Multiplicative inflation of the anomalies.
+    pub inflation: f64,
+    /// Relaxation to prior perturbations.
+    pub rtpp: Option<f64>,
+    /// Relaxation to prior spread.
+    pub rtps: Option<f64>,
+    /// Random rotation.
+    pub rotation: bool,
+}
+
+impl From<&EnsembleConfig> for PostProcess {
+    fn from(c: &EnsembleConfig) -> Self {
+        Self {
+            inflation: c.inflation,
+            rtpp: c.rtpp,
+            rtps: c.rtps,
+            rotation: c.rotation,
+        }
+    }
+}
+
+impl PostProcess {
+    /// Inflation and rotation only.
+    pub fn inflation_and_rotation(inflation: f64, rotation: bool) -> Self {
+        Self {
+            inflation,
+            rtpp: None,
+            rtps: None,
+            rotation,
+        }
+    }
+
+    /// Whether applying it changes anything.
+    pub fn is_identity(&self) -> bool {
+        self.inflation == 1.0 && !self.rotation && self.rtpp.is_none() && self.rtps.is_none()
+    }
+
+    /// Applies the post-processing to an `n x N` analysis (recomposed from
+    /// its mean and anomalies); the relaxations need the prior anomalies.
+    pub fn apply(
+        &self,
         analysis: DMatrix<f64>,
-        prior_anomalies: &DMatrix<f64>,
+        prior_anomalies: Option<&DMatrix<f64>>,
+        rng: &mut Rng,
     ) -> DMatrix<f64> {
         let (mu, mut a) = mean_and_anomalies(&analysis);
-        if let Some(alpha) = self.config.rtpp {
-            a = a * (1.0 - alpha) + prior_anomalies * alpha;
-        }
-        if let Some(alpha) = self.config.rtps {
-            let n1 = (a.ncols() - 1) as f64;
-            for i in 0..a.nrows() {
-                let sa = (a.row(i).norm_squared() / n1).sqrt();
-                let sf = (prior_anomalies.row(i).norm_squared() / n1).sqrt();
-                if sa > 0.0 {
-                    let factor = 1.0 + alpha * (sf - sa) / sa;
-                    a.row_mut(i).scale_mut(factor);
+        if let Some(prior) = prior_anomalies {
+            if let Some(alpha) = self.rtpp {
+                a = a * (1.0 - alpha) + prior * alpha;
+            }
+            if let Some(alpha) = self.rtps {
+                let n1 = (a.ncols() - 1) as f64;
+                for i in 0..a.nrows() {
+                    let sa = (a.row(i).norm_squared() / n1).sqrt();
+                    let sf = (prior.row(i).norm_squared() / n1).sqrt();
+                    if sa > 0.0 {
+                        let factor = 1.0 + alpha * (sf - sa) / sa;
+                        a.row_mut(i).scale_mut(factor);
+                    }
                 }
             }
         }
-        if self.config.inflation != 1.0 {
-            a *= self.config.inflation;
+        if self.inflation != 1.0 {
+            a *= self.inflation;
         }
-        if self.config.rotation {
-            let q = random_mean_preserving_orthogonal(a.ncols(), &mut self.rng);
+        if self.rotation {
+            let q = random_mean_preserving_orthogonal(a.ncols(), rng);
             a *= q.transpose();
         }
         recompose(&mu, &a)
     }
 }
 
-/// Kalman gain in state space, `K = A Y^T (Y Y^T + N1 sigma^2 I)^{-1}`, `n x p`.
-fn gain(a: &DMatrix<f64>, y: &DMatrix<f64>, sigma: f64, n1: f64) -> Result<DMatrix<f64>, DaError> {
+/// Kalman gain for whitened innovations, `K_w = A Ys^T (Ys Ys^T + N1 I)^{-1}`
+/// (`n x p`), with `Ys = R^{-1/2} Y`: the state-space gain is `K_w R^{-1/2}`.
+fn gain(a: &DMatrix<f64>, y: &DMatrix<f64>, n1: f64) -> Result<DMatrix<f64>, DaError> {
     let p = y.nrows();
-    let c = y * y.transpose() + DMatrix::identity(p, p) * (n1 * sigma * sigma);
+    let c = y * y.transpose() + DMatrix::identity(p, p) * n1;
     let chol = c
         .cholesky()
         .ok_or_else(|| numerical("the innovation covariance is not positive definite"))?;
@@ -399,9 +467,9 @@ mod tests {
         let sigma = 0.5;
         let (km, _) = kalman(&e, &h, &y, sigma);
         let (mu, a) = mean_and_anomalies(&e);
-        let hy = &h * &a;
-        let k = gain(&a, &hy, sigma, 11.0).unwrap();
-        let mean = &mu + &k * (&y - &h * &mu);
+        let ys = &h * &a / sigma;
+        let k = gain(&a, &ys, 11.0).unwrap();
+        let mean = &mu + &k * ((&y - &h * &mu) / sigma);
         assert!((mean - km).abs().max() < 1e-10);
     }
 }

@@ -14,10 +14,9 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use super::eigen::symmetric_eigen;
-use super::ensemble::mean_and_anomalies;
-use super::linalg::random_mean_preserving_orthogonal;
-use super::{DaError, Estimate, Filter, Gaussian, Setting, propagate_ensemble};
-use crate::obs::apply_to_ensemble;
+use super::ensemble::{PostProcess, mean_and_anomalies};
+use super::{Context, DaError, Estimate, Filter, Gaussian};
+use crate::core::{ObsBatch, apply_to_ensemble};
 use crate::rng::Rng;
 
 /// Settings of the iEnKS.
@@ -152,8 +151,8 @@ fn compose(
 }
 
 impl Filter for Ienks {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        self.current = propagate_ensemble(setting, &self.current, time, setting.steps_per_cycle);
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        self.current = context.forecast_ensemble(&self.current, time, context.steps_per_cycle)?;
         self.current_cycle += 1;
         if self.config.lag == 0 {
             self.start = self.current.clone();
@@ -162,18 +161,12 @@ impl Filter for Ienks {
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        time: f64,
-    ) -> Result<(), DaError> {
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
         let n = self.config.ensemble_size;
         let n1 = (n - 1) as f64;
-        let sigma = setting.obs_error_std;
         let cycles = self.current_cycle - self.start_cycle;
-        let steps = cycles * setting.steps_per_cycle;
-        let interval = setting.interval();
+        let steps = cycles * context.steps_per_cycle;
+        let interval = context.interval();
         let t0 = self.start_cycle as f64 * interval;
         let (x0, a0) = mean_and_anomalies(&self.start);
         let mut w = DVector::<f64>::zeros(n);
@@ -186,13 +179,13 @@ impl Filter for Ienks {
             let ef = if steps == 0 {
                 e
             } else {
-                propagate_ensemble(setting, &e, t0, steps)
+                context.forecast_ensemble(&e, t0, steps)?
             };
-            let eo = apply_to_ensemble(setting.obs, &ef, time, &setting.device);
+            let eo = apply_to_ensemble(obs.operator.as_ref(), &ef, obs.time, context.device());
             let (xo, yy) = mean_and_anomalies(&eo);
-            let dy = (y - xo) / sigma;
+            let dy = obs.error.whiten(&(&obs.values - xo));
             // De-condition the sensitivities: Y0 = Y T^{-1}.
-            let y0 = (yy / sigma) * &t_inv;
+            let y0 = obs.error.whiten_matrix(&yy) * &t_inv;
             let (s2, v) = symmetric_eigen(&y0.tr_mul(&y0))
                 .ok_or_else(|| DaError::Numerical("iEnKS Hessian".into()))?;
             let s2: Vec<f64> = s2.iter().map(|s| s.max(0.0)).collect();
@@ -223,27 +216,20 @@ impl Filter for Ienks {
             }
         }
         self.iterations_used.push(used);
+        let post = PostProcess::inflation_and_rotation(self.config.inflation, self.config.rotation);
         let mut smoothed = compose(&x0, &a0, &w, &t);
-        if self.config.inflation != 1.0 || self.config.rotation {
-            let (mu, mut a) = mean_and_anomalies(&smoothed);
-            a *= self.config.inflation;
-            if self.config.rotation {
-                a *= random_mean_preserving_orthogonal(n, &mut self.rng).transpose();
-            }
-            for mut col in a.column_iter_mut() {
-                col += &mu;
-            }
-            smoothed = a;
+        if !post.is_identity() {
+            smoothed = post.apply(smoothed, None, &mut self.rng);
         }
         self.current = if steps == 0 {
             smoothed.clone()
         } else {
-            propagate_ensemble(setting, &smoothed, t0, steps)
+            context.forecast_ensemble(&smoothed, t0, steps)?
         };
         if self.config.lag == 0 {
             self.start = self.current.clone();
         } else if cycles == self.config.lag {
-            self.start = propagate_ensemble(setting, &smoothed, t0, setting.steps_per_cycle);
+            self.start = context.forecast_ensemble(&smoothed, t0, context.steps_per_cycle)?;
             self.start_cycle += 1;
         } else {
             self.start = smoothed;

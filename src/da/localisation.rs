@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::{Geometry, Location};
+use crate::core::{Geometry, Location};
 
 /// Taper shapes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +66,13 @@ pub fn local_observations(
     taper: Taper,
 ) -> Vec<Vec<(usize, f64)>> {
     geometry
-        .coordinates
-        .iter()
+        .locations()
         .map(|x| {
             obs_locations
                 .iter()
                 .enumerate()
                 .filter_map(|(j, o)| {
-                    let c = taper.coefficient(geometry.distance(x, o), radius);
+                    let c = taper.coefficient(geometry.distance(&x, o), radius);
                     (c > CUTOFF).then_some((j, c))
                 })
                 .collect()
@@ -114,7 +113,7 @@ mod tests {
         // GC half-support 7.28; the coefficient at distance 12 is 4.3e-3 and
         // at 13 it is 6.2e-4, below the cutoff.
         let g = Geometry::chain(40, true, "x");
-        let locs = g.coordinates.clone();
+        let locs: Vec<Location> = g.locations().collect();
         let local = local_observations(&g, &locs, 4.0, Taper::GaspariCohn);
         assert_eq!(local[0].len(), 25);
         let reached = |j: usize| local[0].iter().any(|&(k, _)| k == j);

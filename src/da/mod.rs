@@ -17,12 +17,12 @@ pub mod linalg;
 pub mod localisation;
 pub mod var;
 
-use burn::tensor::Device;
+use std::sync::OnceLock;
+
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use crate::models::Model;
-use crate::obs::ObsOperator;
+use crate::core::{ForecastError, Forecaster, Model, ObsBatch};
 use crate::rng::Rng;
 
 pub use localisation::Taper;
@@ -200,27 +200,38 @@ impl MethodConfig {
         }
     }
 
+    /// Whether the method needs the climatological covariance (`n x n`).
+    pub fn needs_climate_covariance(&self) -> bool {
+        match self {
+            MethodConfig::Oi(_) => true,
+            MethodConfig::Var3d(c) | MethodConfig::Var4d(c) => {
+                c.background_covariance == var::BackgroundCovariance::Climatology
+            }
+            _ => false,
+        }
+    }
+
     /// Builds the filter, drawing its initial state from `initial`.
     pub fn build(
         &self,
-        setting: &Setting<'_>,
+        context: &Context<'_>,
         initial: &Gaussian,
         rng: Rng,
     ) -> Result<Box<dyn Filter>, DaError> {
         Ok(match self {
-            MethodConfig::Climatology(_) => Box::new(baseline::Climatology::new(setting)),
+            MethodConfig::Climatology(_) => Box::new(baseline::Climatology::new(context)),
             MethodConfig::Oi(_) => Box::new(baseline::StaticB::new(
-                setting,
+                context,
                 initial,
                 1.0,
                 baseline::Background::Climatology,
             )?),
             MethodConfig::Var3d(c) | MethodConfig::Var4d(c) => {
-                Box::new(var::Var::new(setting, initial, c)?)
+                Box::new(var::Var::new(context, initial, c)?)
             }
             MethodConfig::Ienks(c) => Box::new(ienks::Ienks::new(c, initial, rng)),
             MethodConfig::En4dvar(c) => Box::new(var::envar::En4dvar::new(c, initial, rng)),
-            MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(setting, initial, c.inflation)?),
+            MethodConfig::Ekf(c) => Box::new(baseline::Ekf::new(initial, c.inflation)),
             MethodConfig::Enkf(c) => Box::new(ensemble::EnsembleFilter::new(
                 ensemble::Kind::PerturbedObs,
                 c,
@@ -255,27 +266,6 @@ impl MethodConfig {
     }
 }
 
-/// Advances an `n x members` ensemble by `steps` model steps: on the host
-/// through the model's hand-written fast path when it has one and the run
-/// allows it, otherwise as one batched tensor on the burn device.
-pub fn propagate_ensemble(
-    setting: &Setting<'_>,
-    ensemble: &DMatrix<f64>,
-    time: f64,
-    steps: usize,
-) -> DMatrix<f64> {
-    let model = setting.model;
-    if setting.host_path && model.has_host_path() {
-        let mut out = ensemble.clone();
-        for mut member in out.column_iter_mut() {
-            model.host_forecast(member.as_mut_slice(), time, steps);
-        }
-        out
-    } else {
-        var::trajectory::forecast_states(model, ensemble, time, steps, &setting.device)
-    }
-}
-
 /// A Gaussian with diagonal covariance, used for initial conditions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gaussian {
@@ -295,51 +285,148 @@ impl Gaussian {
 }
 
 /// Climatological statistics of the truth, for the climatology, OI and
-/// 3D-Var baselines.
-#[derive(Clone, Debug)]
+/// 3D/4D-Var baselines. The mean and variances are O(n); the covariance
+/// (`n x n`) is computed the first time a method asks for it, so a run
+/// whose methods never need it never holds it.
+#[derive(Debug)]
 pub struct ClimateStats {
     /// Mean state.
     pub mean: DVector<f64>,
-    /// Covariance (`n x n`, ddof 1).
-    pub covariance: DMatrix<f64>,
+    /// Variance of each variable (ddof 1).
+    pub variance: DVector<f64>,
+    states: Option<DMatrix<f64>>,
+    covariance: OnceLock<DMatrix<f64>>,
 }
 
-impl ClimateStats {
-    /// Statistics of a sample of states (one per column).
-    pub fn from_states(states: &DMatrix<f64>) -> Self {
-        let mean = states.column_mean();
-        let mut anomalies = states.clone();
-        for mut c in anomalies.column_iter_mut() {
-            c -= &mean;
+impl Clone for ClimateStats {
+    fn clone(&self) -> Self {
+        let covariance = OnceLock::new();
+        if let Some(c) = self.covariance.get() {
+            let _ = covariance.set(c.clone());
         }
-        let covariance =
-            &anomalies * anomalies.transpose() / (states.ncols() as f64 - 1.0).max(1.0);
-        Self { mean, covariance }
+        Self {
+            mean: self.mean.clone(),
+            variance: self.variance.clone(),
+            states: self.states.clone(),
+            covariance,
+        }
     }
 }
 
-/// What a filter needs to know about the experiment.
-pub struct Setting<'a> {
-    /// The forecast model.
-    pub model: &'a dyn Model,
-    /// The observation operator.
-    pub obs: &'a dyn ObsOperator,
-    /// Standard deviation of the observation errors (R = std^2 I).
-    pub obs_error_std: f64,
-    /// Model steps between observations.
-    pub steps_per_cycle: usize,
-    /// Where the model runs.
-    pub device: Device,
-    /// Climatology of the truth.
-    pub climate: &'a ClimateStats,
-    /// Use the model's host fast path for ensemble forecasts where it has one.
-    pub host_path: bool,
+impl ClimateStats {
+    /// Statistics of a sample of states (one per column); the sample is
+    /// kept for the covariance on demand.
+    pub fn from_states(states: DMatrix<f64>) -> Self {
+        let (mean, variance) = mean_and_variance(&states);
+        Self {
+            mean,
+            variance,
+            states: Some(states),
+            covariance: OnceLock::new(),
+        }
+    }
+
+    /// Mean and variance only (no covariance available).
+    pub fn from_moments(mean: DVector<f64>, variance: DVector<f64>) -> Self {
+        Self {
+            mean,
+            variance,
+            states: None,
+            covariance: OnceLock::new(),
+        }
+    }
+
+    /// The covariance (`n x n`, ddof 1), computed on first use.
+    ///
+    /// # Errors
+    /// When the statistics were built from moments only.
+    pub fn covariance(&self) -> Result<&DMatrix<f64>, DaError> {
+        if let Some(c) = self.covariance.get() {
+            return Ok(c);
+        }
+        let states = self.states.as_ref().ok_or_else(|| DaError::Unsupported {
+            method: "climatological covariance",
+            what: "the truth sample, which this run did not keep".into(),
+        })?;
+        let mut anomalies = states.clone();
+        for mut c in anomalies.column_iter_mut() {
+            c -= &self.mean;
+        }
+        let c = &anomalies * anomalies.transpose() / (states.ncols() as f64 - 1.0).max(1.0);
+        Ok(self.covariance.get_or_init(|| c))
+    }
+
+    /// Whether the covariance has been computed.
+    pub fn has_covariance(&self) -> bool {
+        self.covariance.get().is_some()
+    }
 }
 
-impl Setting<'_> {
+fn mean_and_variance(states: &DMatrix<f64>) -> (DVector<f64>, DVector<f64>) {
+    let n = states.nrows();
+    let m = states.ncols() as f64;
+    let mean = states.column_mean();
+    let mut variance = DVector::zeros(n);
+    for col in states.column_iter() {
+        for i in 0..n {
+            let d = col[i] - mean[i];
+            variance[i] += d * d;
+        }
+    }
+    variance /= (m - 1.0).max(1.0);
+    (mean, variance)
+}
+
+/// The assimilation context: what a method needs to know about the
+/// experiment besides the observations, which arrive as [`ObsBatch`]es.
+pub struct Context<'a> {
+    /// The forecast model.
+    pub model: &'a dyn Model,
+    /// How forecasts run (device, host path, noise stream).
+    pub forecaster: Forecaster,
+    /// Model steps between observations.
+    pub steps_per_cycle: usize,
+    /// Climatology of the truth.
+    pub climate: &'a ClimateStats,
+}
+
+impl Context<'_> {
     /// Model time between observations.
     pub fn interval(&self) -> f64 {
         self.model.dt() * self.steps_per_cycle as f64
+    }
+
+    /// The device models run on.
+    pub fn device(&self) -> &burn::tensor::Device {
+        &self.forecaster.device
+    }
+
+    /// Advances an `n x members` ensemble by `steps` model steps.
+    ///
+    /// # Errors
+    /// A forecast that blew up.
+    pub fn forecast_ensemble(
+        &self,
+        ensemble: &DMatrix<f64>,
+        time: f64,
+        steps: usize,
+    ) -> Result<DMatrix<f64>, DaError> {
+        Ok(self
+            .forecaster
+            .ensemble(self.model, ensemble, time, steps)?)
+    }
+
+    /// Advances one state deterministically by `steps` model steps.
+    ///
+    /// # Errors
+    /// A forecast that blew up.
+    pub fn forecast_state(
+        &self,
+        x: &DVector<f64>,
+        time: f64,
+        steps: usize,
+    ) -> Result<DVector<f64>, DaError> {
+        Ok(self.forecaster.state(self.model, x, time, steps)?)
     }
 }
 
@@ -358,15 +445,10 @@ pub enum Estimate<'a> {
 
 /// A cycled assimilation method.
 pub trait Filter: Send {
-    /// Advances the estimate by `setting.steps_per_cycle` model steps from `time`.
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError>;
-    /// Assimilates the observations `y` valid at `time`.
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        time: f64,
-    ) -> Result<(), DaError>;
+    /// Advances the estimate by `context.steps_per_cycle` model steps from `time`.
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError>;
+    /// Assimilates one batch of observations (valid at `obs.time`).
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError>;
     /// The current estimate.
     fn estimate(&self) -> Estimate<'_>;
     /// Summaries of the minimisations so far (variational methods only).
@@ -389,6 +471,9 @@ pub enum DaError {
     /// A linear solve or decomposition failed, typically after divergence.
     #[error("numerical failure in {0}")]
     Numerical(String),
+    /// The forecast produced non-finite values.
+    #[error(transparent)]
+    Forecast(#[from] ForecastError),
     /// A variational minimisation failed or did not converge.
     #[error("minimisation failed after {iterations} iterations: {reason}; cost history {history}")]
     Minimisation {

@@ -8,12 +8,16 @@
 //! dt = 0.05
 //! [observations]
 //! operator = "identity"   # | "partial" with indices = [...] | "every" with stride = k
-//! error_std = 1.0
+//!                         # | "random" with count = p (a new random network each cycle)
+//! error_std = 1.0         # or one value per observation: [0.5, 1.0, ...]
 //! every = 1               # model steps between observations
+//! # error_correlation_length = 2.0   # Gaussian-correlated errors (full R)
+//! # missing_fraction = 0.1           # each observation missing with this probability
 //! [run]
 //! cycles = 10000
 //! burn_in = 400           # cycles excluded from averages
 //! seed = 3000
+//! device = "cpu"          # | "wgpu" | "cuda" (features); `--device` overrides
 //! [initial]
 //! mean = [1.0, 0.0]       # padded with zeros, or a scalar for all variables
 //! std = 0.0316
@@ -28,17 +32,20 @@
 //!
 //! An optional `[forecast_model]` table gives the model the methods cycle
 //! when it differs from the truth's (imperfect-model twins, e.g. the
-//! two-scale truth with a truncated forecast model); the forecast state is
-//! then the leading entries of the truth state. Unknown keys are errors that
-//! name the file and the key.
+//! two-scale truth with a truncated forecast model, or a coarser grid); the
+//! truth is projected onto the forecast model's fields by name, copied
+//! where the shapes agree and block-averaged where the truth is finer
+//! ([`super::twin::Projection`]). Unknown keys are errors that name the file
+//! and the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::ModelConfig;
 use crate::da::MethodConfig;
-use crate::models::ModelConfig;
+use crate::device::{DeviceChoice, Precision};
 
 /// A bad experiment file: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +88,28 @@ pub enum OperatorKind {
     Partial,
     /// Every `stride`-th variable.
     Every,
+    /// `count` variables drawn at random, anew at every cycle.
+    Random,
+}
+
+/// One error standard deviation for all observations, or one each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorStd {
+    /// The same for every observation.
+    Scalar(f64),
+    /// One per observation of the network.
+    PerObservation(Vec<f64>),
+}
+
+impl ErrorStd {
+    /// The values (one, or one per observation).
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            ErrorStd::Scalar(v) => vec![*v],
+            ErrorStd::PerObservation(v) => v.clone(),
+        }
+    }
 }
 
 /// The `[observations]` table.
@@ -95,8 +124,19 @@ pub struct ObservationConfig {
     /// Stride (`every`).
     #[serde(default)]
     pub stride: Option<usize>,
-    /// Observation error standard deviation; `R = error_std^2 I`.
-    pub error_std: f64,
+    /// Observations per cycle (`random`).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Observation error standard deviation, one value or one per
+    /// observation.
+    pub error_std: ErrorStd,
+    /// Gaussian correlation length of the errors, in model distance units
+    /// (absent: independent errors).
+    #[serde(default)]
+    pub error_correlation_length: Option<f64>,
+    /// Probability that an observation is missing (masked) at a cycle.
+    #[serde(default)]
+    pub missing_fraction: Option<f64>,
     /// Forecast-model steps between observations.
     #[serde(default = "one_usize")]
     pub every: usize,
@@ -126,6 +166,12 @@ pub struct RunConfig {
     /// burn tensor ops on the device (the path GPUs and learned models use).
     #[serde(default = "yes")]
     pub host_fast_path: bool,
+    /// Where models run (`cpu`, `wgpu`, `cuda`); `--device` overrides.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// Their float type (`f64` on the CPU, `f32` on GPUs by default).
+    #[serde(default)]
+    pub precision: Option<Precision>,
 }
 
 fn yes() -> bool {
@@ -200,6 +246,17 @@ struct RawConfig {
     expected: BTreeMap<String, Expected>,
 }
 
+/// A key of the method table that the parsed method does not hold: serde
+/// cannot deny unknown keys next to a flattened table (the minimiser
+/// settings), so the parsed value is written back and the keys compared.
+fn unknown_key(method: &MethodConfig, keys: &[String]) -> Option<String> {
+    let back = toml::Value::try_from(method).ok()?;
+    let table = back.as_table()?;
+    keys.iter()
+        .find(|k| !table.contains_key(k.as_str()))
+        .cloned()
+}
+
 /// A validated experiment.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExperimentConfig {
@@ -266,6 +323,7 @@ impl ExperimentConfig {
                 .get("name")
                 .and_then(|v| v.as_str())
                 .map(str::to_string);
+            let keys: Vec<String> = table.keys().cloned().collect();
             let method: MethodConfig =
                 toml::Value::Table(table)
                     .try_into()
@@ -276,6 +334,12 @@ impl ExperimentConfig {
                             e.message().trim_end()
                         ))
                     })?;
+            if let Some(key) = unknown_key(&method, &keys) {
+                let what = name.as_deref().unwrap_or("<no name>");
+                return Err(parse(format!(
+                    "methods[{i}] (name = \"{what}\"): unknown field `{key}`"
+                )));
+            }
             method
                 .validate()
                 .map_err(|(key, reason)| invalid(format!("methods[{i}].{key}"), reason))?;
@@ -319,71 +383,81 @@ impl ExperimentConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        self.model
-            .validate()
-            .map_err(|(k, r)| (format!("model.{k}"), r))?;
-        if let Some(f) = &self.forecast_model {
-            f.validate()
-                .map_err(|(k, r)| (format!("forecast_model.{k}"), r))?;
-        }
         let o = &self.observations;
-        if !(o.error_std > 0.0 && o.error_std.is_finite()) {
+        let error_std = o.error_std.values();
+        if error_std.is_empty() {
+            return Err(("observations.error_std".into(), "must not be empty".into()));
+        }
+        if let Some(bad) = error_std.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
             return Err((
                 "observations.error_std".into(),
-                format!("must be positive, got {}", o.error_std),
+                format!("must be positive, got {bad}"),
+            ));
+        }
+        if let Some(l) = o.error_correlation_length
+            && !(l > 0.0 && l.is_finite())
+        {
+            return Err((
+                "observations.error_correlation_length".into(),
+                format!("must be positive, got {l}"),
+            ));
+        }
+        if let Some(f) = o.missing_fraction
+            && !(0.0..1.0).contains(&f)
+        {
+            return Err((
+                "observations.missing_fraction".into(),
+                format!("must lie in [0, 1), got {f}"),
             ));
         }
         if o.every == 0 {
             return Err(("observations.every".into(), "must be at least 1".into()));
         }
-        let n = self.cycled_model().build().size();
+        let needs = |key: &str, kind: &str| {
+            (
+                format!("observations.{key}"),
+                format!("is required by operator \"{kind}\""),
+            )
+        };
+        let only = |key: &str, kind: &str| {
+            Err((
+                format!("observations.{key}"),
+                format!("only applies to operator \"{kind}\""),
+            ))
+        };
         match o.operator {
             OperatorKind::Partial => {
-                let indices = o.indices.as_ref().ok_or((
-                    "observations.indices".to_string(),
-                    "is required by operator \"partial\"".to_string(),
-                ))?;
+                let indices = o.indices.as_ref().ok_or(needs("indices", "partial"))?;
                 if indices.is_empty() {
                     return Err(("observations.indices".into(), "must not be empty".into()));
                 }
-                if let Some(bad) = indices.iter().find(|&&i| i >= n) {
+            }
+            OperatorKind::Every => {
+                if o.stride.ok_or(needs("stride", "every"))? == 0 {
+                    return Err(("observations.stride".into(), "must be at least 1".into()));
+                }
+            }
+            OperatorKind::Random => {
+                if o.count.ok_or(needs("count", "random"))? == 0 {
+                    return Err(("observations.count".into(), "must be at least 1".into()));
+                }
+                if error_std.len() > 1 {
                     return Err((
-                        "observations.indices".into(),
-                        format!(
-                            "index {bad} is out of range for a state of size {n} (indices start at 0)"
-                        ),
+                        "observations.error_std".into(),
+                        "a random network takes one error_std for all observations".into(),
                     ));
                 }
             }
-            OperatorKind::Every => match o.stride {
-                None => {
-                    return Err((
-                        "observations.stride".into(),
-                        "is required by operator \"every\"".into(),
-                    ));
-                }
-                Some(0) => return Err(("observations.stride".into(), "must be at least 1".into())),
-                Some(s) if s > n => {
-                    return Err((
-                        "observations.stride".into(),
-                        format!("{s} exceeds the state size {n}"),
-                    ));
-                }
-                _ => {}
-            },
             OperatorKind::Identity => {}
         }
         if o.operator != OperatorKind::Partial && o.indices.is_some() {
-            return Err((
-                "observations.indices".into(),
-                "only applies to operator \"partial\"".into(),
-            ));
+            return only("indices", "partial");
         }
         if o.operator != OperatorKind::Every && o.stride.is_some() {
-            return Err((
-                "observations.stride".into(),
-                "only applies to operator \"every\"".into(),
-            ));
+            return only("stride", "every");
+        }
+        if o.operator != OperatorKind::Random && o.count.is_some() {
+            return only("count", "random");
         }
         if self.run.cycles == 0 {
             return Err(("run.cycles".into(), "must be at least 1".into()));
@@ -411,44 +485,6 @@ impl ExperimentConfig {
                 format!("must be non-negative, got {}", self.initial.std),
             ));
         }
-        if let InitialMean::Values(v) = &self.initial.mean
-            && v.len() > self.model.build().size()
-        {
-            return Err((
-                "initial.mean".into(),
-                format!(
-                    "has {} values for a state of size {}",
-                    v.len(),
-                    self.model.build().size()
-                ),
-            ));
-        }
-        if let Some(f) = &self.forecast_model {
-            let truth = self.model.build();
-            let forecast = f.build();
-            if forecast.size() > truth.size() {
-                return Err((
-                    "forecast_model".into(),
-                    format!(
-                        "has {} variables, more than the truth's {}",
-                        forecast.size(),
-                        truth.size()
-                    ),
-                ));
-            }
-            let ratio = self.observations.every as f64 * forecast.dt() / truth.dt();
-            if (ratio - ratio.round()).abs() > 1e-9 || ratio.round() < 1.0 {
-                return Err((
-                    "forecast_model.dt".into(),
-                    format!(
-                        "the observation interval ({} x {}) must be a whole number of truth steps ({})",
-                        self.observations.every,
-                        forecast.dt(),
-                        truth.dt()
-                    ),
-                ));
-            }
-        }
         for (label, e) in &self.expected {
             if !self.methods.iter().any(|m| &m.label == label) {
                 return Err((
@@ -464,6 +500,16 @@ impl ExperimentConfig {
             }
         }
         Ok(())
+    }
+
+    /// A bad value found when the experiment is built (it needs the built
+    /// models): the error names this file.
+    pub fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
     }
 
     /// Overrides the number of cycles (and shortens the burn-in to keep
@@ -546,14 +592,6 @@ etkf = { rmse_a = 0.2, tolerance = 0.02 }
         assert!(e.contains("methods[0].ensemble_size"), "{e}");
         let e = err(&GOOD.replace("error_std = 1.0", "error_std = -1.0"));
         assert!(e.contains("observations.error_std"), "{e}");
-        let e = err(&GOOD.replace(
-            "operator = \"identity\"",
-            "operator = \"partial\"\nindices = [0, 40]",
-        ));
-        assert!(
-            e.contains("observations.indices") && e.contains("40"),
-            "{e}"
-        );
         let e = err(&GOOD.replace(
             "rotation = true",
             "rotation = true\nlocalisation_radius = 4.0",

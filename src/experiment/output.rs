@@ -162,7 +162,14 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
     let twin = &report.twin;
     let chronology = twin.chronology;
     let cycles = chronology.cycles;
-    let (n, p) = (twin.truth.nrows(), twin.observations.nrows());
+    let n = twin.truth.nrows();
+    let p = twin
+        .observations
+        .iter()
+        .map(|b| b.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let units = "1";
     let mut ds = Dataset::new();
     let status = match &method.status {
@@ -195,9 +202,12 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
         "burn_in_cycles".into(),
         AttrValue::I32(chronology.burn_in as i32),
     ));
+    let (sum, count) = twin.observations.iter().fold((0.0, 0usize), |(s, c), b| {
+        (s + b.error.mean_variance() * b.len() as f64, c + b.len())
+    });
     ds.attributes.push((
         "observation_error_std".into(),
-        AttrValue::F64(twin.obs_error_std),
+        AttrValue::F64((sum / count.max(1) as f64).sqrt()),
     ));
     if let Some(r) = method.summary.rmse_a {
         ds.attributes
@@ -222,19 +232,38 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
         (0..n).map(|i| i as f64).collect(),
         &[("long_name", "state variable index"), ("units", "1")],
     ));
-    let obs_index: Vec<f64> = match &report.observed_indices {
-        Some(idx) => idx.iter().map(|&i| i as f64).collect(),
-        None => (0..p).map(|i| i as f64).collect(),
+    // The observed state index of each observation (NaN where the
+    // operator is not a selection, or past the batch's length): one row
+    // when the network is fixed, one per cycle when it moves.
+    let fixed = twin
+        .observations
+        .windows(2)
+        .all(|w| w[0].network_id == w[1].network_id);
+    let index_row = |b: &crate::core::ObsBatch| -> Vec<f64> {
+        let idx = super::twin::selected_indices(b.operator.as_ref());
+        (0..p)
+            .map(|j| match &idx {
+                Some(idx) if j < idx.len() => idx[j] as f64,
+                _ => f64::NAN,
+            })
+            .collect()
     };
-    ds.variables.push(variable(
-        "obs_index",
-        &["obs"],
-        obs_index,
-        &[
-            ("long_name", "state index observed by each observation"),
-            ("units", "1"),
-        ],
-    ));
+    let index_attrs = [
+        ("long_name", "state index observed by each observation"),
+        ("units", "1"),
+    ];
+    if fixed {
+        let row = twin
+            .observations
+            .first()
+            .map_or_else(|| vec![f64::NAN; p], index_row);
+        ds.variables
+            .push(variable("obs_index", &["obs"], row, &index_attrs));
+    } else {
+        let data = twin.observations.iter().flat_map(index_row).collect();
+        ds.variables
+            .push(variable("obs_index", &["time", "obs"], data, &index_attrs));
+    }
     let state_vars = [
         ("truth", &twin.truth, "true state"),
         (
@@ -266,11 +295,22 @@ pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
             &[("long_name", long), ("units", units)],
         ));
     }
+    let observations = twin
+        .observations
+        .iter()
+        .flat_map(|b| (0..p).map(move |j| b.values.get(j).copied().unwrap_or(f64::NAN)))
+        .collect();
     ds.variables.push(variable(
         "observations",
         &["time", "obs"],
-        time_major(&twin.observations),
-        &[("long_name", "observations with noise"), ("units", units)],
+        observations,
+        &[
+            (
+                "long_name",
+                "observations with noise (NaN: missing or no observation)",
+            ),
+            ("units", units),
+        ],
     ));
     let scores = [
         ("rmse_f", &method.series.rmse_f, "RMSE of the forecast mean"),

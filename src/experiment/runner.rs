@@ -8,14 +8,13 @@ use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::config::{Expected, ExperimentConfig, MethodEntry};
-use super::twin::{Twin, observation_operator};
+use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
+use super::twin::{Built, Twin};
+use crate::core::{Forecaster, Model};
 use crate::da::var::MinimisationSummary;
-use crate::da::{DaError, Estimate, Setting};
-use crate::device::cpu_f64;
+use crate::da::{Context, DaError, Estimate};
+use crate::device::DeviceChoice;
 use crate::metrics::{self, MeanWithCi, RankHistogram};
-use crate::models::Model;
-use crate::obs::ObsOperator;
 use crate::rng::stream;
 
 /// Overrides from the command line.
@@ -27,6 +26,19 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Replace `run.device`.
+    pub device: Option<DeviceChoice>,
+}
+
+/// Why a run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The experiment cannot be built (models, network, device).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A method cannot start.
+    #[error(transparent)]
+    Method(#[from] DaError),
 }
 
 /// How a method ended.
@@ -148,15 +160,14 @@ pub struct Report {
     pub twin: Twin,
     /// One report per method, in file order.
     pub methods: Vec<MethodReport>,
-    /// Names of the state variable and observations, for output.
+    /// The forecast model's name, for output.
     pub model_name: String,
-    /// State indices of the observations, when the operator is a selection.
-    pub observed_indices: Option<Vec<usize>>,
+    /// The forecast model's geometry, for output.
+    pub geometry: crate::core::Geometry,
 }
 
-/// Runs an experiment: simulates the twin, then every method (in parallel
-/// across methods, each with its own random stream).
-pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, DaError> {
+/// Applies the command-line overrides to a configuration.
+pub fn with_options(config: &ExperimentConfig, options: &RunOptions) -> ExperimentConfig {
     let mut config = config.clone();
     if let Some(c) = options.cycles {
         config = config.with_cycles(c);
@@ -164,17 +175,34 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Da
     if let Some(s) = options.seed {
         config.run.seed = s;
     }
-    let device = cpu_f64();
-    let truth_model = config.model.build();
-    let model = config.cycled_model().build();
-    let obs = observation_operator(&config, model.geometry());
-    let twin = Twin::simulate(
-        &config,
-        truth_model.as_ref(),
-        model.as_ref(),
-        obs.as_ref(),
-        &device,
-    );
+    if let Some(d) = options.device {
+        config.run.device = d;
+    }
+    config
+}
+
+/// Builds the experiment on its device: every model once, the network,
+/// and the checks that need them.
+///
+/// # Errors
+/// A device that is not available, or an experiment that does not fit its
+/// models.
+pub fn build(config: &ExperimentConfig) -> Result<Built, ConfigError> {
+    let device = crate::device::select(config.run.device, config.run.precision)
+        .map_err(|e| config.invalid("run.device", e.to_string()))?;
+    Built::new(config, device)
+}
+
+/// Runs an experiment: builds it, simulates the twin, then every method
+/// (in parallel across methods, each with its own random stream).
+///
+/// # Errors
+/// An experiment that cannot be built, or a method that cannot start.
+pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, RunError> {
+    let config = with_options(config, options);
+    let built = build(&config)?;
+    let twin = Twin::simulate(&config, &built);
+    let model = built.model();
 
     let total = (config.run.cycles * config.methods.len()) as u64;
     let bar = if options.progress && std::io::stderr().is_terminal() {
@@ -193,26 +221,16 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Da
     let divergence_rmse = config
         .run
         .divergence_rmse
-        .unwrap_or_else(|| 10.0 * (twin.climate.covariance.diagonal().mean()).sqrt());
+        .unwrap_or_else(|| 10.0 * twin.climate.variance.mean().sqrt());
     let methods = config
         .methods
         .par_iter()
-        .map(|entry| {
-            run_method(
-                &config,
-                entry,
-                &twin,
-                model.as_ref(),
-                obs.as_ref(),
-                divergence_rmse,
-                &bar,
-            )
-        })
+        .map(|entry| run_method(&config, entry, &twin, &built, model, divergence_rmse, &bar))
         .collect::<Result<Vec<_>, _>>()?;
     bar.finish_and_clear();
     Ok(Report {
         model_name: model.name().to_string(),
-        observed_indices: obs.selected_indices().map(<[usize]>::to_vec),
+        geometry: model.geometry().clone(),
         config,
         twin,
         methods,
@@ -226,23 +244,25 @@ fn run_method(
     config: &ExperimentConfig,
     entry: &MethodEntry,
     twin: &Twin,
+    built: &Built,
     model: &dyn Model,
-    obs: &dyn ObsOperator,
     divergence_rmse: f64,
     bar: &ProgressBar,
 ) -> Result<MethodReport, DaError> {
     let chronology = twin.chronology;
-    let setting = Setting {
+    let name = format!("method/{}", entry.label);
+    let context = Context {
         model,
-        obs,
-        obs_error_std: twin.obs_error_std,
+        forecaster: Forecaster {
+            device: built.device.clone(),
+            host_path: config.run.host_fast_path,
+            noise_stream: crate::rng::key(config.run.seed, &format!("{name}/model-noise")),
+        },
         steps_per_cycle: chronology.steps_per_cycle,
-        device: cpu_f64(),
         climate: &twin.climate,
-        host_path: config.run.host_fast_path,
     };
-    let rng = stream(config.run.seed, &format!("method/{}", entry.label));
-    let mut filter = entry.method.build(&setting, &twin.initial, rng)?;
+    let rng = stream(config.run.seed, &name);
+    let mut filter = entry.method.build(&context, &twin.initial, rng)?;
     let n = model.size();
     let mut series = Series::new(n, chronology.cycles);
     let mut histogram = entry.method.ensemble_size().map(RankHistogram::new);
@@ -252,7 +272,7 @@ fn run_method(
     for k in 0..chronology.cycles {
         let time = k as f64 * chronology.interval();
         let truth: Vec<f64> = twin.truth.column(k).iter().copied().collect();
-        let outcome = filter.forecast(&setting, time).and_then(|()| {
+        let outcome = filter.forecast(&context, time).and_then(|()| {
             let f = score(filter.estimate(), &truth, None);
             store(
                 &mut series.forecast_mean,
@@ -262,8 +282,7 @@ fn run_method(
             );
             series.rmse_f[k] = f.rmse;
             series.spread_f[k] = f.spread;
-            let y = twin.observations.column(k).into_owned();
-            filter.analyse(&setting, &y, chronology.time(k))
+            filter.analyse(&context, &twin.observations[k])
         });
         cycles_run = k + 1;
         if let Err(e) = outcome {

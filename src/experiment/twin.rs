@@ -1,14 +1,19 @@
-//! Twin simulation: a truth trajectory and noisy observations from a seed.
+//! Building an experiment (models, network, projection: once per run, on
+//! the chosen device) and simulating its twin: a truth trajectory and noisy
+//! observations from a seed.
+
+use std::sync::Arc;
 
 use burn::tensor::Device;
 use nalgebra::{DMatrix, DVector};
 
-use super::config::{ExperimentConfig, OperatorKind};
+use super::config::{ConfigError, ExperimentConfig, OperatorKind};
+use crate::core::{Coordinates, Forecaster, Geometry, Model, ObsBatch, ObsOperator};
 use crate::da::{ClimateStats, Gaussian};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
-use crate::models::{Geometry, Model};
-use crate::obs::{ObsOperator, Selection, apply_to_ensemble};
-use crate::rng::{standard_normal, stream};
+use crate::obs::Selection;
+use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork};
+use crate::rng::stream;
 
 /// Observation timing: the model time step, the steps between observations,
 /// the number of cycles and the burn-in excluded from averages.
@@ -36,20 +41,242 @@ impl Chronology {
     }
 }
 
-/// Builds the observation operator of an experiment for a model geometry.
-pub fn observation_operator(
+/// How a truth state becomes a forecast-model state: field by field, by
+/// name, copied where the shapes agree and block-averaged where the truth
+/// is an integer multiple finer on every axis (a coarser forecast grid).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection {
+    /// Per model field: the truth field's offset, its shape, the model
+    /// field's offset and shape.
+    parts: Vec<(usize, Vec<usize>, usize, Vec<usize>)>,
+    n_model: usize,
+}
+
+impl Projection {
+    /// The projection from `truth` onto `model`; a model field finds the
+    /// truth field of the same name (or the only truth field when both
+    /// geometries have one).
+    ///
+    /// # Errors
+    /// A model field without a counterpart, or shapes that are not
+    /// integer multiples.
+    pub fn new(truth: &Geometry, model: &Geometry) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        for (k, f) in model.fields.iter().enumerate() {
+            let found = truth.field(&f.name).or_else(|| {
+                (truth.fields.len() == 1 && model.fields.len() == 1).then(|| (0, &truth.fields[0]))
+            });
+            let Some((kt, t)) = found else {
+                return Err(format!(
+                    "the forecast model's field `{}` has no counterpart in the truth (fields: {})",
+                    f.name,
+                    truth
+                        .fields
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            let fits = t.shape.len() == f.shape.len()
+                && t.shape
+                    .iter()
+                    .zip(&f.shape)
+                    .all(|(a, b)| *b > 0 && a % b == 0);
+            if !fits {
+                return Err(format!(
+                    "field `{}`: truth shape {:?} is not an integer multiple of the forecast shape {:?}",
+                    f.name, t.shape, f.shape
+                ));
+            }
+            parts.push((
+                truth.offset(kt),
+                t.shape.clone(),
+                model.offset(k),
+                f.shape.clone(),
+            ));
+        }
+        Ok(Self {
+            parts,
+            n_model: model.size(),
+        })
+    }
+
+    /// Projects one truth state.
+    pub fn apply(&self, truth: &[f64]) -> DVector<f64> {
+        let mut out = DVector::zeros(self.n_model);
+        for (to, ts, mo, ms) in &self.parts {
+            let (tny, tnx) = if ts.len() == 2 {
+                (ts[0], ts[1])
+            } else {
+                (1, ts[0])
+            };
+            let (mny, mnx) = if ms.len() == 2 {
+                (ms[0], ms[1])
+            } else {
+                (1, ms[0])
+            };
+            let (ky, kx) = (tny / mny, tnx / mnx);
+            let weight = 1.0 / (ky * kx) as f64;
+            for my in 0..mny {
+                for mx in 0..mnx {
+                    let mut sum = 0.0;
+                    for dy in 0..ky {
+                        let row = to + (my * ky + dy) * tnx;
+                        for dx in 0..kx {
+                            sum += truth[row + mx * kx + dx];
+                        }
+                    }
+                    out[mo + my * mnx + mx] = if ky * kx == 1 { sum } else { sum * weight };
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An experiment built for a run: its models (each built once, on the
+/// run's device), the observation network and the truth projection.
+pub struct Built {
+    /// Where models run.
+    pub device: Device,
+    /// The truth model.
+    pub truth_model: Box<dyn Model>,
+    /// The model the methods cycle, where it differs from the truth's.
+    pub forecast_model: Option<Box<dyn Model>>,
+    /// What is observed at each cycle.
+    pub network: Box<dyn ObsNetwork>,
+    /// Truth state to forecast-model state.
+    pub projection: Projection,
+}
+
+impl Built {
+    /// Builds the models of `config` on `device` and checks everything
+    /// that depends on them (observation indices, time steps, initial
+    /// mean), before any computing.
+    ///
+    /// # Errors
+    /// A model that cannot be built, or values that do not fit the models;
+    /// the error names the file and key.
+    pub fn new(config: &ExperimentConfig, device: Device) -> Result<Self, ConfigError> {
+        let build = |key: &str, m: &super::ModelConfig| {
+            m.init(&device)
+                .map_err(|e| config.invalid(key, e.to_string()))
+        };
+        let truth_model = build("model", &config.model)?;
+        let forecast_model = match &config.forecast_model {
+            Some(f) => Some(build("forecast_model", f)?),
+            None => None,
+        };
+        let model: &dyn Model = forecast_model.as_deref().unwrap_or(truth_model.as_ref());
+        let projection = Projection::new(truth_model.geometry(), model.geometry())
+            .map_err(|e| config.invalid("forecast_model", e))?;
+        if let Some(f) = &forecast_model {
+            let ratio = config.observations.every as f64 * f.dt() / truth_model.dt();
+            if (ratio - ratio.round()).abs() > 1e-9 || ratio.round() < 1.0 {
+                return Err(config.invalid(
+                    "forecast_model.dt",
+                    format!(
+                        "the observation interval ({} x {}) must be a whole number of truth steps ({})",
+                        config.observations.every,
+                        f.dt(),
+                        truth_model.dt()
+                    ),
+                ));
+            }
+        }
+        if let super::config::InitialMean::Values(v) = &config.initial.mean
+            && v.len() > truth_model.size()
+        {
+            return Err(config.invalid(
+                "initial.mean",
+                format!(
+                    "has {} values for a state of size {}",
+                    v.len(),
+                    truth_model.size()
+                ),
+            ));
+        }
+        let network = network(config, model.geometry())?;
+        Ok(Self {
+            device,
+            truth_model,
+            forecast_model,
+            network,
+            projection,
+        })
+    }
+
+    /// The model the methods cycle.
+    pub fn model(&self) -> &dyn Model {
+        self.forecast_model
+            .as_deref()
+            .unwrap_or(self.truth_model.as_ref())
+    }
+}
+
+/// The observation network of an experiment on the forecast model's
+/// geometry.
+fn network(
     config: &ExperimentConfig,
     geometry: &Geometry,
-) -> Box<dyn ObsOperator> {
+) -> Result<Box<dyn ObsNetwork>, ConfigError> {
     let o = &config.observations;
-    Box::new(match o.operator {
-        OperatorKind::Identity => Selection::identity(geometry),
-        OperatorKind::Every => Selection::every(o.stride.unwrap_or(1), geometry),
-        OperatorKind::Partial => {
-            Selection::new(o.indices.clone().unwrap_or_default(), geometry, "partial")
-                .expect("indices validated with the config")
+    let n = geometry.size();
+    let locations: Vec<_> = geometry.locations().collect();
+    let errors = ErrorModel {
+        std: o.error_std.values(),
+        correlation_length: o.error_correlation_length,
+    };
+    let indices: Vec<usize> = match o.operator {
+        OperatorKind::Identity => (0..n).collect(),
+        OperatorKind::Every => {
+            let s = o.stride.expect("validated");
+            if s > n {
+                return Err(config.invalid(
+                    "observations.stride",
+                    format!("{s} exceeds the state size {n}"),
+                ));
+            }
+            (0..n).step_by(s).collect()
         }
-    })
+        OperatorKind::Partial => o.indices.clone().expect("validated"),
+        OperatorKind::Random => {
+            let count = o.count.expect("validated");
+            if count > n {
+                return Err(config.invalid(
+                    "observations.count",
+                    format!("{count} exceeds the state size {n}"),
+                ));
+            }
+            return Ok(Box::new(RandomNetwork::new(
+                geometry,
+                count,
+                config.run.seed,
+                errors,
+            )));
+        }
+    };
+    let name = match o.operator {
+        OperatorKind::Identity => "identity",
+        OperatorKind::Every => "every",
+        _ => "partial",
+    };
+    let op = Selection::new(indices.clone(), &locations, name).map_err(|(bad, n)| {
+        config.invalid(
+            "observations.indices",
+            format!("index {bad} is out of range for a state of size {n} (indices start at 0)"),
+        )
+    })?;
+    let p = indices.len();
+    if errors.std.len() != 1 && errors.std.len() != p {
+        return Err(config.invalid(
+            "observations.error_std",
+            format!("has {} values for {p} observations", errors.std.len()),
+        ));
+    }
+    let error = errors.errors(geometry, op.locations_slice(), &(0..p).collect::<Vec<_>>());
+    Ok(Box::new(FixedNetwork::new(Arc::new(op), error)))
 }
 
 /// Truth, observations and climatology of one twin experiment.
@@ -59,85 +286,144 @@ pub struct Twin {
     pub chronology: Chronology,
     /// The truth at each observation time, in forecast-model space: `n x cycles`.
     pub truth: DMatrix<f64>,
-    /// The observations: `p x cycles`.
-    pub observations: DMatrix<f64>,
-    /// Standard deviation of the observation noise.
-    pub obs_error_std: f64,
+    /// The observations of each cycle.
+    pub observations: Vec<ObsBatch>,
     /// The initial truth, in forecast-model space.
     pub initial_truth: DVector<f64>,
     /// The distribution initial ensembles are drawn from.
     pub initial: Gaussian,
-    /// Mean and covariance of the truth after the burn-in.
+    /// Mean and variance of the truth after the burn-in (covariance on demand).
     pub climate: ClimateStats,
 }
 
 impl Twin {
     /// Runs the truth model from a draw of the initial distribution and
-    /// observes it with noise. Randomness comes from the `truth` and
-    /// `observations` streams of `seed`.
-    pub fn simulate(
-        config: &ExperimentConfig,
-        truth_model: &dyn Model,
-        forecast_model: &dyn Model,
-        obs: &dyn ObsOperator,
-        device: &Device,
-    ) -> Twin {
+    /// observes it with noise. Randomness comes from the `truth`,
+    /// `observations` and `missing` streams of the seed (and `truth-noise`
+    /// for a stochastic truth model).
+    pub fn simulate(config: &ExperimentConfig, built: &Built) -> Twin {
         let seed = config.run.seed;
+        let truth_model = built.truth_model.as_ref();
+        let model = built.model();
         let n_truth = truth_model.size();
-        let n = forecast_model.size();
-        let steps_per_cycle = config.observations.every;
+        let n = model.size();
         let chronology = Chronology {
-            dt: forecast_model.dt(),
-            steps_per_cycle,
+            dt: model.dt(),
+            steps_per_cycle: config.observations.every,
             cycles: config.run.cycles,
             burn_in: config.run.burn_in,
         };
         let truth_steps = (chronology.interval() / truth_model.dt()).round() as usize;
+        let forecaster = Forecaster::new(built.device.clone())
+            .with_noise_stream(crate::rng::key(seed, "truth-noise"));
 
         let initial_truth_distribution = Gaussian {
             mean: DVector::from_vec(config.initial.mean_vector(n_truth)),
             std: DVector::from_element(n_truth, config.initial.std),
         };
         let x0 = initial_truth_distribution.sample(1, &mut stream(seed, "truth"));
-        let mut state = ensemble_to_tensor(&x0, device);
+        let mut state = ensemble_to_tensor(&x0, &built.device);
         let mut truth = DMatrix::zeros(n, chronology.cycles);
         for k in 0..chronology.cycles {
             let t0 = k as f64 * chronology.interval();
-            state = truth_model.forecast(state, t0, truth_steps);
+            state = forecaster.tensor(truth_model, state, t0, truth_steps, 0);
             let host = tensor_to_ensemble(state.clone());
-            truth.column_mut(k).copy_from(&host.view((0, 0), (n, 1)));
+            truth.set_column(k, &built.projection.apply(host.as_slice()));
         }
 
-        let p = obs.size();
-        let mut observations = DMatrix::zeros(p, chronology.cycles);
+        let mut noise = stream(seed, "observations");
+        let mut missing = stream(seed, "missing");
+        let mut observations = Vec::with_capacity(chronology.cycles);
         for k in 0..chronology.cycles {
+            let time = chronology.time(k);
+            let at = built.network.at(k, time);
             let x = truth.columns(k, 1).into_owned();
-            observations.set_column(
+            let hx = crate::core::apply_to_ensemble(at.operator.as_ref(), &x, time, &built.device);
+            let mut y = hx.column(0) + at.error.sample(&mut noise);
+            if let Some(f) = config.observations.missing_fraction {
+                use rand::Rng as _;
+                for v in y.iter_mut() {
+                    if missing.random::<f64>() < f {
+                        *v = f64::NAN;
+                    }
+                }
+            }
+            observations.push(ObsBatch::new(
                 k,
-                &apply_to_ensemble(obs, &x, chronology.time(k), device).column(0),
-            );
-        }
-        let noise = standard_normal(&mut stream(seed, "observations"), p * chronology.cycles);
-        for (y, e) in observations.iter_mut().zip(noise) {
-            *y += config.observations.error_std * e;
+                time,
+                y,
+                at.error,
+                at.operator,
+                at.network_id,
+            ));
         }
 
         let after_burn_in = truth
             .columns(chronology.burn_in, chronology.cycles - chronology.burn_in)
             .into_owned();
-        let climate = ClimateStats::from_states(&after_burn_in);
+        let climate = ClimateStats::from_states(after_burn_in);
         let initial = Gaussian {
             mean: DVector::from_vec(config.initial.mean_vector(n)),
             std: DVector::from_element(n, config.initial.std),
         };
         Twin {
             chronology,
+            initial_truth: built.projection.apply(x0.as_slice()),
             truth,
             observations,
-            obs_error_std: config.observations.error_std,
-            initial_truth: x0.column(0).rows(0, n).into_owned(),
             initial,
             climate,
         }
+    }
+}
+
+/// The state index each observation of a selection reads, if the operator
+/// is one.
+pub fn selected_indices(op: &dyn ObsOperator) -> Option<Vec<usize>> {
+    op.linear()
+        .and_then(|l| l.selected_indices())
+        .map(<[usize]>::to_vec)
+}
+
+/// Whether a geometry's coordinates are points rather than axes.
+pub fn has_point_coordinates(g: &Geometry) -> bool {
+    g.fields
+        .iter()
+        .any(|f| matches!(f.coordinates, Coordinates::Points(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CoordinateUnits, Field};
+
+    #[test]
+    fn projection_copies_and_block_averages() {
+        let truth = Geometry::new(
+            vec![
+                Field::chain("x", "slow", 4),
+                Field::grid("h", "h", "m", vec![0.0, 1.0, 2.0, 3.0], vec![0.0, 1.0]),
+            ],
+            [None, None],
+            CoordinateUnits::Model,
+        );
+        let model = Geometry::new(
+            vec![
+                Field::grid("h", "h", "m", vec![0.5, 2.5], vec![0.5]),
+                Field::chain("x", "slow", 2),
+            ],
+            [None, None],
+            CoordinateUnits::Model,
+        );
+        let p = Projection::new(&truth, &model).unwrap();
+        let t: Vec<f64> = (0..12).map(f64::from).collect();
+        // h (2 x 4) = [[4, 5, 6, 7], [8, 9, 10, 11]] -> [[6.5, 8.5]]; x -> [0.5, 2.5].
+        assert_eq!(p.apply(&t).as_slice(), &[6.5, 8.5, 0.5, 2.5]);
+        let bad = Geometry::chain(3, true, "x");
+        assert!(
+            Projection::new(&truth, &bad)
+                .unwrap_err()
+                .contains("multiple")
+        );
     }
 }

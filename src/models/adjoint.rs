@@ -17,16 +17,6 @@ pub trait HostTendency: Send + Sync {
     fn vjp(&self, x: &[f64], t: f64, lambda: &[f64], out: &mut [f64]);
 }
 
-/// A model step on the host and its adjoint, for one state at a time.
-pub trait HostStepper: Send + Sync {
-    /// Advances `x` in place by one step from time `t`.
-    fn step(&self, x: &mut [f64], t: f64);
-    /// Given `x` (the state at the start of the step) and `lambda` (the
-    /// gradient with respect to the state at the end), overwrites `lambda`
-    /// with the gradient with respect to `x`: `lambda <- M'(x)^T lambda`.
-    fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]);
-}
-
 /// Butcher tableau of an explicit method: `(a, b, c)` with `a` strictly
 /// lower triangular, row-major over stages.
 fn tableau(integrator: Integrator) -> (&'static [&'static [f64]], &'static [f64], &'static [f64]) {
@@ -90,12 +80,9 @@ impl RungeKutta<'_> {
     }
 }
 
-impl HostStepper for RungeKutta<'_> {
-    fn step(&self, x: &mut [f64], t: f64) {
-        self.forecast(x, t, 1);
-    }
-
-    fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]) {
+impl RungeKutta<'_> {
+    /// The exact discrete adjoint of one step: `lambda <- M'(x)^T lambda`.
+    pub fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]) {
         // x' = x + h sum_i b_i k_i, k_i = f(X_i), X_i = x + h sum_{j<i} a_ij k_j.
         // Reverse sweep over the stages: lambda_k_i collects h b_i lambda'
         // and h a_ji lambda_X_j from later stages; lambda_X_i = J(X_i)^T lambda_k_i.
@@ -150,10 +137,9 @@ impl HostStepper for RungeKutta<'_> {
 mod tests {
     use burn::tensor::{Tensor, TensorData};
 
+    use crate::core::Model;
     use crate::device::{cpu_f64, cpu_f64_autodiff, to_vec};
-    use crate::models::{
-        Integrator, Lorenz63, Lorenz96, Lorenz96Truncated, Model, Parametrisation,
-    };
+    use crate::models::{Integrator, Lorenz63, Lorenz96, Lorenz96Truncated, Parametrisation};
     use crate::rng::{standard_normal, stream};
 
     fn models() -> Vec<Box<dyn Model>> {
@@ -199,7 +185,10 @@ mod tests {
             let n = model.size();
             let x = state(n, "step");
             let mut host = x.clone();
-            assert!(model.host_step(&mut host, 0.3));
+            model
+                .host()
+                .expect("toy models have a host path")
+                .step(&mut host, 0.3);
             let t = Tensor::<2>::from_data(TensorData::new(x, [1, n]), &device);
             let dev = to_vec(model.step(t, 0.3));
             for (a, b) in host.iter().zip(&dev) {
@@ -223,7 +212,8 @@ mod tests {
             let x = state(n, "vjp");
             let lambda = standard_normal(&mut stream(9, "lambda"), n);
             let mut hand = lambda.clone();
-            assert!(model.host_step_vjp(&x, 0.0, &mut hand));
+            let stepper = model.host().expect("toy models have a host path");
+            stepper.step_vjp(&x, 0.0, &mut hand);
             let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [1, n]), &ad).require_grad();
             let lt = Tensor::<2>::from_data(TensorData::new(lambda.clone(), [1, n]), &ad);
             let grads = (model.step(xt.clone(), 0.0) * lt).sum().backward();
@@ -239,7 +229,7 @@ mod tests {
             let eps = 1e-6;
             let step = |s: f64| {
                 let mut y: Vec<f64> = x.iter().zip(&dx).map(|(a, d)| a + s * d).collect();
-                model.host_step(&mut y, 0.0);
+                stepper.step(&mut y, 0.0);
                 y
             };
             let (plus, minus) = (step(eps), step(-eps));

@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::adjoint::{HostStepper, HostTendency, RungeKutta};
-use super::{Geometry, Model};
+use super::adjoint::{HostTendency, RungeKutta};
+use crate::core::{Geometry, HostStepper, Model, NoiseKeys, StochasticModel};
 
 /// The right-hand side `dx/dt = f(x, t)` of an ordinary differential equation,
 /// evaluated on a batch.
@@ -66,7 +66,10 @@ impl Integrator {
     }
 }
 
-/// A model defined by a tendency, an integrator and a time step.
+/// A model defined by a tendency, an integrator and a time step, with
+/// optional additive noise: with `noise_std = s`, each step adds
+/// `s sqrt(dt) z`, `z ~ N(0, I)` drawn from the caller's keys (an
+/// Euler-Maruyama splitting of `dx = f dt + s dW`).
 #[derive(Clone, Debug)]
 pub struct OdeModel<T> {
     /// The right-hand side.
@@ -75,6 +78,9 @@ pub struct OdeModel<T> {
     pub integrator: Integrator,
     /// Time step.
     pub dt: f64,
+    /// Standard deviation of the additive noise per unit time (`None`:
+    /// deterministic).
+    pub noise_std: Option<f64>,
     geometry: Geometry,
     name: String,
 }
@@ -92,9 +98,17 @@ impl<T: Tendency> OdeModel<T> {
             tendency,
             integrator,
             dt,
+            noise_std: None,
             geometry,
             name: name.to_string(),
         }
+    }
+
+    /// The same model with additive noise of `std` per unit time (none
+    /// for `None` or 0).
+    pub fn with_noise(mut self, std: Option<f64>) -> Self {
+        self.noise_std = std.filter(|&s| s > 0.0);
+        self
     }
 }
 
@@ -122,18 +136,43 @@ impl<T: Tendency> Model for OdeModel<T> {
     fn name(&self) -> &str {
         &self.name
     }
-    fn host_step(&self, x: &mut [f64], time: f64) -> bool {
-        self.runge_kutta().map(|rk| rk.step(x, time)).is_some()
+    fn host(&self) -> Option<&dyn HostStepper> {
+        self.tendency.host().map(|_| self as &dyn HostStepper)
     }
-    fn host_forecast(&self, x: &mut [f64], time: f64, steps: usize) -> bool {
-        self.runge_kutta()
-            .map(|rk| rk.forecast(x, time, steps))
-            .is_some()
+    fn stochastic(&self) -> Option<&dyn StochasticModel> {
+        self.noise_std.map(|_| self as &dyn StochasticModel)
     }
-    fn host_step_vjp(&self, x: &[f64], time: f64, lambda: &mut [f64]) -> bool {
+}
+
+impl<T: Tendency> HostStepper for OdeModel<T> {
+    fn step(&self, x: &mut [f64], t: f64) {
         self.runge_kutta()
-            .map(|rk| rk.step_vjp(x, time, lambda))
-            .is_some()
+            .expect("host() is Some only with a host tendency")
+            .forecast(x, t, 1);
+    }
+    fn forecast(&self, x: &mut [f64], t: f64, steps: usize, _dt: f64) {
+        self.runge_kutta()
+            .expect("host() is Some only with a host tendency")
+            .forecast(x, t, steps);
+    }
+    fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]) {
+        self.runge_kutta()
+            .expect("host() is Some only with a host tendency")
+            .step_vjp(x, t, lambda);
+    }
+}
+
+impl<T: Tendency> StochasticModel for OdeModel<T> {
+    fn step_with_noise(&self, state: Tensor<2>, time: f64, keys: &NoiseKeys) -> Tensor<2> {
+        let [members, n] = state.dims();
+        let next = Model::step(self, state, time);
+        match self.noise_std {
+            Some(s) => {
+                let z = keys.standard_normal(members, n, &next.device());
+                next + z * (s * self.dt.sqrt())
+            }
+            None => next,
+        }
     }
 }
 

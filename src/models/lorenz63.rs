@@ -2,10 +2,12 @@
 //!
 //! `x' = sigma (y - x)`, `y' = x (rho - z) - y`, `z' = x y - beta z`.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::adjoint::HostTendency;
-use super::{Geometry, Integrator, OdeModel, Tendency};
+use super::{BuildError, Integrator, ModelSpec, OdeModel, Tendency, positive};
+use crate::core::{CoordinateUnits, Coordinates, Field, Geometry, Model};
 
 /// The Lorenz-63 right-hand side.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,12 +59,17 @@ pub type Lorenz63 = OdeModel<Lorenz63Tendency>;
 impl Lorenz63 {
     /// Lorenz-63 with the given parameters and time step.
     pub fn lorenz63(sigma: f64, rho: f64, beta: f64, dt: f64, integrator: Integrator) -> Self {
-        let mut geometry = Geometry::chain(3, false, "xyz");
-        // The three variables are not spatially arranged: put them far apart
-        // so that no localisation radius couples them by accident.
-        for (i, c) in geometry.coordinates.iter_mut().enumerate() {
-            c[0] = 1e6 * i as f64;
-        }
+        // Three one-point fields. They are not spatially arranged: they sit
+        // far apart so that no localisation radius couples them by accident.
+        let fields = ["x", "y", "z"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Field {
+                coordinates: Coordinates::Points(vec![[1e6 * i as f64, 0.0]]),
+                ..Field::chain(name, &format!("Lorenz-63 {name}"), 1)
+            })
+            .collect();
+        let geometry = Geometry::new(fields, [None, None], CoordinateUnits::Model);
         OdeModel::new(
             Lorenz63Tendency { sigma, rho, beta },
             integrator,
@@ -70,6 +77,62 @@ impl Lorenz63 {
             geometry,
             "lorenz63",
         )
+    }
+}
+
+/// The `[model]` table of `name = "lorenz63"`: Lorenz (1963) with the
+/// classic parameters by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lorenz63Config {
+    /// Prandtl number.
+    #[serde(default = "sigma")]
+    pub sigma: f64,
+    /// Rayleigh number.
+    #[serde(default = "rho")]
+    pub rho: f64,
+    /// Geometric factor.
+    #[serde(default = "beta")]
+    pub beta: f64,
+    /// Time step.
+    #[serde(default = "dt")]
+    pub dt: f64,
+    /// Integrator.
+    #[serde(default)]
+    pub integrator: Integrator,
+    /// Additive noise per unit time (a stochastic model when positive).
+    #[serde(default)]
+    pub noise_std: Option<f64>,
+}
+
+fn sigma() -> f64 {
+    10.0
+}
+fn rho() -> f64 {
+    28.0
+}
+fn beta() -> f64 {
+    8.0 / 3.0
+}
+fn dt() -> f64 {
+    0.01
+}
+
+impl ModelSpec for Lorenz63Config {
+    fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        positive("dt", self.dt)?;
+        for (key, v) in [
+            ("sigma", self.sigma),
+            ("rho", self.rho),
+            ("beta", self.beta),
+        ] {
+            super::finite(key, v)?;
+        }
+        super::check_noise(self.noise_std)?;
+        Ok(Box::new(
+            Lorenz63::lorenz63(self.sigma, self.rho, self.beta, self.dt, self.integrator)
+                .with_noise(self.noise_std),
+        ))
     }
 }
 

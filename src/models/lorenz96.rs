@@ -2,10 +2,12 @@
 //!
 //! `dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`, periodic in `i`.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::adjoint::HostTendency;
-use super::{Geometry, Integrator, Neighbours, OdeModel, Tendency};
+use super::{BuildError, Integrator, ModelSpec, Neighbours, OdeModel, Tendency, positive};
+use crate::core::{Geometry, Model};
 
 /// The Lorenz-96 right-hand side with forcing `F`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,11 +119,59 @@ impl Lorenz96 {
     }
 }
 
+/// The `[model]` table of `name = "lorenz96"`: any size and forcing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lorenz96Config {
+    /// Number of variables (at least 4).
+    #[serde(default = "size")]
+    pub size: usize,
+    /// Forcing F.
+    #[serde(default = "forcing")]
+    pub forcing: f64,
+    /// Time step.
+    #[serde(default = "dt")]
+    pub dt: f64,
+    /// Integrator.
+    #[serde(default)]
+    pub integrator: Integrator,
+    /// Additive noise per unit time (a stochastic model when positive).
+    #[serde(default)]
+    pub noise_std: Option<f64>,
+}
+
+fn size() -> usize {
+    40
+}
+fn forcing() -> f64 {
+    8.0
+}
+fn dt() -> f64 {
+    0.05
+}
+
+impl ModelSpec for Lorenz96Config {
+    fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        positive("dt", self.dt)?;
+        super::finite("forcing", self.forcing)?;
+        super::check_noise(self.noise_std)?;
+        if self.size < 4 {
+            return Err(BuildError::invalid(
+                "size",
+                format!("Lorenz-96 needs at least 4 variables, got {}", self.size),
+            ));
+        }
+        Ok(Box::new(
+            Lorenz96::lorenz96(self.size, self.forcing, self.dt, self.integrator)
+                .with_noise(self.noise_std),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::{cpu_f64, to_vec};
-    use crate::models::Model;
 
     #[test]
     fn tendency_matches_the_formula() {

@@ -18,11 +18,12 @@
 //! `K + (k - 1) J + (j - 1)`, so the slow variables come first and a truncated
 //! model's state is the leading `K` entries of the two-scale state.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::adjoint::HostTendency;
-use super::{Geometry, Integrator, Neighbours, OdeModel, Tendency};
+use super::{BuildError, Integrator, ModelSpec, Neighbours, OdeModel, Tendency, positive};
+use crate::core::{CoordinateUnits, Coordinates, Field, Geometry, Model};
 
 /// Wilks (2005) deterministic polynomial fit of the unresolved tendency, F = 20.
 pub const WILKS_2005: [f64; 5] = [0.262, 1.45, -0.0121, -0.00713, 0.000296];
@@ -76,14 +77,22 @@ impl Lorenz96TwoScale {
     /// The two-scale model with the given parameters.
     pub fn two_scale(tendency: TwoScaleTendency, dt: f64, integrator: Integrator) -> Self {
         let (k, j) = (tendency.slow, tendency.fast_per_slow);
-        let mut coordinates: Vec<[f64; 2]> = (0..k).map(|i| [i as f64, 0.0]).collect();
-        coordinates.extend((0..k * j).map(|m| [(m as f64 + 0.5) / j as f64 - 0.5, 0.0]));
-        let geometry = Geometry {
-            coordinates,
-            period: [Some(k as f64), None],
-            variable: "xy".to_string(),
-            units: "1".to_string(),
+        // The slow field at positions 0..K; the fast field at the centres of
+        // J equal sub-intervals around each slow variable.
+        let slow = Field::chain("x", "slow variables X", k);
+        let fast = Field {
+            coordinates: Coordinates::Points(
+                (0..k * j)
+                    .map(|m| [(m as f64 + 0.5) / j as f64 - 0.5, 0.0])
+                    .collect(),
+            ),
+            ..Field::chain("y", "fast variables Y", k * j)
         };
+        let geometry = Geometry::new(
+            vec![slow, fast],
+            [Some(k as f64), None],
+            CoordinateUnits::Model,
+        );
         OdeModel::new(tendency, integrator, dt, geometry, "lorenz96_two_scale")
     }
 }
@@ -176,6 +185,143 @@ impl Lorenz96Truncated {
             Geometry::chain(size, true, "x"),
             "lorenz96_truncated",
         )
+    }
+}
+
+/// The `[model]` table of `name = "lorenz96_two_scale"`, Wilks (2005)
+/// parameters by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lorenz96TwoScaleConfig {
+    /// Slow variables K.
+    #[serde(default = "slow")]
+    pub slow: usize,
+    /// Fast variables per slow one, J.
+    #[serde(default = "fast")]
+    pub fast_per_slow: usize,
+    /// Forcing F.
+    #[serde(default = "forcing_wilks")]
+    pub forcing: f64,
+    /// Coupling h.
+    #[serde(default = "one")]
+    pub coupling: f64,
+    /// Time-scale ratio c.
+    #[serde(default = "ten")]
+    pub time_scale: f64,
+    /// Amplitude ratio b.
+    #[serde(default = "ten")]
+    pub amplitude: f64,
+    /// Time step.
+    #[serde(default = "dt_two_scale")]
+    pub dt: f64,
+    /// Integrator.
+    #[serde(default)]
+    pub integrator: Integrator,
+    /// Additive noise per unit time (a stochastic model when positive).
+    #[serde(default)]
+    pub noise_std: Option<f64>,
+}
+
+/// The `[model]` table of `name = "lorenz96_truncated"`: single-scale
+/// Lorenz-96 with a parametrised fast tendency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lorenz96TruncatedConfig {
+    /// Number of slow variables.
+    #[serde(default = "slow")]
+    pub size: usize,
+    /// Forcing F.
+    #[serde(default = "forcing_wilks")]
+    pub forcing: f64,
+    /// The parametrisation of the missing fast variables.
+    #[serde(default)]
+    pub parametrisation: Parametrisation,
+    /// Time step.
+    #[serde(default = "dt_truncated")]
+    pub dt: f64,
+    /// Integrator.
+    #[serde(default)]
+    pub integrator: Integrator,
+    /// Additive noise per unit time (a stochastic parametrisation when positive).
+    #[serde(default)]
+    pub noise_std: Option<f64>,
+}
+
+fn slow() -> usize {
+    8
+}
+fn fast() -> usize {
+    32
+}
+fn forcing_wilks() -> f64 {
+    20.0
+}
+fn one() -> f64 {
+    1.0
+}
+fn ten() -> f64 {
+    10.0
+}
+fn dt_two_scale() -> f64 {
+    0.005
+}
+fn dt_truncated() -> f64 {
+    0.05
+}
+
+impl ModelSpec for Lorenz96TwoScaleConfig {
+    fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        positive("dt", self.dt)?;
+        positive("time_scale", self.time_scale)?;
+        positive("amplitude", self.amplitude)?;
+        super::finite("forcing", self.forcing)?;
+        super::finite("coupling", self.coupling)?;
+        super::check_noise(self.noise_std)?;
+        if self.slow < 4 {
+            return Err(BuildError::invalid(
+                "slow",
+                format!("needs at least 4 slow variables, got {}", self.slow),
+            ));
+        }
+        if self.fast_per_slow < 1 {
+            return Err(BuildError::invalid("fast_per_slow", "must be at least 1"));
+        }
+        let tendency = TwoScaleTendency {
+            slow: self.slow,
+            fast_per_slow: self.fast_per_slow,
+            forcing: self.forcing,
+            coupling: self.coupling,
+            time_scale: self.time_scale,
+            amplitude: self.amplitude,
+        };
+        Ok(Box::new(
+            Lorenz96TwoScale::two_scale(tendency, self.dt, self.integrator)
+                .with_noise(self.noise_std),
+        ))
+    }
+}
+
+impl ModelSpec for Lorenz96TruncatedConfig {
+    fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        positive("dt", self.dt)?;
+        super::finite("forcing", self.forcing)?;
+        super::check_noise(self.noise_std)?;
+        if self.size < 4 {
+            return Err(BuildError::invalid(
+                "size",
+                format!("Lorenz-96 needs at least 4 variables, got {}", self.size),
+            ));
+        }
+        Ok(Box::new(
+            Lorenz96Truncated::truncated(
+                self.size,
+                self.forcing,
+                self.parametrisation,
+                self.dt,
+                self.integrator,
+            )
+            .with_noise(self.noise_std),
+        ))
     }
 }
 

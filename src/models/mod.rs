@@ -7,129 +7,88 @@
 //! separate choice from the physics, as in diffrax.
 
 pub mod adjoint;
-pub mod config;
 pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
 pub mod lorenz96_two_scale;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
-pub use config::ModelConfig;
 pub use integrator::{Integrator, OdeModel, Tendency};
-pub use lorenz63::Lorenz63;
-pub use lorenz96::Lorenz96;
-pub use lorenz96_two_scale::{Lorenz96Truncated, Lorenz96TwoScale, Parametrisation};
+pub use lorenz63::{Lorenz63, Lorenz63Config};
+pub use lorenz96::{Lorenz96, Lorenz96Config};
+pub use lorenz96_two_scale::{
+    Lorenz96Truncated, Lorenz96TruncatedConfig, Lorenz96TwoScale, Lorenz96TwoScaleConfig,
+    Parametrisation,
+};
 
-/// A point in model space, used for localisation distances. One-dimensional
-/// models use the first coordinate only.
-pub type Location = [f64; 2];
+use crate::core::Model;
 
-/// Where the state variables sit and how far apart they are.
-///
-/// DA code asks the geometry for distances (localisation) and names (output);
-/// it never needs to know the model's internal layout.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Geometry {
-    /// Coordinates of each state variable.
-    pub coordinates: Vec<Location>,
-    /// Period of each axis, `None` where the axis is not periodic.
-    pub period: [Option<f64>; 2],
-    /// Name of the state variable(s), e.g. `"x"`.
-    pub variable: String,
-    /// Units of the state, CF style (`"1"` for dimensionless).
-    pub units: String,
+/// Why a model could not be built: a bad value (named by its key) or a
+/// missing or unreadable file (weights, grids, forcing).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A well-formed but impossible value.
+    #[error("key `{key}`: {reason}")]
+    Invalid {
+        /// The key within the model's table.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file the model needs.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
-impl Geometry {
-    /// A one-dimensional chain of `n` variables at positions `0..n`,
-    /// periodic if `periodic`.
-    pub fn chain(n: usize, periodic: bool, variable: &str) -> Self {
-        Self {
-            coordinates: (0..n).map(|i| [i as f64, 0.0]).collect(),
-            period: [periodic.then_some(n as f64), None],
-            variable: variable.to_string(),
-            units: "1".to_string(),
+impl BuildError {
+    /// A bad value of `key`.
+    pub fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        BuildError::Invalid {
+            key: key.to_string(),
+            reason: reason.into(),
         }
-    }
-
-    /// Number of state variables.
-    pub fn size(&self) -> usize {
-        self.coordinates.len()
-    }
-
-    /// Euclidean distance, wrapped on periodic axes.
-    pub fn distance(&self, a: &Location, b: &Location) -> f64 {
-        let mut sum = 0.0;
-        for axis in 0..2 {
-            let mut d = (a[axis] - b[axis]).abs();
-            if let Some(period) = self.period[axis] {
-                d %= period;
-                d = d.min(period - d);
-            }
-            sum += d * d;
-        }
-        sum.sqrt()
     }
 }
 
-/// A forecast model: advances every member of a batch at once.
-pub trait Model: Send + Sync {
-    /// Advances every member by one step of [`dt`](Model::dt).
+/// The configuration of a model: plain serde data from the model's table
+/// of an experiment file, which builds the model once per run on a device.
+/// A new model implements this next to its code and adds one line to the
+/// registry (`experiment::registry`).
+pub trait ModelSpec: std::fmt::Debug + Send + Sync {
+    /// Builds the model on `device`.
     ///
-    /// # Shapes
-    /// `[members, n] -> [members, n]`.
-    fn step(&self, state: Tensor<2>, time: f64) -> Tensor<2>;
+    /// # Errors
+    /// A value the model cannot use, or a file it cannot read.
+    fn init(&self, device: &Device) -> Result<Box<dyn Model>, BuildError>;
+}
 
-    /// The model time step.
-    fn dt(&self) -> f64;
-
-    /// Where the state variables sit.
-    fn geometry(&self) -> &Geometry;
-
-    /// A short name for output, e.g. `"lorenz96"`.
-    fn name(&self) -> &str;
-
-    /// Number of state variables.
-    fn size(&self) -> usize {
-        self.geometry().size()
+/// Checks that `value` is a positive finite number.
+pub(crate) fn positive(key: &str, value: f64) -> Result<(), BuildError> {
+    if value > 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(BuildError::invalid(
+            key,
+            format!("must be a positive number, got {value}"),
+        ))
     }
+}
 
-    /// Whether [`host_step`](Model::host_step) and
-    /// [`host_step_vjp`](Model::host_step_vjp) are available.
-    fn has_host_path(&self) -> bool {
-        self.host_step(&mut vec![0.0; self.size()], 0.0)
-    }
-
-    /// Host fast path: advances one state in place by one step; returns
-    /// `false` (leaving `x` untouched) if the model has no host path.
-    fn host_step(&self, _x: &mut [f64], _time: f64) -> bool {
-        false
-    }
-
-    /// Host fast path over `steps` steps; returns `false` (leaving `x`
-    /// untouched) if the model has no host path.
-    fn host_forecast(&self, x: &mut [f64], time: f64, steps: usize) -> bool {
-        for k in 0..steps {
-            if !self.host_step(x, time + k as f64 * self.dt()) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Host fast path of the adjoint: `lambda <- (d step / dx at x)^T lambda`;
-    /// returns `false` if the model has no hand-written adjoint.
-    fn host_step_vjp(&self, _x: &[f64], _time: f64, _lambda: &mut [f64]) -> bool {
-        false
-    }
-
-    /// Advances `steps` steps from `time`.
-    fn forecast(&self, mut state: Tensor<2>, time: f64, steps: usize) -> Tensor<2> {
-        for k in 0..steps {
-            state = self.step(state, time + k as f64 * self.dt());
-        }
-        state
+/// Checks that `value` is finite.
+pub(crate) fn finite(key: &str, value: f64) -> Result<(), BuildError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(BuildError::invalid(
+            key,
+            format!("must be finite, got {value}"),
+        ))
     }
 }
 
@@ -167,16 +126,13 @@ impl Neighbours {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn periodic_distance_wraps() {
-        let g = Geometry::chain(40, true, "x");
-        assert_eq!(g.distance(&[0.0, 0.0], &[39.0, 0.0]), 1.0);
-        assert_eq!(g.distance(&[5.0, 0.0], &[25.0, 0.0]), 20.0);
-        let open = Geometry::chain(40, false, "x");
-        assert_eq!(open.distance(&[0.0, 0.0], &[39.0, 0.0]), 39.0);
+/// Checks an optional noise level.
+pub(crate) fn check_noise(noise_std: Option<f64>) -> Result<(), BuildError> {
+    match noise_std {
+        Some(s) if !(s >= 0.0 && s.is_finite()) => Err(BuildError::invalid(
+            "noise_std",
+            format!("must be a non-negative number, got {s}"),
+        )),
+        _ => Ok(()),
     }
 }

@@ -15,17 +15,17 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    GradientStrategy, MinimisationSummary, MinimiserConfig, Trajectory, VarProblem, WindowClock,
+    GradientStrategy, MinimisationSummary, MinimiserConfig, VarProblem, Window, WindowClock,
     minimise, sqrt_psd,
 };
-use crate::da::ensemble::mean_and_anomalies;
+use crate::core::ObsBatch;
+use crate::da::ensemble::{mean_and_anomalies, recompose};
 use crate::da::localisation::Taper;
-use crate::da::{DaError, Estimate, Filter, Gaussian, Setting, propagate_ensemble};
+use crate::da::{Context, DaError, Estimate, Filter, Gaussian};
 use crate::rng::{Rng, standard_normal};
 
-/// Settings of En4DVar.
+/// Settings of En4DVar. Unknown keys are refused by the experiment reader.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct En4dvarConfig {
     /// Members N (the EDA runs N + 1 minimisations per window).
     pub ensemble_size: usize,
@@ -46,12 +46,9 @@ pub struct En4dvarConfig {
     /// Segment length for `gradient = "checkpointed"`.
     #[serde(default = "four")]
     pub checkpoint_steps: usize,
-    /// Minimiser iteration cap.
-    #[serde(default = "iterations")]
-    pub max_iterations: u64,
-    /// Relative gradient tolerance.
-    #[serde(default = "tolerance")]
-    pub gradient_tolerance: f64,
+    /// The minimiser: `max_iterations`, `gradient_tolerance`, `memory`.
+    #[serde(flatten)]
+    pub minimiser: MinimiserConfig,
 }
 
 fn one() -> usize {
@@ -62,12 +59,6 @@ fn one_f() -> f64 {
 }
 fn four() -> usize {
     4
-}
-fn iterations() -> u64 {
-    MinimiserConfig::default().max_iterations
-}
-fn tolerance() -> f64 {
-    1e-5
 }
 
 impl En4dvarConfig {
@@ -95,16 +86,10 @@ impl En4dvarConfig {
                 format!("must be positive, got {}", self.inflation),
             );
         }
-        if !(self.gradient_tolerance > 0.0 && self.gradient_tolerance < 1.0) {
-            return err("gradient_tolerance", "must lie in (0, 1)".into());
+        if self.checkpoint_steps == 0 {
+            return err("checkpoint_steps", "must be at least 1".into());
         }
-        if self.max_iterations == 0 || self.checkpoint_steps == 0 {
-            return err(
-                "max_iterations",
-                "max_iterations and checkpoint_steps must be at least 1".into(),
-            );
-        }
-        Ok(())
+        self.minimiser.validate()
     }
 }
 
@@ -136,80 +121,76 @@ impl En4dvar {
 }
 
 impl Filter for En4dvar {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        self.current = propagate_ensemble(setting, &self.current, time, setting.steps_per_cycle);
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        self.current = context.forecast_ensemble(&self.current, time, context.steps_per_cycle)?;
         self.clock.tick();
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        _time: f64,
-    ) -> Result<(), DaError> {
-        let Some(cycles) = self.clock.observe(y, self.config.window) else {
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
+        let Some(cycles) = self.clock.observe(obs, self.config.window) else {
             return Ok(());
         };
         let n_members = self.config.ensemble_size;
         let (mean, anomalies) = mean_and_anomalies(&self.start);
         let (radius, taper) = (self.config.localisation_radius, self.config.taper);
         let localisation = self.taper.get_or_insert_with(|| {
-            let g = setting.model.geometry();
-            let n = g.size();
+            let g = context.model.geometry();
+            let locations: Vec<_> = g.locations().collect();
+            let n = locations.len();
             DMatrix::from_fn(n, n, |i, j| {
-                taper.coefficient(g.distance(&g.coordinates[i], &g.coordinates[j]), radius)
+                taper.coefficient(g.distance(&locations[i], &locations[j]), radius)
             })
         });
         let b = (&anomalies * anomalies.transpose() / (n_members as f64 - 1.0))
             .component_mul(localisation);
         let b_sqrt = sqrt_psd(&b)?;
-        let interval = setting.interval();
-        let minimiser = MinimiserConfig {
-            max_iterations: self.config.max_iterations,
-            gradient_tolerance: self.config.gradient_tolerance,
-            memory: MinimiserConfig::default().memory,
-        };
-        // Observation perturbations, centred over the members.
-        let p = y.len();
-        let mut perturbations: Vec<DMatrix<f64>> = Vec::new();
-        for _ in 0..self.clock.pending() {
-            let z = DMatrix::from_vec(p, n_members, standard_normal(&mut self.rng, p * n_members));
-            perturbations.push(mean_and_anomalies(&z).1 * setting.obs_error_std);
-        }
+        // Observation perturbations N(0, R), centred over the members, one
+        // matrix per pending batch.
+        let perturbations: Vec<DMatrix<f64>> = self
+            .clock
+            .observations()
+            .map(|(_, batch)| {
+                let p = batch.len();
+                let z =
+                    DMatrix::from_vec(p, n_members, standard_normal(&mut self.rng, p * n_members));
+                batch.error.colour(&mean_and_anomalies(&z).1)
+            })
+            .collect();
         let solve = |background: &DVector<f64>,
                      member: Option<usize>|
          -> Result<(DVector<f64>, super::Minimised), DaError> {
-            let trajectory = Trajectory {
-                model: setting.model,
-                obs: setting.obs,
-                device: setting.device.clone(),
-                time0: self.clock.start as f64 * interval,
-                steps_per_cycle: setting.steps_per_cycle,
+            let observations = self
+                .clock
+                .observations()
+                .zip(&perturbations)
+                .map(|((c, batch), d)| {
+                    let mut batch = batch.clone();
+                    if let Some(m) = member {
+                        batch.values += d.column(m);
+                    }
+                    (c, batch)
+                })
+                .collect();
+            let window = Window::new(
+                context,
+                self.clock.start,
                 cycles,
-                observations: self
-                    .clock
-                    .observations()
-                    .zip(&perturbations)
-                    .map(|((c, y), d)| {
-                        let y = match member {
-                            Some(m) => y + d.column(m),
-                            None => y.clone(),
-                        };
-                        (c, y)
-                    })
-                    .collect(),
-                obs_error_std: setting.obs_error_std,
-                model_error_std: None,
-                checkpoint_steps: self.config.checkpoint_steps,
-            };
+                observations,
+                None,
+                self.config.checkpoint_steps,
+            );
             let problem = VarProblem {
-                trajectory: &trajectory,
+                window: &window,
                 background,
                 b_sqrt: &b_sqrt,
                 strategy: self.config.gradient,
             };
-            let result = minimise(problem.clone(), vec![0.0; background.len()], &minimiser)?;
+            let result = minimise(
+                problem.clone(),
+                vec![0.0; background.len()],
+                &self.config.minimiser,
+            )?;
             Ok((problem.initial_state(&result.control), result))
         };
         let (control, record) = solve(&mean, None)?;
@@ -219,14 +200,11 @@ impl Filter for En4dvar {
             analysis.set_column(m, &x);
         }
         // Recentre on the control analysis and inflate.
-        let (_, mut a) = mean_and_anomalies(&analysis);
-        a *= self.config.inflation;
-        for mut col in a.column_iter_mut() {
-            col += &control;
-        }
-        let t0 = self.clock.start as f64 * interval;
-        self.current = propagate_ensemble(setting, &a, t0, cycles * setting.steps_per_cycle);
-        self.start = propagate_ensemble(setting, &a, t0, setting.steps_per_cycle);
+        let (_, a) = mean_and_anomalies(&analysis);
+        let a = recompose(&control, &(a * self.config.inflation));
+        let t0 = self.clock.start as f64 * context.interval();
+        self.current = context.forecast_ensemble(&a, t0, cycles * context.steps_per_cycle)?;
+        self.start = context.forecast_ensemble(&a, t0, context.steps_per_cycle)?;
         self.clock.shift(1);
         self.minimisations.push(MinimisationSummary {
             cycle: self.clock.now - 1,

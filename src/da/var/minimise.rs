@@ -13,12 +13,12 @@ use argmin::solver::quasinewton::LBFGS;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use super::trajectory::{GradientStrategy, Trajectory};
+use super::window::{GradientStrategy, Window};
 use crate::da::DaError;
 
-/// Settings of the minimiser.
+/// Settings of the minimiser, embedded (flattened) in every variational
+/// method's table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MinimiserConfig {
     /// Iteration cap; reaching it without convergence is an error.
     #[serde(default = "default_iterations")]
@@ -39,6 +39,25 @@ fn default_tolerance() -> f64 {
 }
 fn default_memory() -> usize {
     10
+}
+
+impl MinimiserConfig {
+    /// Checks the values; the error is `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_iterations == 0 {
+            return Err(("max_iterations".into(), "must be at least 1".into()));
+        }
+        if !(self.gradient_tolerance > 0.0 && self.gradient_tolerance < 1.0) {
+            return Err((
+                "gradient_tolerance".into(),
+                format!("must lie in (0, 1), got {}", self.gradient_tolerance),
+            ));
+        }
+        if self.memory == 0 {
+            return Err(("memory".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for MinimiserConfig {
@@ -74,7 +93,7 @@ pub struct IterationRecord {
 #[derive(Clone)]
 pub struct VarProblem<'a> {
     /// The window.
-    pub trajectory: &'a Trajectory<'a>,
+    pub window: &'a Window<'a>,
     /// Background at the window start.
     pub background: &'a DVector<f64>,
     /// Square root of the background covariance, `n x n`.
@@ -103,8 +122,8 @@ impl VarProblem<'_> {
     /// Number of control variables.
     pub fn size(&self) -> usize {
         self.n()
-            * (1 + self.trajectory.cycles.saturating_sub(1)
-                * usize::from(self.trajectory.model_error_std.is_some()))
+            * (1 + self.window.cycles.saturating_sub(1)
+                * usize::from(self.window.model_error_std.is_some()))
     }
 
     /// `(J_b, J_q)` of a control vector.
@@ -118,9 +137,7 @@ impl VarProblem<'_> {
     pub fn cost_and_gradient(&self, p: &[f64]) -> Result<(f64, Vec<f64>), DaError> {
         let (w, eta) = self.split(p);
         let x0 = self.initial_state(p);
-        let obs = self
-            .trajectory
-            .gradient(x0.as_slice(), &eta, self.strategy)?;
+        let obs = self.window.gradient(x0.as_slice(), &eta, self.strategy)?;
         let (jb, jq) = self.prior_terms(p);
         let mut g = Vec::with_capacity(p.len());
         let gw = self.b_sqrt.tr_mul(&DVector::from_vec(obs.x0));
@@ -139,7 +156,7 @@ impl CostFunction for VarProblem<'_> {
         let (w, eta) = self.split(p);
         let x0 = self.background + self.b_sqrt * DVector::from_column_slice(w);
         let (jb, jq) = self.prior_terms(p);
-        Ok(jb + jq + self.trajectory.cost(x0.as_slice(), &eta))
+        Ok(jb + jq + self.window.cost(x0.as_slice(), &eta))
     }
 }
 

@@ -14,16 +14,17 @@
 
 pub mod envar;
 pub mod minimise;
-pub mod trajectory;
+pub mod window;
 
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 pub use minimise::{IterationRecord, Minimised, MinimiserConfig, VarProblem, minimise};
-pub use trajectory::{GradientStrategy, Trajectory};
+pub use window::{GradientStrategy, Window};
 
 use super::eigen::symmetric_eigen;
-use super::{DaError, Estimate, Filter, Gaussian, Setting};
+use super::{Context, DaError, Estimate, Filter, Gaussian};
+use crate::core::ObsBatch;
 
 /// Which covariance the static background error covariance scales.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,9 +38,9 @@ pub enum BackgroundCovariance {
     Identity,
 }
 
-/// Settings of 3D-Var and 4D-Var.
+/// Settings of 3D-Var and 4D-Var. Unknown keys are refused by the
+/// experiment reader (serde cannot deny them next to a flattened table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VarConfig {
     /// Observation cycles between the window start and the newest
     /// observation (0 for 3D-Var).
@@ -64,25 +65,9 @@ pub struct VarConfig {
     /// Segment length (model steps) for `gradient = "checkpointed"`.
     #[serde(default = "four")]
     pub checkpoint_steps: usize,
-    /// Minimiser iteration cap; reaching it unconverged is reported.
-    #[serde(default = "default_iterations")]
-    pub max_iterations: u64,
-    /// Converged when the gradient norm is below this times its initial value.
-    #[serde(default = "default_tolerance")]
-    pub gradient_tolerance: f64,
-    /// L-BFGS memory.
-    #[serde(default = "default_memory")]
-    pub memory: usize,
-}
-
-fn default_iterations() -> u64 {
-    MinimiserConfig::default().max_iterations
-}
-fn default_tolerance() -> f64 {
-    MinimiserConfig::default().gradient_tolerance
-}
-fn default_memory() -> usize {
-    MinimiserConfig::default().memory
+    /// The minimiser: `max_iterations`, `gradient_tolerance`, `memory`.
+    #[serde(flatten)]
+    pub minimiser: MinimiserConfig,
 }
 
 fn one() -> usize {
@@ -96,15 +81,6 @@ fn four() -> usize {
 }
 
 impl VarConfig {
-    /// The minimiser settings.
-    pub fn minimiser(&self) -> MinimiserConfig {
-        MinimiserConfig {
-            max_iterations: self.max_iterations,
-            gradient_tolerance: self.gradient_tolerance,
-            memory: self.memory,
-        }
-    }
-
     /// Checks the values; the error is `(key, reason)`.
     pub fn validate(&self, method: &str) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));
@@ -137,19 +113,7 @@ impl VarConfig {
         if self.checkpoint_steps == 0 {
             return err("checkpoint_steps", "must be at least 1".into());
         }
-        if self.max_iterations == 0 {
-            return err("max_iterations", "must be at least 1".into());
-        }
-        if !(self.gradient_tolerance > 0.0 && self.gradient_tolerance < 1.0) {
-            return err(
-                "gradient_tolerance",
-                format!("must lie in (0, 1), got {}", self.gradient_tolerance),
-            );
-        }
-        if self.memory == 0 {
-            return err("memory", "must be at least 1".into());
-        }
-        Ok(())
+        self.minimiser.validate()
     }
 }
 
@@ -187,7 +151,7 @@ pub(crate) struct WindowClock {
     pub(crate) start: usize,
     /// The latest cycle.
     pub(crate) now: usize,
-    pending: Vec<(usize, DVector<f64>)>,
+    pending: Vec<(usize, ObsBatch)>,
 }
 
 impl WindowClock {
@@ -198,20 +162,15 @@ impl WindowClock {
 
     /// Records the observation of the latest cycle; returns the window
     /// length in cycles once it has reached `window`.
-    pub(crate) fn observe(&mut self, y: &DVector<f64>, window: usize) -> Option<usize> {
-        self.pending.push((self.now, y.clone()));
+    pub(crate) fn observe(&mut self, obs: &ObsBatch, window: usize) -> Option<usize> {
+        self.pending.push((self.now, obs.clone()));
         let cycles = self.now - self.start;
         (cycles >= window).then_some(cycles)
     }
 
-    /// The pending observations as `(cycle offset from the window start, y)`.
-    pub(crate) fn observations(&self) -> impl Iterator<Item = (usize, &DVector<f64>)> {
+    /// The pending observations as `(cycle offset from the window start, batch)`.
+    pub(crate) fn observations(&self) -> impl Iterator<Item = (usize, &ObsBatch)> {
         self.pending.iter().map(|(c, y)| (c - self.start, y))
-    }
-
-    /// Number of pending observations.
-    pub(crate) fn pending(&self) -> usize {
-        self.pending.len()
     }
 
     /// Moves the window start by `cycles` after a minimisation, which
@@ -241,13 +200,13 @@ pub struct Var {
 impl Var {
     /// Starts from the initial mean.
     pub fn new(
-        setting: &Setting<'_>,
+        context: &Context<'_>,
         initial: &Gaussian,
         config: &VarConfig,
     ) -> Result<Self, DaError> {
         let n = initial.mean.len();
         let b = match config.background_covariance {
-            BackgroundCovariance::Climatology => setting.climate.covariance.clone(),
+            BackgroundCovariance::Climatology => context.climate.covariance()?.clone(),
             BackgroundCovariance::Identity => DMatrix::identity(n, n),
         } * config.background_scale;
         Ok(Self {
@@ -260,40 +219,11 @@ impl Var {
             histories: Vec::new(),
         })
     }
-
-    fn trajectory<'a>(&self, setting: &Setting<'a>, cycles: usize) -> Trajectory<'a> {
-        Trajectory {
-            model: setting.model,
-            obs: setting.obs,
-            device: setting.device.clone(),
-            time0: self.clock.start as f64 * setting.interval(),
-            steps_per_cycle: setting.steps_per_cycle,
-            cycles,
-            observations: self
-                .clock
-                .observations()
-                .map(|(c, y)| (c, y.clone()))
-                .collect(),
-            obs_error_std: setting.obs_error_std,
-            model_error_std: self.config.model_error_std,
-            checkpoint_steps: self.config.checkpoint_steps,
-        }
-    }
 }
 
 impl Filter for Var {
-    fn forecast(&mut self, setting: &Setting<'_>, time: f64) -> Result<(), DaError> {
-        let t = Trajectory {
-            cycles: 1,
-            observations: Vec::new(),
-            time0: time,
-            model_error_std: None,
-            ..self.trajectory(setting, 1)
-        };
-        self.current = t
-            .states(self.current.as_slice(), &[])
-            .pop()
-            .expect("one cycle");
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        self.current = context.forecast_state(&self.current, time, context.steps_per_cycle)?;
         self.clock.tick();
         if self.config.window == 0 {
             // 3D-Var: the window starts at the observation time.
@@ -303,28 +233,33 @@ impl Filter for Var {
         Ok(())
     }
 
-    fn analyse(
-        &mut self,
-        setting: &Setting<'_>,
-        y: &DVector<f64>,
-        _time: f64,
-    ) -> Result<(), DaError> {
-        let Some(cycles) = self.clock.observe(y, self.config.window) else {
+    fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
+        let Some(cycles) = self.clock.observe(obs, self.config.window) else {
             return Ok(());
         };
-        let trajectory = self.trajectory(setting, cycles);
+        let window = Window::new(
+            context,
+            self.clock.start,
+            cycles,
+            self.clock
+                .observations()
+                .map(|(c, y)| (c, y.clone()))
+                .collect(),
+            self.config.model_error_std,
+            self.config.checkpoint_steps,
+        );
         let problem = VarProblem {
-            trajectory: &trajectory,
+            window: &window,
             background: &self.start,
             b_sqrt: &self.b_sqrt,
             strategy: self.config.gradient,
         };
         let p0 = vec![0.0; problem.size()];
-        let result = minimise(problem.clone(), p0, &self.config.minimiser())?;
+        let result = minimise(problem.clone(), p0, &self.config.minimiser)?;
         let x0 = problem.initial_state(&result.control);
         let n = x0.len();
         let eta: Vec<Vec<f64>> = result.control[n..].chunks(n).map(<[f64]>::to_vec).collect();
-        let states = trajectory.states(x0.as_slice(), &eta);
+        let states = window.states(x0.as_slice(), &eta);
         self.current = states[cycles].clone();
         let shift = if self.config.window == 0 {
             0
@@ -365,18 +300,54 @@ mod tests {
     use burn::tensor::{Tensor, TensorData};
     use nalgebra::{DMatrix, DVector};
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::core::{Forecaster, Geometry, Location, Model, ObsError, ObsOperator};
     use crate::da::ensemble::{EnsembleFilter, Kind};
     use crate::da::ienks::{Ienks, IenksConfig};
-    use crate::da::{ClimateStats, EnsembleConfig, Filter};
+    use crate::da::{ClimateStats, Context, EnsembleConfig, Filter};
     use crate::device::{cpu_f64, cpu_f64_autodiff, to_vec};
     use crate::models::adjoint::HostTendency;
     use crate::models::lorenz96_two_scale::TwoScaleTendency;
-    use crate::models::{
-        Geometry, Integrator, Lorenz63, Lorenz96, Lorenz96TwoScale, Model, OdeModel, Tendency,
-    };
-    use crate::obs::{ObsOperator, Selection};
+    use crate::models::{Integrator, Lorenz63, Lorenz96, Lorenz96TwoScale, OdeModel, Tendency};
+    use crate::obs::Selection;
     use crate::rng::{standard_normal, stream};
+
+    fn selection(g: &Geometry, indices: Vec<usize>) -> Arc<dyn ObsOperator> {
+        let locations: Vec<Location> = g.locations().collect();
+        Arc::new(Selection::new(indices, &locations, "selection").unwrap())
+    }
+
+    fn every(g: &Geometry, stride: usize) -> Arc<dyn ObsOperator> {
+        selection(g, (0..g.size()).step_by(stride).collect())
+    }
+
+    fn batch(op: &Arc<dyn ObsOperator>, y: DVector<f64>, std: f64, time: f64) -> ObsBatch {
+        let p = y.len();
+        ObsBatch::new(0, time, y, ObsError::uniform(std, p), op.clone(), 0)
+    }
+
+    /// `H(x, t) = (1 + t) x^2 / 10` on every variable: nonlinear and time
+    /// dependent, so it goes through autodiff and needs the batch's time.
+    struct TimeScaledSquares {
+        locations: Vec<Location>,
+    }
+
+    impl ObsOperator for TimeScaledSquares {
+        fn apply(&self, state: Tensor<2>, time: f64) -> Tensor<2> {
+            state.clone() * state * ((1.0 + time) * 0.1)
+        }
+        fn size(&self) -> usize {
+            self.locations.len()
+        }
+        fn locations(&self) -> &[Location] {
+            &self.locations
+        }
+        fn name(&self) -> &str {
+            "time_scaled_squares"
+        }
+    }
 
     /// `dx/dt = A x`: with forward Euler, the step is the matrix `I + dt A`.
     struct Linear {
@@ -425,29 +396,26 @@ mod tests {
 
     fn window<'a>(
         model: &'a dyn Model,
-        obs: &'a dyn ObsOperator,
+        obs: &Arc<dyn ObsOperator>,
         cycles: usize,
         q: Option<f64>,
-    ) -> Trajectory<'a> {
+    ) -> Window<'a> {
         let p = obs.size();
         let observations = (1..=cycles)
             .map(|c| {
-                (
-                    c,
-                    DVector::from_vec(standard_normal(&mut stream(c as u64, "y"), p))
-                        .add_scalar(2.0),
-                )
+                let y = DVector::from_vec(standard_normal(&mut stream(c as u64, "y"), p))
+                    .add_scalar(2.0);
+                (c, batch(obs, y, 0.7, (c * 3) as f64 * model.dt()))
             })
             .collect();
-        Trajectory {
+        Window {
             model,
-            obs,
             device: cpu_f64(),
+            host_path: true,
             time0: 0.0,
             steps_per_cycle: 3,
             cycles,
             observations,
-            obs_error_std: 0.7,
             model_error_std: q,
             checkpoint_steps: 2,
         }
@@ -462,7 +430,7 @@ mod tests {
 
     /// Centred finite differences of `J_o` along a random direction against
     /// the gradient, relative error below 1e-6 in f64.
-    fn check_gradient(t: &Trajectory<'_>, strategy: GradientStrategy) {
+    fn check_gradient(t: &Window<'_>, strategy: GradientStrategy) {
         let n = t.model.size();
         let mut x0 = state(n);
         if t.model.name() == "lorenz96_two_scale" {
@@ -537,16 +505,19 @@ mod tests {
         for model in models {
             let g = model.geometry();
             let ops = [
-                Selection::identity(g),
-                Selection::every(2, g),
-                Selection::new(vec![0, g.size() - 1], g, "partial").unwrap(),
+                every(g, 1),
+                every(g, 2),
+                selection(g, vec![0, g.size() - 1]),
+                Arc::new(TimeScaledSquares {
+                    locations: g.locations().collect(),
+                }),
             ];
             for op in &ops {
                 for q in [None, Some(0.3)] {
                     let t = window(model, op, 3, q);
                     check_gradient(&t, GradientStrategy::Tape);
                     check_gradient(&t, GradientStrategy::Checkpointed);
-                    if model.has_host_path() {
+                    if model.host().is_some() {
                         check_gradient(&t, GradientStrategy::Adjoint);
                     }
                 }
@@ -554,10 +525,36 @@ mod tests {
         }
     }
 
+    /// The forward cost evaluates each batch's operator at the batch's own
+    /// time, as the gradients do (it once used time 0, which this catches:
+    /// the costs of a time-dependent operator differed).
+    #[test]
+    fn forward_cost_and_gradient_cost_agree_for_a_time_dependent_operator() {
+        let model = Lorenz96::lorenz96(8, 8.0, 0.05, Integrator::Rk4);
+        let op: Arc<dyn ObsOperator> = Arc::new(TimeScaledSquares {
+            locations: model.geometry().locations().collect(),
+        });
+        let t = window(&model, &op, 3, None);
+        let x0 = state(8);
+        let forward = t.cost(&x0, &[]);
+        for s in [
+            GradientStrategy::Tape,
+            GradientStrategy::Checkpointed,
+            GradientStrategy::Adjoint,
+        ] {
+            let g = t.gradient(&x0, &[], s).unwrap();
+            assert!(
+                (g.cost - forward).abs() < 1e-12 * forward,
+                "{s:?}: {} vs {forward}",
+                g.cost
+            );
+        }
+    }
+
     #[test]
     fn the_three_gradient_strategies_agree() {
         let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
-        let op = Selection::every(2, model.geometry());
+        let op = every(model.geometry(), 2);
         let t = window(&model, &op, 4, Some(0.1));
         let x0 = state(40);
         let eta: Vec<Vec<f64>> = (1..4)
@@ -583,11 +580,7 @@ mod tests {
     fn observation_operator_adjoints_pass_the_dot_product_test() {
         let g = Geometry::chain(9, true, "x");
         let ad = cpu_f64_autodiff();
-        for op in [
-            Selection::identity(&g),
-            Selection::every(4, &g),
-            Selection::new(vec![8, 1, 1], &g, "partial").unwrap(),
-        ] {
+        for op in [every(&g, 1), every(&g, 4), selection(&g, vec![8, 1, 1])] {
             let x = standard_normal(&mut stream(1, "x"), 9);
             let y = standard_normal(&mut stream(2, "y"), op.size());
             let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [1, 9]), &ad).require_grad();
@@ -602,26 +595,35 @@ mod tests {
                 "{}",
                 op.name()
             );
-            let matrix = op.as_matrix().unwrap().transpose() * DVector::from_vec(y);
+            let matrix = op.linear().unwrap().matrix(9).transpose() * DVector::from_vec(y);
             assert!((matrix - DVector::from_vec(hty)).abs().max() < 1e-15);
         }
     }
 
-    fn setting<'a>(
-        model: &'a dyn Model,
-        obs: &'a dyn ObsOperator,
-        climate: &'a ClimateStats,
-        steps: usize,
-    ) -> Setting<'a> {
-        Setting {
+    fn context<'a>(model: &'a dyn Model, climate: &'a ClimateStats, steps: usize) -> Context<'a> {
+        Context {
             model,
-            obs,
-            obs_error_std: 0.5,
+            forecaster: Forecaster::new(cpu_f64()),
             steps_per_cycle: steps,
-            device: cpu_f64(),
             climate,
-            host_path: true,
         }
+    }
+
+    /// Climatological statistics whose covariance is `covariance`: a
+    /// sample with exactly that covariance and mean zero.
+    fn climate_with(covariance: &DMatrix<f64>) -> ClimateStats {
+        let n = covariance.nrows();
+        // Columns +-sqrt(n) L e_i have mean zero and covariance L L^T (ddof 1
+        // over 2n columns gives 2n/(2n-1) n/n: rescale).
+        let l = covariance.clone().cholesky().unwrap().l();
+        let scale = ((2 * n - 1) as f64 / 2.0).sqrt();
+        let mut states = DMatrix::zeros(n, 2 * n);
+        for i in 0..n {
+            let c = l.column(i) * scale;
+            states.set_column(2 * i, &c);
+            states.set_column(2 * i + 1, &(-c));
+        }
+        ClimateStats::from_states(states)
     }
 
     fn var_config(window: usize) -> VarConfig {
@@ -633,9 +635,11 @@ mod tests {
             model_error_std: None,
             gradient: GradientStrategy::Adjoint,
             checkpoint_steps: 4,
-            max_iterations: 500,
-            gradient_tolerance: 1e-10,
-            memory: 10,
+            minimiser: MinimiserConfig {
+                max_iterations: 500,
+                gradient_tolerance: 1e-10,
+                memory: 10,
+            },
         }
     }
 
@@ -646,21 +650,19 @@ mod tests {
     fn variational_analyses_match_the_kalman_formulas() {
         let n = 6;
         let model = linear_model(n);
-        let obs = Selection::every(2, model.geometry());
-        let h = obs.as_matrix().unwrap();
+        let obs = every(model.geometry(), 2);
+        let h = obs.linear().unwrap().matrix(n);
         let z = DMatrix::from_vec(n, n, standard_normal(&mut stream(5, "b"), n * n));
-        let climate = ClimateStats {
-            mean: DVector::zeros(n),
-            covariance: &z * z.transpose() / n as f64 + DMatrix::identity(n, n) * 0.1,
-        };
-        let s = setting(&model, &obs, &climate, 2);
+        let climate =
+            climate_with(&(&z * z.transpose() / n as f64 + DMatrix::identity(n, n) * 0.1));
+        let s = context(&model, &climate, 2);
         let initial = Gaussian {
             mean: DVector::from_vec(state(n)),
             std: DVector::from_element(n, 1.0),
         };
         let y = DVector::from_vec(standard_normal(&mut stream(6, "y"), obs.size()));
         let r = DMatrix::identity(obs.size(), obs.size()) * 0.25;
-        let b = &climate.covariance * 0.5;
+        let b = climate.covariance().unwrap() * 0.5;
         let kalman = |xf: &DVector<f64>, pf: &DMatrix<f64>| {
             let k = pf * h.transpose() * (&h * pf * h.transpose() + &r).try_inverse().unwrap();
             xf + k * (&y - &h * xf)
@@ -671,7 +673,7 @@ mod tests {
         for window in [0usize, 1] {
             let mut var = Var::new(&s, &initial, &var_config(window)).unwrap();
             var.forecast(&s, 0.0).unwrap();
-            var.analyse(&s, &y, 0.2).unwrap();
+            var.analyse(&s, &batch(&obs, y.clone(), 0.5, 0.2)).unwrap();
             let Estimate::Gaussian { mean, .. } = var.estimate() else {
                 panic!()
             };
@@ -688,12 +690,10 @@ mod tests {
     #[test]
     fn ienks_with_lag_zero_and_one_iteration_is_the_etkf() {
         let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
-        let obs = Selection::every(2, model.geometry());
-        let climate = ClimateStats {
-            mean: DVector::zeros(40),
-            covariance: DMatrix::identity(40, 40),
-        };
-        let s = setting(&model, &obs, &climate, 2);
+        let obs = every(model.geometry(), 2);
+        let climate =
+            ClimateStats::from_moments(DVector::zeros(40), DVector::from_element(40, 1.0));
+        let s = context(&model, &climate, 2);
         let initial = Gaussian {
             mean: DVector::from_vec(state(40)),
             std: DVector::from_element(40, 1.0),
@@ -721,7 +721,9 @@ mod tests {
         let mut etkf = EnsembleFilter::new(Kind::Sqrt, &ens, &initial, stream(1, "same"));
         for filter in [&mut ienks as &mut dyn Filter, &mut etkf] {
             filter.forecast(&s, 0.0).unwrap();
-            filter.analyse(&s, &y, 0.1).unwrap();
+            filter
+                .analyse(&s, &batch(&obs, y.clone(), 0.5, 0.1))
+                .unwrap();
         }
         let (Estimate::Ensemble(a), Estimate::Ensemble(b)) = (ienks.estimate(), etkf.estimate())
         else {
@@ -734,24 +736,23 @@ mod tests {
     #[test]
     fn a_minimisation_that_cannot_converge_reports_its_history() {
         let model = Lorenz96::lorenz96(40, 8.0, 0.05, Integrator::Rk4);
-        let obs = Selection::identity(model.geometry());
-        let climate = ClimateStats {
-            mean: DVector::zeros(40),
-            covariance: DMatrix::identity(40, 40),
-        };
-        let s = setting(&model, &obs, &climate, 4);
+        let obs = every(model.geometry(), 1);
+        let climate =
+            ClimateStats::from_moments(DVector::zeros(40), DVector::from_element(40, 1.0));
+        let s = context(&model, &climate, 4);
         let initial = Gaussian {
             mean: DVector::from_vec(state(40)),
             std: DVector::from_element(40, 1.0),
         };
         let mut config = var_config(4);
-        config.max_iterations = 2;
+        config.background_covariance = BackgroundCovariance::Identity;
+        config.minimiser.max_iterations = 2;
         let mut var = Var::new(&s, &initial, &config).unwrap();
         let mut failure = None;
         for k in 0..4 {
             var.forecast(&s, 0.2 * k as f64).unwrap();
             let y = DVector::from_element(40, 3.0);
-            if let Err(e) = var.analyse(&s, &y, 0.2 * (k + 1) as f64) {
+            if let Err(e) = var.analyse(&s, &batch(&obs, y, 0.5, 0.2 * (k + 1) as f64)) {
                 failure = Some(e.to_string());
             }
         }

@@ -6,17 +6,17 @@
 //! A window starts at `time0` with state `x0` and runs `cycles` observation
 //! cycles of `steps_per_cycle` model steps. Model-error forcings
 //! `q eta_c` (weak constraint) are added at the start of cycles `1..cycles`.
-//! Observations sit at cycle offsets `0..=cycles` (0 = the window start).
-//! The observation term is `J_o = 1/2 sum_k |R^{-1/2} (y_k - H(x_k))|^2`.
+//! Observation batches sit at cycle offsets `0..=cycles` (0 = the window
+//! start), each with its own operator, errors and time. The observation
+//! term is `J_o = 1/2 sum_k |R_k^{-1/2} (y_k - H_k(x_k))|^2`.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use crate::da::DaError;
-use crate::device::{ensemble_to_tensor, tensor_to_ensemble, to_vec};
-use crate::models::Model;
-use crate::obs::ObsOperator;
+use crate::core::{Model, ObsBatch};
+use crate::da::{Context, DaError};
+use crate::device::{ensemble_to_tensor, to_vec};
 
 /// How the gradient of the cost is obtained.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,24 +34,23 @@ pub enum GradientStrategy {
     Adjoint,
 }
 
-/// One variational window.
-pub struct Trajectory<'a> {
+/// One variational window: the model, where it starts, how long it runs
+/// and the observations inside it.
+pub struct Window<'a> {
     /// The model.
     pub model: &'a dyn Model,
-    /// The observation operator.
-    pub obs: &'a dyn ObsOperator,
     /// Where burn runs.
     pub device: Device,
+    /// Use the model's host path for forward runs where it has one.
+    pub host_path: bool,
     /// Time of the window start.
     pub time0: f64,
     /// Model steps per observation cycle.
     pub steps_per_cycle: usize,
     /// Observation cycles in the window.
     pub cycles: usize,
-    /// `(cycle offset, y)` pairs, offsets in `0..=cycles`.
-    pub observations: Vec<(usize, DVector<f64>)>,
-    /// Observation error standard deviation.
-    pub obs_error_std: f64,
+    /// `(cycle offset, batch)` pairs, offsets in `0..=cycles`.
+    pub observations: Vec<(usize, ObsBatch)>,
     /// Model-error standard deviation `q` (weak constraint), scaling the
     /// whitened forcings.
     pub model_error_std: Option<f64>,
@@ -70,7 +69,33 @@ pub struct ObsTermGradient {
     pub eta: Vec<Vec<f64>>,
 }
 
-impl Trajectory<'_> {
+impl<'a> Window<'a> {
+    /// The window of `cycles` cycles starting at cycle `start` of the
+    /// assimilation, holding `observations` (offsets from `start`): the one
+    /// place every variational method builds its window.
+    pub fn new(
+        context: &Context<'a>,
+        start: usize,
+        cycles: usize,
+        observations: Vec<(usize, ObsBatch)>,
+        model_error_std: Option<f64>,
+        checkpoint_steps: usize,
+    ) -> Self {
+        Self {
+            model: context.model,
+            device: context.device().clone(),
+            host_path: context.forecaster.host_path,
+            time0: start as f64 * context.interval(),
+            steps_per_cycle: context.steps_per_cycle,
+            cycles,
+            observations,
+            model_error_std,
+            checkpoint_steps,
+        }
+    }
+}
+
+impl Window<'_> {
     fn dt(&self) -> f64 {
         self.model.dt()
     }
@@ -79,7 +104,7 @@ impl Trajectory<'_> {
         self.time0 + (c * self.steps_per_cycle) as f64 * self.dt()
     }
 
-    fn obs_at(&self, c: usize) -> Option<&DVector<f64>> {
+    fn obs_at(&self, c: usize) -> Option<&ObsBatch> {
         self.observations
             .iter()
             .find(|(k, _)| *k == c)
@@ -90,6 +115,10 @@ impl Trajectory<'_> {
         self.model_error_std.unwrap_or(0.0)
     }
 
+    fn host(&self) -> Option<&dyn crate::core::HostStepper> {
+        self.model.host().filter(|_| self.host_path)
+    }
+
     /// The states at each cycle offset `0..=cycles` (the end of each cycle,
     /// before the next forcing is added), by the fastest forward path.
     pub fn states(&self, x0: &[f64], eta: &[Vec<f64>]) -> Vec<DVector<f64>> {
@@ -97,11 +126,10 @@ impl Trajectory<'_> {
         let mut out = Vec::with_capacity(self.cycles + 1);
         let mut x = x0.to_vec();
         out.push(DVector::from_column_slice(&x));
-        if self.model.has_host_path() {
+        if let Some(host) = self.host() {
             for c in 0..self.cycles {
                 self.add_forcing(&mut x, eta, c);
-                self.model
-                    .host_forecast(&mut x, self.cycle_time(c), self.steps_per_cycle);
+                host.forecast(&mut x, self.cycle_time(c), self.steps_per_cycle, self.dt());
                 out.push(DVector::from_column_slice(&x));
             }
         } else {
@@ -135,49 +163,68 @@ impl Trajectory<'_> {
         let states = self.states(x0, eta);
         self.observations
             .iter()
-            .map(|(c, y)| {
-                let hx = self.apply_h(&states[*c]);
-                0.5 * ((y - hx) / self.obs_error_std).norm_squared()
+            .map(|(c, obs)| {
+                let hx = self.apply_h(obs, &states[*c]);
+                0.5 * obs.error.whiten(&(&obs.values - hx)).norm_squared()
             })
             .sum()
     }
 
-    fn apply_h(&self, x: &DVector<f64>) -> DVector<f64> {
+    /// `H(x)` for one state, at the batch's own time.
+    pub(crate) fn apply_h(&self, obs: &ObsBatch, x: &DVector<f64>) -> DVector<f64> {
         let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
-        crate::obs::apply_to_ensemble(self.obs, &m, 0.0, &self.device)
+        crate::core::apply_to_ensemble(obs.operator.as_ref(), &m, obs.time, &self.device)
             .column(0)
             .into_owned()
     }
 
     /// `H'(x)^T R^{-1} (H(x) - y)` and the cost contribution, through the
-    /// operator's matrix when it has one, otherwise through autodiff.
-    fn obs_forcing(&self, x: &DVector<f64>, y: &DVector<f64>, time: f64) -> (f64, DVector<f64>) {
-        let r2 = self.obs_error_std * self.obs_error_std;
-        if let Some(indices) = self.obs.selected_indices() {
+    /// operator's host adjoint when it is linear, otherwise through autodiff.
+    fn obs_forcing(&self, x: &DVector<f64>, obs: &ObsBatch) -> (f64, DVector<f64>) {
+        if let Some(linear) = obs.operator.linear() {
+            let hx = self.apply_h(obs, x);
+            let r = obs.error.whiten(&(hx - &obs.values));
+            let weights = obs.error.whiten_adjoint(&r);
             let mut g = DVector::zeros(x.len());
-            let mut cost = 0.0;
-            for (&i, yj) in indices.iter().zip(y.iter()) {
-                let d = x[i] - yj;
-                cost += d * d;
-                g[i] += d / r2;
-            }
-            return (0.5 * cost / r2, g);
-        }
-        if let Some(h) = self.obs.as_matrix() {
-            let d = &h * x - y;
-            return (0.5 * d.norm_squared() / r2, h.tr_mul(&d) / r2);
+            linear.adjoint_host(weights.as_slice(), g.as_mut_slice());
+            return (0.5 * r.norm_squared(), g);
         }
         let ad = self.device.clone().autodiff();
         let xt = ensemble_to_tensor(&DMatrix::from_column_slice(x.len(), 1, x.as_slice()), &ad)
             .require_grad();
-        let yt = ensemble_to_tensor(&DMatrix::from_column_slice(y.len(), 1, y.as_slice()), &ad);
-        // burn 0.22's autodiff differentiates `tensor / scalar` with the scalar
-        // rounded to f32; multiplying by the reciprocal stays in f64.
-        let r = (self.obs.apply(xt.clone(), time) - yt) * (1.0 / self.obs_error_std);
-        let cost = (r.clone() * r).sum() * 0.5;
-        let grads = cost.backward();
+        let cost = self.whitened_misfit(obs, xt.clone(), &ad);
+        let grads = cost.clone().backward();
         let g = to_vec(xt.grad(&grads).expect("input requires grad"));
         (to_vec(cost)[0], DVector::from_vec(g))
+    }
+
+    /// `1/2 |R^{-1/2} (H(x) - y)|^2` in tensor ops for a `[1, n]` state.
+    fn whitened_misfit(&self, obs: &ObsBatch, x: Tensor<2>, device: &Device) -> Tensor<1> {
+        let p = obs.len();
+        let yt = Tensor::<2>::from_data(
+            TensorData::new(obs.values.as_slice().to_vec(), [1, p]),
+            device,
+        );
+        let d = obs.operator.apply(x, obs.time) - yt;
+        // burn 0.22's autodiff differentiates `tensor / scalar` with the
+        // scalar rounded to f32: whitening multiplies, in f64.
+        let r = match &obs.error {
+            crate::core::ObsError::Diagonal(s) => {
+                let inv = Tensor::<2>::from_data(
+                    TensorData::new(s.iter().map(|v| 1.0 / v).collect::<Vec<_>>(), [1, p]),
+                    device,
+                );
+                d * inv
+            }
+            error => {
+                let w = error.whitening_matrix();
+                // Row vector: r^T = d^T W^T; W^T is the transpose, row-major.
+                let wt =
+                    Tensor::<2>::from_data(TensorData::new(w.as_slice().to_vec(), [p, p]), device);
+                d.matmul(wt)
+            }
+        };
+        (r.clone() * r).sum() * 0.5
     }
 
     /// `J_o` and its gradients by the chosen strategy.
@@ -194,8 +241,51 @@ impl Trajectory<'_> {
         }
     }
 
+    /// The reverse sweep shared by the hand-adjoint and checkpointed
+    /// strategies: from the last cycle back to the window start, add each
+    /// batch's observation forcing to `lambda`, pull `lambda` back through
+    /// cycle `c - 1` with `back_through_cycle(c - 1, lambda)` (the strategy's
+    /// vector-Jacobian product), and read the model-error gradients off it.
+    fn reverse_sweep(
+        &self,
+        ends: &[DVector<f64>],
+        weak: bool,
+        mut back_through_cycle: impl FnMut(usize, &mut DVector<f64>),
+    ) -> ObsTermGradient {
+        let n = ends[0].len();
+        let mut cost = 0.0;
+        let mut lambda = DVector::<f64>::zeros(n);
+        let mut grad_eta = vec![
+            Vec::new();
+            if weak {
+                self.cycles.saturating_sub(1)
+            } else {
+                0
+            }
+        ];
+        for c in (0..=self.cycles).rev() {
+            if let Some(obs) = self.obs_at(c) {
+                let (j, g) = self.obs_forcing(&ends[c], obs);
+                cost += j;
+                lambda += g;
+            }
+            if c == 0 {
+                break;
+            }
+            back_through_cycle(c - 1, &mut lambda);
+            if weak && c - 1 > 0 {
+                grad_eta[c - 2] = lambda.iter().map(|l| self.q() * l).collect();
+            }
+        }
+        ObsTermGradient {
+            cost,
+            x0: lambda.as_slice().to_vec(),
+            eta: grad_eta,
+        }
+    }
+
     fn gradient_adjoint(&self, x0: &[f64], eta: &[Vec<f64>]) -> Result<ObsTermGradient, DaError> {
-        if !self.model.has_host_path() {
+        let Some(host) = self.model.host() else {
             return Err(DaError::Unsupported {
                 method: "gradient = \"adjoint\"",
                 what: format!(
@@ -203,8 +293,7 @@ impl Trajectory<'_> {
                     self.model.name()
                 ),
             });
-        }
-        let n = x0.len();
+        };
         let spc = self.steps_per_cycle;
         // Forward: every step's input state (the adjoint needs them).
         let mut inputs: Vec<Vec<f64>> = Vec::with_capacity(self.cycles * spc);
@@ -215,47 +304,19 @@ impl Trajectory<'_> {
             self.add_forcing(&mut x, eta, c);
             for s in 0..spc {
                 inputs.push(x.clone());
-                self.model
-                    .host_step(&mut x, self.cycle_time(c) + s as f64 * self.dt());
+                host.step(&mut x, self.cycle_time(c) + s as f64 * self.dt());
             }
             ends.push(DVector::from_column_slice(&x));
         }
-        // Backward sweep.
-        let mut cost = 0.0;
-        let mut lambda = vec![0.0; n];
-        let mut grad_eta = vec![Vec::new(); self.cycles.saturating_sub(1)];
-        for c in (0..=self.cycles).rev() {
-            if let Some(y) = self.obs_at(c) {
-                let (j, g) = self.obs_forcing(&ends[c], y, self.cycle_time(c));
-                cost += j;
-                for (l, gi) in lambda.iter_mut().zip(g.iter()) {
-                    *l += gi;
-                }
-            }
-            if c == 0 {
-                break;
-            }
-            // Back through cycle c - 1.
+        Ok(self.reverse_sweep(&ends, !eta.is_empty(), |c, lambda| {
             for s in (0..spc).rev() {
-                let k = (c - 1) * spc + s;
-                self.model.host_step_vjp(
-                    &inputs[k],
-                    self.cycle_time(c - 1) + s as f64 * self.dt(),
-                    &mut lambda,
+                host.step_vjp(
+                    &inputs[c * spc + s],
+                    self.cycle_time(c) + s as f64 * self.dt(),
+                    lambda.as_mut_slice(),
                 );
             }
-            if c - 1 > 0 && !eta.is_empty() {
-                grad_eta[c - 2] = lambda.iter().map(|l| self.q() * l).collect();
-            }
-        }
-        if eta.is_empty() {
-            grad_eta.clear();
-        }
-        Ok(ObsTermGradient {
-            cost,
-            x0: lambda,
-            eta: grad_eta,
-        })
+        }))
     }
 
     fn gradient_tape(&self, x0: &[f64], eta: &[Vec<f64>]) -> ObsTermGradient {
@@ -269,14 +330,8 @@ impl Trajectory<'_> {
         let mut x = x0t.clone();
         let mut cost: Option<Tensor<1>> = None;
         let mut add_cost = |x: &Tensor<2>, c: usize| {
-            if let Some(y) = self.obs_at(c) {
-                let yt = Tensor::<2>::from_data(
-                    TensorData::new(y.as_slice().to_vec(), [1, y.len()]),
-                    &ad,
-                );
-                let r = (self.obs.apply(x.clone(), self.cycle_time(c)) - yt)
-                    * (1.0 / self.obs_error_std);
-                let j = (r.clone() * r).sum() * 0.5;
+            if let Some(obs) = self.obs_at(c) {
+                let j = self.whitened_misfit(obs, x.clone(), &ad);
                 cost = Some(match cost.take() {
                     Some(acc) => acc + j,
                     None => j,
@@ -338,52 +393,19 @@ impl Trajectory<'_> {
         }
         // Backward: recompute each segment under autodiff and pull lambda through it.
         let ad = self.device.clone().autodiff();
-        let mut cost = 0.0;
-        let mut lambda = DVector::<f64>::zeros(n);
-        let mut grad_eta = vec![Vec::new(); self.cycles.saturating_sub(1)];
-        for c in (0..=self.cycles).rev() {
-            if let Some(y) = self.obs_at(c) {
-                let (j, g) = self.obs_forcing(&ends[c], y, self.cycle_time(c));
-                cost += j;
-                lambda += g;
-            }
-            if c == 0 {
-                break;
-            }
-            for (s, start) in checkpoints[c - 1].iter().rev() {
+        self.reverse_sweep(&ends, !eta.is_empty(), |c, lambda| {
+            for (s, start) in checkpoints[c].iter().rev() {
                 let len = seg.min(spc - s);
                 let xt = to_t(start, &ad).require_grad();
                 let out = self.model.forecast(
                     xt.clone(),
-                    self.cycle_time(c - 1) + *s as f64 * self.dt(),
+                    self.cycle_time(c) + *s as f64 * self.dt(),
                     len,
                 );
                 let weights = to_t(lambda.as_slice(), &ad);
                 let grads = (out * weights).sum().backward();
-                lambda = DVector::from_vec(to_vec(xt.grad(&grads).expect("input requires grad")));
+                *lambda = DVector::from_vec(to_vec(xt.grad(&grads).expect("input requires grad")));
             }
-            if c - 1 > 0 && !eta.is_empty() {
-                grad_eta[c - 2] = lambda.iter().map(|l| self.q() * l).collect();
-            }
-        }
-        if eta.is_empty() {
-            grad_eta.clear();
-        }
-        ObsTermGradient {
-            cost,
-            x0: lambda.as_slice().to_vec(),
-            eta: grad_eta,
-        }
+        })
     }
-}
-
-/// The analysis ensemble at the end of a window forecast on the device.
-pub fn forecast_states(
-    model: &dyn Model,
-    states: &DMatrix<f64>,
-    time: f64,
-    steps: usize,
-    device: &Device,
-) -> DMatrix<f64> {
-    tensor_to_ensemble(model.forecast(ensemble_to_tensor(states, device), time, steps))
 }

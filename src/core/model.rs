@@ -1,0 +1,125 @@
+//! The `Model` seam and its optional capabilities: a hand-written host
+//! fast path with its adjoint, and seeded randomness for stochastic models.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::geometry::Geometry;
+use crate::rng::{Rng, standard_normal};
+
+/// A forecast model: advances every member of a batch at once.
+///
+/// Physics models and learned models (emulators, generative surrogates)
+/// fill this one seam; DA code never knows which it drives. The state batch
+/// is a `[members, n]` tensor laid out as [`Model::geometry`] says.
+pub trait Model: Send + Sync {
+    /// Advances every member by one step of [`dt`](Model::dt). A stochastic
+    /// model advances its deterministic part here (no noise); the noisy step
+    /// is [`StochasticModel::step_with_noise`].
+    ///
+    /// # Shapes
+    /// `[members, n] -> [members, n]`.
+    fn step(&self, state: Tensor<2>, time: f64) -> Tensor<2>;
+
+    /// The model time step.
+    fn dt(&self) -> f64;
+
+    /// Where the state variables sit: fields, shapes, coordinates, mask.
+    fn geometry(&self) -> &Geometry;
+
+    /// A short name for output, e.g. `"lorenz96"`.
+    fn name(&self) -> &str;
+
+    /// Number of state variables.
+    fn size(&self) -> usize {
+        self.geometry().size()
+    }
+
+    /// Advances `steps` steps from `time` (deterministic part only).
+    fn forecast(&self, mut state: Tensor<2>, time: f64, steps: usize) -> Tensor<2> {
+        for k in 0..steps {
+            state = self.step(state, time + k as f64 * self.dt());
+        }
+        state
+    }
+
+    /// The hand-written host fast path, where the model has one.
+    fn host(&self) -> Option<&dyn HostStepper> {
+        None
+    }
+
+    /// The noisy step, where the model is stochastic.
+    fn stochastic(&self) -> Option<&dyn StochasticModel> {
+        None
+    }
+
+    /// The largest stable time step, where the model knows one (explicit
+    /// schemes on the toy models); experiments check `dt` against it.
+    fn max_stable_dt(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// A model step and its adjoint on the host, one state at a time: the fast
+/// path for small models, where burn's per-operation overhead dominates.
+/// Every implementation is checked against burn autodiff in the tests.
+pub trait HostStepper: Send + Sync {
+    /// Advances `x` in place by one step from time `t`.
+    fn step(&self, x: &mut [f64], t: f64);
+
+    /// Advances `x` in place by `steps` steps from `t`.
+    fn forecast(&self, x: &mut [f64], t: f64, steps: usize, dt: f64) {
+        for k in 0..steps {
+            self.step(x, t + k as f64 * dt);
+        }
+    }
+
+    /// Given `x` (the state at the start of the step) and `lambda` (the
+    /// gradient with respect to the state at the end), overwrites `lambda`
+    /// with the gradient with respect to `x`: `lambda <- M'(x)^T lambda`.
+    fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]);
+}
+
+/// The random keys of one stochastic step: a stream key (the run's seed and
+/// the consumer, e.g. one method), the global index of the first member of
+/// the batch, and the step index. Member `m` of the batch draws from a
+/// generator keyed by `(stream, member_offset + m, step)`, so its noise is
+/// the same whichever thread runs it and however members are batched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseKeys {
+    /// Seed of the consumer's stream.
+    pub stream: u64,
+    /// Global index of the batch's first member.
+    pub member_offset: u64,
+    /// Index of the model step (time / dt, rounded).
+    pub step: u64,
+}
+
+impl NoiseKeys {
+    /// The generator of member `m` of the batch.
+    pub fn rng(&self, m: usize) -> Rng {
+        let name = format!("noise/{}/{}", self.member_offset + m as u64, self.step);
+        crate::rng::stream(self.stream, &name)
+    }
+
+    /// Standard normal draws of shape `[members, n]`, one generator per
+    /// member, as a tensor on `device`.
+    pub fn standard_normal(&self, members: usize, n: usize, device: &Device) -> Tensor<2> {
+        let mut values = Vec::with_capacity(members * n);
+        for m in 0..members {
+            values.extend(standard_normal(&mut self.rng(m), n));
+        }
+        Tensor::from_data(TensorData::new(values, [members, n]), device)
+    }
+}
+
+/// A model with randomness in its step: stochastic parametrisations,
+/// model-error noise, generative surrogates. The caller supplies the keys
+/// ([`NoiseKeys`]); the model draws its noise from them and from nothing
+/// else, so results are identical for a seed whatever the thread count.
+pub trait StochasticModel: Send + Sync {
+    /// One noisy step of every member.
+    ///
+    /// # Shapes
+    /// `[members, n] -> [members, n]`.
+    fn step_with_noise(&self, state: Tensor<2>, time: f64, keys: &NoiseKeys) -> Tensor<2>;
+}

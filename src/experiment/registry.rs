@@ -1,0 +1,162 @@
+//! The registry: model names to the config types that build them.
+//!
+//! A model table (`[model]`, `[forecast_model]`) is kept as plain TOML with
+//! its `name`; the registry parses it into that model's own config type
+//! (which rejects unknown keys) and that config builds the model with
+//! `init(&device)`. Adding a model means writing its file in `models/`
+//! (the model, its config, `ModelSpec::init`) and adding one line to
+//! [`MODELS`].
+
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::core::Model;
+use crate::models::{
+    BuildError, Lorenz63Config, Lorenz96Config, Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig,
+    ModelSpec,
+};
+
+type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
+
+fn parse<T: ModelSpec + serde::de::DeserializeOwned + 'static>(
+    table: toml::Table,
+) -> Result<Arc<dyn ModelSpec>, String> {
+    let config: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+    Ok(Arc::new(config))
+}
+
+/// Every model rime can build: `(name, parser)`.
+pub const MODELS: &[(&str, Parse)] = &[
+    ("lorenz63", parse::<Lorenz63Config>),
+    ("lorenz96", parse::<Lorenz96Config>),
+    ("lorenz96_two_scale", parse::<Lorenz96TwoScaleConfig>),
+    ("lorenz96_truncated", parse::<Lorenz96TruncatedConfig>),
+];
+
+/// The names of the registered models.
+pub fn model_names() -> Vec<&'static str> {
+    MODELS.iter().map(|(name, _)| *name).collect()
+}
+
+/// A model table: the model's name, its keys as written, and the parsed
+/// config that builds it.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    name: String,
+    table: toml::Table,
+    spec: Arc<dyn ModelSpec>,
+}
+
+impl PartialEq for ModelConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.table == other.table
+    }
+}
+
+impl ModelConfig {
+    /// Parses a model table (with its `name` key).
+    ///
+    /// # Errors
+    /// A missing or unknown name, or the model config's own parse error
+    /// (unknown key, wrong type).
+    pub fn from_table(mut table: toml::Table) -> Result<Self, String> {
+        let name = match table.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(other) => return Err(format!("`name` must be a string, got {other}")),
+            None => {
+                return Err(format!(
+                    "missing key `name` (one of {})",
+                    model_names().join(", ")
+                ));
+            }
+        };
+        let parse = MODELS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p)
+            .ok_or_else(|| {
+                format!(
+                    "unknown model `{name}`, expected one of {}",
+                    model_names().join(", ")
+                )
+            })?;
+        let spec = parse(table.clone()).map_err(|e| format!("model `{name}`: {e}"))?;
+        Ok(Self { name, table, spec })
+    }
+
+    /// A model config from TOML text such as `name = "lorenz96"\nsize = 40`.
+    ///
+    /// # Errors
+    /// As [`ModelConfig::from_table`].
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_table(table)
+    }
+
+    /// The model's name as written in the file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The keys as written (without `name`).
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// Builds the model on `device`.
+    ///
+    /// # Errors
+    /// A value the model cannot use, or a file it cannot read.
+    pub fn init(&self, device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        self.spec.init(device)
+    }
+}
+
+impl Serialize for ModelConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut table = self.table.clone();
+        table.insert("name".into(), toml::Value::String(self.name.clone()));
+        table.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let table = toml::Table::deserialize(deserializer)?;
+        Self::from_table(table).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu_f64;
+
+    #[test]
+    fn every_registered_model_builds_with_defaults() {
+        for name in model_names() {
+            let config = ModelConfig::from_toml(&format!("name = \"{name}\"")).unwrap();
+            let model = config.init(&cpu_f64()).unwrap();
+            assert!(model.size() > 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_tables_name_the_problem() {
+        let e = ModelConfig::from_toml("name = \"lorenz97\"").unwrap_err();
+        assert!(e.contains("lorenz97") && e.contains("lorenz96"), "{e}");
+        let e = ModelConfig::from_toml("name = \"lorenz96\"\nsise = 3").unwrap_err();
+        assert!(e.contains("sise"), "{e}");
+        let e = ModelConfig::from_toml("name = \"lorenz96\"\nsize = 3")
+            .unwrap()
+            .init(&cpu_f64())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("size") && e.contains('3'), "{e}");
+    }
+}
