@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a twin experiment and writes summary.json plus one NetCDF file per method.
+    /// Runs an experiment, streaming one NetCDF file per method (and truth.nc,
+    /// observations.nc) into the output directory, then summary.json.
     Run {
         /// The experiment file (TOML).
         file: PathBuf,
@@ -103,22 +104,36 @@ fn real_main() -> anyhow::Result<ExitCode> {
             device,
         } => {
             let config = ExperimentConfig::from_file(&file)?;
+            let format = match format {
+                Format::Classic => NetcdfFormat::Classic,
+                Format::Netcdf4 => NetcdfFormat::Netcdf4,
+            };
+            if format == NetcdfFormat::Netcdf4 && !cfg!(feature = "netcdf") {
+                anyhow::bail!(
+                    "--format netcdf4 needs rime built with `--features netcdf` (libnetcdf); \
+                     the default classic format needs nothing"
+                );
+            }
             let options = RunOptions {
                 cycles,
                 seed,
                 progress: true,
                 device,
+                output: Some(output::OutputTarget {
+                    dir: out.clone(),
+                    format,
+                }),
             };
             let report =
                 run(&config, &options).with_context(|| format!("running {}", file.display()))?;
-            let format = match format {
-                Format::Classic => NetcdfFormat::Classic,
-                Format::Netcdf4 => NetcdfFormat::Netcdf4,
-            };
-            let written = output::write(&report, &out, format)?;
+            let summary = output::write_summary(&report, &out)?;
             let markdown = output::table(&report);
             print!("{markdown}");
-            println!("wrote {} files to {}", written.len(), out.display());
+            println!(
+                "wrote {} files to {}",
+                report.files.len() + 1,
+                summary.parent().unwrap_or(&out).display()
+            );
             if let Some(path) = table {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)

@@ -18,6 +18,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run options that stream the outputs into `dir`.
+fn to(dir: &Path) -> RunOptions {
+    RunOptions {
+        output: Some(output::OutputTarget {
+            dir: dir.to_path_buf(),
+            format: NetcdfFormat::Classic,
+        }),
+        ..Default::default()
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rime-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -194,26 +205,27 @@ fn same_seed_same_numbers() {
         &config,
         &RunOptions {
             seed: Some(1),
-            ..options
+            ..options.clone()
         },
     )
     .unwrap();
     for ((x, y), z) in a.methods.iter().zip(&b.methods).zip(&c.methods) {
-        assert_eq!(x.series.rmse_a, y.series.rmse_a, "{}", x.label);
-        assert_ne!(x.series.rmse_a, z.series.rmse_a, "{}", x.label);
+        let rmse = |m: &rime::experiment::runner::MethodReport| m.series.column(|s| s.rmse_a);
+        assert_eq!(rmse(x), rmse(y), "{}", x.label);
+        assert_ne!(rmse(x), rmse(z), "{}", x.label);
     }
     // A method's numbers do not depend on the other methods in the file.
     let mut alone = config.clone();
     alone.methods.retain(|m| m.label == "letkf");
     let d = run(&alone, &options).unwrap();
     assert_eq!(
-        d.methods[0].series.rmse_a,
+        d.methods[0].series.column(|s| s.rmse_a),
         a.methods
             .iter()
             .find(|m| m.label == "letkf")
             .unwrap()
             .series
-            .rmse_a
+            .column(|s| s.rmse_a)
     );
 }
 
@@ -245,7 +257,8 @@ rotation = true
 fn a_diverging_method_is_reported_and_the_others_finish() {
     // Climatology's RMSE (about 3.6) exceeds the divergence limit of 2.
     let config = ExperimentConfig::from_toml(SMALL, Path::new("small.toml")).unwrap();
-    let report = run(&config, &RunOptions::default()).unwrap();
+    let dir = scratch("diverge");
+    let report = run(&config, &to(&dir)).unwrap();
     assert!(
         matches!(report.methods[0].status, Status::Diverged { cycle: 0, .. }),
         "{:?}",
@@ -253,8 +266,7 @@ fn a_diverging_method_is_reported_and_the_others_finish() {
     );
     assert_eq!(report.methods[1].status, Status::Ok);
     assert!(report.methods[1].summary.rmse_a.unwrap() < 2.0);
-    let dir = scratch("diverge");
-    output::write(&report, &dir, NetcdfFormat::Classic).unwrap();
+    output::write_summary(&report, &dir).unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["methods"][0]["status"], "diverged");
@@ -262,10 +274,20 @@ fn a_diverging_method_is_reported_and_the_others_finish() {
     assert!(summary["methods"][0]["rmse_a"].is_null());
     assert_eq!(summary["methods"][1]["status"], "ok");
     assert!(dir.join("climatology.nc").exists() && dir.join("etkf.nc").exists());
+    // The diverged method's file holds its cycles up to the divergence.
+    let ds = rime::io::read_classic(&dir.join("climatology.nc")).unwrap();
+    assert_eq!(ds.dim_len("time"), Some(1));
+    let rime::io::VarData::I32(at) = &ds.variable("diverged_at_cycle").unwrap().data else {
+        panic!("diverged_at_cycle is an int")
+    };
+    assert_eq!(at, &[0]);
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with('.') || name.contains(".partial")
+        })
         .collect();
     assert!(
         leftovers.is_empty(),
@@ -280,34 +302,50 @@ fn netcdf_output_reads_back() {
         Path::new("small.toml"),
     )
     .unwrap();
-    let report = run(&config, &RunOptions::default()).unwrap();
     let dir = scratch("netcdf");
-    output::write(&report, &dir, NetcdfFormat::Classic).unwrap();
-    let ds = rime::io::read_classic(&dir.join("etkf.nc")).unwrap();
-    let dims: Vec<_> = ds
-        .dimensions
-        .iter()
-        .map(|(n, l)| (n.as_str(), *l))
-        .collect();
-    assert!(
-        dims.contains(&("time", 60)) && dims.contains(&("x", 40)) && dims.contains(&("obs", 20)),
-        "{dims:?}"
-    );
-    let var = |name: &str| {
-        ds.variables
-            .iter()
-            .find(|v| v.name == name)
-            .unwrap_or_else(|| panic!("no {name}"))
+    let report = run(&config, &to(&dir)).unwrap();
+    assert_eq!(report.files.len(), 4, "{:?}", report.files);
+    let read = |name: &str| rime::io::read_classic(&dir.join(name)).unwrap();
+    let f64s = |ds: &rime::io::Dataset, name: &str| match &ds
+        .variable(name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .data
+    {
+        rime::io::VarData::F64(v) => v.clone(),
+        other => panic!("{name} is {}", other.type_name()),
     };
-    let rime::io::VarData::F64(truth) = &var("truth").data else {
-        panic!("truth is f64")
+    let etkf = read("etkf.nc");
+    let truth = read("truth.nc");
+    let obs = read("observations.nc");
+    for ds in [&etkf, &truth] {
+        assert_eq!(ds.dim_len("time"), Some(60));
+        assert_eq!(ds.dim_len("x"), Some(40));
+    }
+    assert_eq!(obs.dim_len("obs"), Some(20));
+    // The stored per-cycle RMSE is the RMSE of the stored fields.
+    let (t, a) = (f64s(&truth, "truth"), f64s(&etkf, "analysis_mean"));
+    let rmse = f64s(&etkf, "rmse_a");
+    for k in [0, 7, 59] {
+        let r = (0..40)
+            .map(|i| (a[40 * k + i] - t[40 * k + i]).powi(2))
+            .sum::<f64>()
+            / 40.0;
+        assert!((r.sqrt() - rmse[k]).abs() < 1e-12, "cycle {k}");
+        assert_eq!(rmse[k], report.methods[1].series.scores[k].rmse_a);
+    }
+    let rime::io::VarData::I32(idx) = &obs.variable("obs_index").unwrap().data else {
+        panic!("obs_index is an int")
     };
-    assert_eq!(truth.len(), 60 * 40);
-    assert_eq!(truth[40 * 7 + 3], report.twin.truth[(3, 7)]);
-    let rime::io::VarData::F64(idx) = &var("obs_index").data else {
+    assert_eq!(idx[..3], [0, 2, 4]);
+    assert_eq!(f64s(&obs, "obs_x")[..3], [0.0, 2.0, 4.0]);
+    let omb = f64s(&etkf, "omb_rms");
+    assert!(omb.iter().all(|v| v.is_finite() && *v > 0.0));
+    // Ensembles carry a rank histogram over the cycles after burn-in.
+    let rime::io::VarData::I32(ranks) = &etkf.variable("rank_histogram").unwrap().data else {
         panic!()
     };
-    assert_eq!(idx[..3], [0.0, 2.0, 4.0]);
+    assert_eq!(ranks.len(), 21);
+    assert_eq!(ranks.iter().sum::<i32>(), 50 * 40);
 }
 
 #[test]

@@ -159,6 +159,10 @@ impl Filter for StaticB {
     }
 
     fn analyse(&mut self, context: &Context<'_>, obs: &ObsBatch) -> Result<(), DaError> {
+        if obs.is_empty() {
+            self.analysed = false;
+            return Ok(());
+        }
         let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
         let hx = apply_to_ensemble(obs.operator.as_ref(), &x, obs.time, context.device());
         let innovation = &obs.values - hx.column(0);

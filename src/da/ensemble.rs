@@ -41,8 +41,12 @@ pub struct EnsembleFilter {
     rng: Rng,
     /// Local observations and taper coefficients of each state variable,
     /// for the network they were computed for.
-    local: Option<(u64, Vec<Vec<(usize, f64)>>)>,
+    local: Option<(u64, LocalObservations)>,
 }
+
+/// Per state variable, its observations within reach and their taper
+/// coefficients.
+type LocalObservations = Vec<Vec<(usize, f64)>>;
 
 impl EnsembleFilter {
     /// Draws the initial ensemble from `initial`.

@@ -200,6 +200,11 @@ impl MethodConfig {
         }
     }
 
+    /// Whether the method needs the climatology of a truth run at all.
+    pub fn needs_climate(&self) -> bool {
+        matches!(self, MethodConfig::Climatology(_)) || self.needs_climate_covariance()
+    }
+
     /// Whether the method needs the climatological covariance (`n x n`).
     pub fn needs_climate_covariance(&self) -> bool {
         match self {

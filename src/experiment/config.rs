@@ -90,6 +90,9 @@ pub enum OperatorKind {
     Every,
     /// `count` variables drawn at random, anew at every cycle.
     Random,
+    /// Read from `file` (CSV or NetCDF): real or externally simulated
+    /// observations, with no truth.
+    File,
 }
 
 /// One error standard deviation for all observations, or one each.
@@ -128,8 +131,15 @@ pub struct ObservationConfig {
     #[serde(default)]
     pub count: Option<usize>,
     /// Observation error standard deviation, one value or one per
-    /// observation.
-    pub error_std: ErrorStd,
+    /// observation (required unless the observations come from a file,
+    /// which gives one per row).
+    #[serde(default)]
+    pub error_std: Option<ErrorStd>,
+    /// The observation file (`file`), relative to the experiment file:
+    /// `.csv` with columns `time,index,value,error` (or `x[,y]` instead of
+    /// `index`), or `.nc` with variables of those names along one dimension.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// Gaussian correlation length of the errors, in model distance units
     /// (absent: independent errors).
     #[serde(default)]
@@ -144,6 +154,41 @@ pub struct ObservationConfig {
 
 fn one_usize() -> usize {
     1
+}
+
+/// The `[output]` table: what is streamed to NetCDF and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Records are flushed to disk every this many cycles: a killed run
+    /// leaves files readable up to the last flush.
+    #[serde(default = "fifty")]
+    pub flush_every: usize,
+    /// The fields written (absent: all of them).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Write the state fields (truth, means, spreads) at all; `false`
+    /// keeps only the per-cycle scores.
+    #[serde(default = "yes")]
+    pub states: bool,
+    /// Also write every analysis member of ensemble methods.
+    #[serde(default)]
+    pub members: bool,
+}
+
+fn fifty() -> usize {
+    50
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            flush_every: fifty(),
+            fields: None,
+            states: true,
+            members: false,
+        }
+    }
 }
 
 /// The `[run]` table.
@@ -241,6 +286,8 @@ struct RawConfig {
     observations: ObservationConfig,
     run: RunConfig,
     initial: InitialConfig,
+    #[serde(default)]
+    output: OutputConfig,
     methods: Vec<toml::Table>,
     #[serde(default)]
     expected: BTreeMap<String, Expected>,
@@ -276,6 +323,8 @@ pub struct ExperimentConfig {
     pub run: RunConfig,
     /// Initial conditions.
     pub initial: InitialConfig,
+    /// What the run writes.
+    pub output: OutputConfig,
     /// The methods, in file order.
     pub methods: Vec<MethodEntry>,
     /// Published scores by label.
@@ -368,6 +417,7 @@ impl ExperimentConfig {
             observations: raw.observations,
             run: raw.run,
             initial: raw.initial,
+            output: raw.output,
             methods,
             expected: raw.expected,
         };
@@ -384,7 +434,55 @@ impl ExperimentConfig {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let o = &self.observations;
-        let error_std = o.error_std.values();
+        if o.operator == OperatorKind::File {
+            if o.file.is_none() {
+                return Err((
+                    "observations.file".into(),
+                    "is required by operator \"file\"".into(),
+                ));
+            }
+            if self.forecast_model.is_some() {
+                return Err((
+                    "forecast_model".into(),
+                    "observations from a file have no truth model: give the cycled model as [model]"
+                        .into(),
+                ));
+            }
+            for (key, set) in [
+                ("error_std", o.error_std.is_some()),
+                (
+                    "error_correlation_length",
+                    o.error_correlation_length.is_some(),
+                ),
+                ("missing_fraction", o.missing_fraction.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        format!("observations.{key}"),
+                        "does not apply to observations from a file (the file gives each error)"
+                            .into(),
+                    ));
+                }
+            }
+        } else if o.file.is_some() {
+            return Err((
+                "observations.file".into(),
+                "only applies to operator \"file\"".into(),
+            ));
+        }
+        if self.output.flush_every == 0 {
+            return Err(("output.flush_every".into(), "must be at least 1".into()));
+        }
+        let error_std = match (&o.error_std, o.operator) {
+            (Some(e), _) => e.values(),
+            (None, OperatorKind::File) => vec![1.0],
+            (None, _) => {
+                return Err((
+                    "observations.error_std".into(),
+                    "is required (one value, or one per observation)".into(),
+                ));
+            }
+        };
         if error_std.is_empty() {
             return Err(("observations.error_std".into(), "must not be empty".into()));
         }
@@ -448,7 +546,7 @@ impl ExperimentConfig {
                     ));
                 }
             }
-            OperatorKind::Identity => {}
+            OperatorKind::Identity | OperatorKind::File => {}
         }
         if o.operator != OperatorKind::Partial && o.indices.is_some() {
             return only("indices", "partial");

@@ -10,4 +10,4 @@ pub mod twin;
 pub use config::{ConfigError, ExperimentConfig};
 pub use registry::ModelConfig;
 pub use runner::{Report, RunOptions, run};
-pub use twin::Twin;
+pub use twin::{Built, ObsSource, TruthRun};

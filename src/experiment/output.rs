@@ -1,14 +1,800 @@
-//! Run outputs: `summary.json`, one NetCDF file per method, and the table
-//! printed on the terminal (also written as Markdown by `rime reproduce`).
+//! Run outputs, streamed as the run goes: one CF NetCDF file per method,
+//! `truth.nc` (twins) and `observations.nc`, each appended cycle by cycle
+//! along an unlimited `time` dimension and flushed every
+//! `output.flush_every` cycles; then `summary.json` and the results table.
+//!
+//! Memory does not grow with the run's length: a file holds one record in
+//! memory at a time. While the run goes each file is `<name>.partial.nc`,
+//! a valid classic NetCDF file holding every cycle up to its last flush (a
+//! killed run leaves it readable by xarray); when the method ends it is
+//! renamed to `<name>.nc` (or converted to NetCDF-4), so an earlier run's
+//! file of the same name is only replaced by a complete one.
+//!
+//! Schema. Every file has `time` (model time of the observations). State
+//! variables follow the forecast model's [`Geometry`]: one variable per
+//! field, named `<kind>` when one field is written and `<kind>_<field>`
+//! otherwise, over the field's own dimensions (`x` or `y, x` for axes,
+//! shared between fields on the same axes; `point_<field>` with auxiliary
+//! coordinates `<dim>_x`, `<dim>_y` for scattered points), with the field's
+//! units and grid position; masked fields have an integer `mask[_<field>]`
+//! (1 = active).
+//! - `truth.nc`: `truth`.
+//! - `observations.nc`: over `(time, obs)`, padded with NaN past each
+//!   cycle's count: `observations`, `obs_error_std`, `obs_x`, `obs_y` and
+//!   the integer `obs_index` (the state index a selection reads; fill value
+//!   -1 otherwise); and
+//!   `obs_count`, `obs_missing` per cycle.
+//! - `<label>.nc`: `forecast_mean`, `forecast_spread`, `analysis_mean`,
+//!   `analysis_spread` (unless `output.states = false`),
+//!   `analysis_members` over `(time, member, ...)` with `output.members`;
+//!   the per-cycle scores of [`CycleScores::NAMES`]; for variational
+//!   methods the minimisation ending at each cycle (`minimiser_iterations`,
+//!   `cost_initial`, `cost_final`, `cost_background_final`,
+//!   `cost_observation_final`, `gradient_norm_final`); for ensembles the
+//!   analysis `rank_histogram` after burn-in; and `diverged_at_cycle`
+//!   (-1 if the method ran to the end). The last three are written when
+//!   the method ends.
 
 use std::path::{Path, PathBuf};
 
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
-use super::config::Expected;
-use super::runner::{MethodReport, Report, Status};
-use crate::io::{self, AttrValue, Dataset, IoError, NetcdfFormat, VarData, Variable};
+use super::config::{Expected, ExperimentConfig, MethodEntry};
+use super::runner::{CycleScores, Moments, Report, Status};
+use super::twin::{Built, Chronology, ObsSource};
+use crate::core::{CoordinateUnits, Coordinates, Geometry, ObsBatch};
+use crate::da::var::MinimisationSummary;
+use crate::io::stream::{StreamAttr, StreamHeader, StreamType, StreamVar, StreamWriter};
+use crate::io::{self, IoError, NetcdfFormat};
+use crate::metrics::RankHistogram;
+
+/// Where and how a run writes its files.
+#[derive(Clone, Debug)]
+pub struct OutputTarget {
+    /// The output directory (created if needed).
+    pub dir: PathBuf,
+    /// Classic (streamed) or NetCDF-4 (streamed as classic, converted when
+    /// each file is complete; needs the `netcdf` feature).
+    pub format: NetcdfFormat,
+}
+
+/// One written field: where it sits in the state and its dimensions.
+#[derive(Clone, Debug)]
+struct FieldLayout {
+    name: String,
+    long_name: String,
+    units: String,
+    position: &'static str,
+    offset: usize,
+    len: usize,
+    /// Dimension names, slowest first, without `time` or `member`.
+    dims: Vec<String>,
+    /// `""` when one field is written, else `_<field>`.
+    suffix: String,
+    /// `coordinates` attribute for scattered points.
+    coordinates: Option<String>,
+}
+
+/// The dimensions, coordinate variables and fields of the written state.
+#[derive(Clone, Debug)]
+struct Layout {
+    dims: Vec<(String, usize)>,
+    fixed: Vec<(StreamVar, Vec<f64>)>,
+    fields: Vec<FieldLayout>,
+}
+
+impl Layout {
+    /// The layout of `names` (absent: every field) of `geometry`.
+    fn new(geometry: &Geometry, names: Option<&[String]>) -> Self {
+        let selected: Vec<usize> = match names {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| geometry.field(n).map(|(k, _)| k))
+                .collect(),
+            None => (0..geometry.fields.len()).collect(),
+        };
+        let single = selected.len() == 1;
+        let (ux, uy) = geometry.coordinate_units.cf_units();
+        let (sx, sy) = match geometry.coordinate_units {
+            CoordinateUnits::Degrees => (Some("longitude"), Some("latitude")),
+            CoordinateUnits::Metres => (
+                Some("projection_x_coordinate"),
+                Some("projection_y_coordinate"),
+            ),
+            CoordinateUnits::Model => (None, None),
+        };
+        let mut layout = Layout {
+            dims: Vec::new(),
+            fixed: Vec::new(),
+            fields: Vec::new(),
+        };
+        // An axis dimension: `base` if free or holding the same values,
+        // else `base_<field>`.
+        let axis = |layout: &mut Layout, base: &str, field: &str, values: &[f64]| -> String {
+            for name in [base.to_string(), format!("{base}_{field}")] {
+                match layout.fixed.iter().find(|(v, _)| v.name == name) {
+                    Some((_, existing)) if existing == values => return name,
+                    Some(_) => continue,
+                    None => {
+                        let (units, standard, axis_name, long) = if base == "x" {
+                            (ux, sx, "X", "x coordinate of the grid points")
+                        } else {
+                            (uy, sy, "Y", "y coordinate of the grid points")
+                        };
+                        let mut var = StreamVar::new(&name, &[name.as_str()], StreamType::F64)
+                            .attr("long_name", long)
+                            .attr("units", units)
+                            .attr("axis", axis_name);
+                        if let Some(s) = standard {
+                            var = var.attr("standard_name", s);
+                        }
+                        layout.dims.push((name.clone(), values.len()));
+                        layout.fixed.push((var, values.to_vec()));
+                        return name;
+                    }
+                }
+            }
+            unreachable!("a field's own axis name is free or its own")
+        };
+        for k in selected {
+            let f = &geometry.fields[k];
+            let suffix = if single {
+                String::new()
+            } else {
+                format!("_{}", f.name)
+            };
+            let (dims, coordinates) = match &f.coordinates {
+                Coordinates::Axes { x, y } => {
+                    let dx = axis(&mut layout, "x", &f.name, x);
+                    if y.is_empty() {
+                        (vec![dx], None)
+                    } else {
+                        let dy = axis(&mut layout, "y", &f.name, y);
+                        (vec![dy, dx], None)
+                    }
+                }
+                Coordinates::Points(points) => {
+                    let dim = format!("point_{}", f.name);
+                    layout.dims.push((dim.clone(), points.len()));
+                    for (c, (units, standard)) in [(ux, sx), (uy, sy)].into_iter().enumerate() {
+                        let name = format!("{dim}_{}", ["x", "y"][c]);
+                        let mut var = StreamVar::new(&name, &[dim.as_str()], StreamType::F64)
+                            .attr(
+                                "long_name",
+                                format!(
+                                    "{} coordinate of the points of `{}`",
+                                    ["x", "y"][c],
+                                    f.name
+                                )
+                                .as_str(),
+                            )
+                            .attr("units", units);
+                        if let Some(s) = standard {
+                            var = var.attr("standard_name", s);
+                        }
+                        layout
+                            .fixed
+                            .push((var, points.iter().map(|p| p[c]).collect()));
+                    }
+                    (vec![dim.clone()], Some(format!("{dim}_x {dim}_y")))
+                }
+            };
+            if let Some(mask) = &f.mask {
+                let dim_refs: Vec<&str> = dims.iter().map(String::as_str).collect();
+                let var = StreamVar::new(&format!("mask{suffix}"), &dim_refs, StreamType::I32)
+                    .attr(
+                        "long_name",
+                        format!("active points of `{}`", f.name).as_str(),
+                    )
+                    .attr("flag_values", StreamAttr::I32(vec![0, 1]))
+                    .attr("flag_meanings", "inactive active");
+                layout.fixed.push((
+                    var,
+                    mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect(),
+                ));
+            }
+            layout.fields.push(FieldLayout {
+                name: f.name.clone(),
+                long_name: f.long_name.clone(),
+                units: f.units.clone(),
+                position: f.position.name(),
+                offset: geometry.offset(k),
+                len: f.len(),
+                dims,
+                suffix,
+                coordinates,
+            });
+        }
+        layout
+    }
+
+    /// One record variable per field: `<kind>[_<field>]` over
+    /// `(time, [member,] field dims)`.
+    fn state_vars(&self, kind: &str, long: &str, member: bool) -> Vec<StreamVar> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let mut dims = vec!["time"];
+                if member {
+                    dims.push("member");
+                }
+                dims.extend(f.dims.iter().map(String::as_str));
+                let mut var =
+                    StreamVar::new(&format!("{kind}{}", f.suffix), &dims, StreamType::F64)
+                        .attr(
+                            "long_name",
+                            format!("{long} of {} ({})", f.name, f.long_name).as_str(),
+                        )
+                        .attr("units", f.units.as_str())
+                        .attr("field", f.name.as_str())
+                        .attr("grid_position", f.position);
+                if let Some(c) = &f.coordinates {
+                    var = var.attr("coordinates", c.as_str());
+                }
+                var
+            })
+            .collect()
+    }
+
+    /// The slices of one state, field by field.
+    fn slices<'a>(&self, state: &'a [f64]) -> impl Iterator<Item = &'a [f64]> + use<'a, '_> {
+        self.fields
+            .iter()
+            .map(|f| &state[f.offset..f.offset + f.len])
+    }
+}
+
+fn time_var() -> StreamVar {
+    StreamVar::new("time", &["time"], StreamType::F64)
+        .attr("long_name", "model time of the observations")
+        .attr("units", "1")
+        .attr("axis", "T")
+        .attr("standard_name", "time")
+}
+
+fn global_attributes(
+    config: &ExperimentConfig,
+    model: &str,
+    title: &str,
+    chronology: Chronology,
+) -> Vec<(String, StreamAttr)> {
+    let mut a: Vec<(String, StreamAttr)> = vec![
+        ("Conventions".into(), "CF-1.8".into()),
+        ("title".into(), title.into()),
+        (
+            "source".into(),
+            format!("rime {}", env!("CARGO_PKG_VERSION"))
+                .as_str()
+                .into(),
+        ),
+        (
+            "experiment".into(),
+            config.path.display().to_string().as_str().into(),
+        ),
+        ("model".into(), model.into()),
+        // Text: a u64 seed does not fit a double or an int attribute.
+        ("seed".into(), config.run.seed.to_string().as_str().into()),
+        ("burn_in_cycles".into(), (chronology.burn_in as i32).into()),
+        ("time_step".into(), chronology.dt.into()),
+        (
+            "steps_per_cycle".into(),
+            (chronology.steps_per_cycle as i32).into(),
+        ),
+    ];
+    if let Some(d) = &config.description {
+        a.push(("comment".into(), d.as_str().into()));
+    }
+    if let Some(r) = &config.reference {
+        a.push(("references".into(), r.as_str().into()));
+    }
+    a
+}
+
+/// A file being streamed: `<name>.partial.nc` until [`finish`](Self::finish).
+struct Stream {
+    writer: StreamWriter,
+    partial: PathBuf,
+    path: PathBuf,
+    format: NetcdfFormat,
+    flush_every: usize,
+}
+
+impl Stream {
+    fn create(
+        dir: &Path,
+        name: &str,
+        header: StreamHeader,
+        format: NetcdfFormat,
+        flush_every: usize,
+    ) -> Result<Self, IoError> {
+        let partial = dir.join(format!("{name}.partial.nc"));
+        let writer = StreamWriter::create(&partial, header)?;
+        Ok(Self {
+            writer,
+            partial,
+            path: dir.join(format!("{name}.nc")),
+            format,
+            flush_every: flush_every.max(1),
+        })
+    }
+
+    /// Appends cycle `k`'s record; flushes every `flush_every` cycles.
+    fn append(&mut self, k: usize, record: &[&[f64]]) -> Result<(), IoError> {
+        self.writer.append(record)?;
+        if (k + 1).is_multiple_of(self.flush_every) {
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and moves the file to its final name (converting it to
+    /// NetCDF-4 if asked).
+    fn finish(self) -> Result<PathBuf, IoError> {
+        let Stream {
+            writer,
+            partial,
+            path,
+            format,
+            ..
+        } = self;
+        writer.finish()?;
+        match format {
+            NetcdfFormat::Classic => {
+                std::fs::rename(&partial, &path).map_err(|source| IoError::Io {
+                    path: path.clone(),
+                    action: format!("renaming {} into place", partial.display()),
+                    source,
+                })?;
+            }
+            NetcdfFormat::Netcdf4 => {
+                let ds = io::read_classic(&partial)?;
+                io::write_netcdf(&path, &ds, NetcdfFormat::Netcdf4)?;
+                std::fs::remove_file(&partial).map_err(|source| IoError::Io {
+                    path: partial.clone(),
+                    action: "removing the streamed classic file".into(),
+                    source,
+                })?;
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// The files of a run that are not a method's: `truth.nc` and
+/// `observations.nc`; and what method files share.
+pub struct RunFiles {
+    target: OutputTarget,
+    config: ExperimentConfig,
+    model: String,
+    chronology: Chronology,
+    layout: Layout,
+    truth: Option<Stream>,
+    observations: Stream,
+    max_obs: usize,
+    two_dimensional: bool,
+    buffer: Vec<Vec<f64>>,
+}
+
+impl RunFiles {
+    /// Creates the output directory, `truth.nc` (twins) and
+    /// `observations.nc`.
+    ///
+    /// # Errors
+    /// A directory or file that cannot be created.
+    pub fn create(
+        target: &OutputTarget,
+        config: &ExperimentConfig,
+        built: &Built,
+        chronology: Chronology,
+    ) -> Result<Self, IoError> {
+        std::fs::create_dir_all(&target.dir).map_err(|source| IoError::Io {
+            path: target.dir.clone(),
+            action: "creating the output directory".into(),
+            source,
+        })?;
+        let model = built.model();
+        let geometry = model.geometry();
+        let layout = Layout::new(geometry, config.output.fields.as_deref());
+        let write_states = config.output.states;
+        let flush = config.output.flush_every;
+        let truth = if built.has_truth() && write_states {
+            let mut records = vec![time_var()];
+            records.extend(layout.state_vars("truth", "true state", false));
+            let header = StreamHeader {
+                record_dim: "time".into(),
+                dims: layout.dims.clone(),
+                attributes: global_attributes(
+                    config,
+                    model.name(),
+                    &format!("rime twin experiment: truth of {}", model.name()),
+                    chronology,
+                ),
+                fixed: layout.fixed.clone(),
+                records,
+            };
+            Some(Stream::create(
+                &target.dir,
+                "truth",
+                header,
+                target.format,
+                flush,
+            )?)
+        } else {
+            None
+        };
+        let max_obs = built.source.max_len().max(1);
+        let two_dimensional =
+            geometry.fields.iter().any(|f| f.shape.len() == 2) || geometry.period[1].is_some();
+        let (ux, uy) = geometry.coordinate_units.cf_units();
+        let obs_var = |name: &str, long: &str, units: &str| {
+            StreamVar::new(name, &["time", "obs"], StreamType::F64)
+                .attr("long_name", long)
+                .attr("units", units)
+        };
+        let mut records = vec![
+            time_var(),
+            StreamVar::new("obs_count", &["time"], StreamType::I32)
+                .attr("long_name", "number of observations at this time"),
+            StreamVar::new("obs_missing", &["time"], StreamType::I32).attr(
+                "long_name",
+                "observations of the network missing at this time",
+            ),
+            obs_var("observations", "observed values (NaN past obs_count)", "1"),
+            obs_var("obs_error_std", "observation-error standard deviation", "1"),
+            StreamVar::new("obs_index", &["time", "obs"], StreamType::I32)
+                .attr(
+                    "long_name",
+                    "state index read by each observation (fill: the operator is not a selection)",
+                )
+                .attr("_FillValue", -1),
+            obs_var("obs_x", "x coordinate of each observation", ux),
+        ];
+        if two_dimensional {
+            records.push(obs_var("obs_y", "y coordinate of each observation", uy));
+        }
+        let source = match &built.source {
+            ObsSource::Twin(_) => "simulated from the truth",
+            ObsSource::File(_) => "read from a file",
+        };
+        let mut attributes = global_attributes(
+            config,
+            model.name(),
+            &format!("rime observations ({source})"),
+            chronology,
+        );
+        attributes.push(("observation_source".into(), source.into()));
+        let header = StreamHeader {
+            record_dim: "time".into(),
+            dims: vec![("obs".into(), max_obs)],
+            attributes,
+            fixed: Vec::new(),
+            records,
+        };
+        let observations =
+            Stream::create(&target.dir, "observations", header, target.format, flush)?;
+        Ok(Self {
+            target: target.clone(),
+            config: config.clone(),
+            model: model.name().to_string(),
+            chronology,
+            layout,
+            truth,
+            observations,
+            max_obs,
+            two_dimensional,
+            buffer: vec![vec![f64::NAN; max_obs]; 5],
+        })
+    }
+
+    /// Opens the file of one method.
+    ///
+    /// # Errors
+    /// A file that cannot be created.
+    pub fn method(&self, entry: &MethodEntry) -> Result<MethodWriter, IoError> {
+        MethodWriter::create(self, entry)
+    }
+
+    /// Appends cycle `k`: the truth (twins) and the observations.
+    ///
+    /// # Errors
+    /// A write that fails.
+    pub fn record(
+        &mut self,
+        k: usize,
+        time: f64,
+        truth: Option<&DVector<f64>>,
+        batch: &ObsBatch,
+    ) -> Result<(), IoError> {
+        if let (Some(stream), Some(x)) = (&mut self.truth, truth) {
+            let mut record: Vec<&[f64]> = vec![std::slice::from_ref(&time)];
+            record.extend(self.layout.slices(x.as_slice()));
+            stream.append(k, &record)?;
+        }
+        let p = batch.len().min(self.max_obs);
+        for column in &mut self.buffer {
+            column.fill(f64::NAN);
+        }
+        self.buffer[2].fill(-1.0);
+        let std = batch.error.std();
+        let locations = batch.operator.locations();
+        let indices = super::twin::selected_indices(batch.operator.as_ref());
+        for j in 0..p {
+            self.buffer[0][j] = batch.values[j];
+            self.buffer[1][j] = std[j];
+            self.buffer[2][j] = indices.as_ref().map_or(-1.0, |i| i[j] as f64);
+            if let Some(l) = locations.get(j) {
+                self.buffer[3][j] = l[0];
+                self.buffer[4][j] = l[1];
+            }
+        }
+        let count = batch.len() as f64;
+        let missing = batch.missing as f64;
+        let mut record: Vec<&[f64]> = vec![
+            std::slice::from_ref(&time),
+            std::slice::from_ref(&count),
+            std::slice::from_ref(&missing),
+        ];
+        let columns = if self.two_dimensional { 5 } else { 4 };
+        record.extend(self.buffer[..columns].iter().map(Vec::as_slice));
+        self.observations.append(k, &record)
+    }
+
+    /// Closes `truth.nc` and `observations.nc`; returns their paths.
+    ///
+    /// # Errors
+    /// A write or rename that fails.
+    pub fn finish(self) -> Result<Vec<PathBuf>, IoError> {
+        let mut paths = Vec::new();
+        if let Some(t) = self.truth {
+            paths.push(t.finish()?);
+        }
+        paths.push(self.observations.finish()?);
+        Ok(paths)
+    }
+}
+
+/// What a method's file records at one cycle.
+pub struct CycleRecord<'a> {
+    /// Model time.
+    pub time: f64,
+    /// Forecast moments.
+    pub forecast: &'a Moments,
+    /// Analysis moments.
+    pub analysis: &'a Moments,
+    /// Analysis members, `n x N`, if the file keeps them.
+    pub members: Option<&'a DMatrix<f64>>,
+    /// The cycle's scores.
+    pub scores: &'a CycleScores,
+    /// The minimisation that ended at this cycle, if any.
+    pub minimisation: Option<&'a MinimisationSummary>,
+}
+
+/// The streamed file of one method.
+pub struct MethodWriter {
+    stream: Stream,
+    layout: Layout,
+    states: bool,
+    members: Option<usize>,
+    variational: bool,
+    ranks: Option<usize>,
+    member_buffer: Vec<Vec<f64>>,
+}
+
+/// Whether a method minimises a cost function (and has minimisation
+/// records).
+fn is_variational(entry: &MethodEntry) -> bool {
+    matches!(entry.method.name(), "var3d" | "var4d" | "ienks" | "en4dvar")
+}
+
+const MINIMISATION_VARS: [(&str, &str); 6] = [
+    (
+        "minimiser_iterations",
+        "L-BFGS iterations of the minimisation ending at this cycle",
+    ),
+    ("cost_initial", "cost function at the background"),
+    ("cost_final", "cost function at the minimum"),
+    (
+        "cost_background_final",
+        "background (and model-error) term at the minimum",
+    ),
+    ("cost_observation_final", "observation term at the minimum"),
+    ("gradient_norm_final", "gradient norm at the minimum"),
+];
+
+impl MethodWriter {
+    fn create(files: &RunFiles, entry: &MethodEntry) -> Result<Self, IoError> {
+        let config = &files.config;
+        let layout = files.layout.clone();
+        let ensemble = entry.method.ensemble_size();
+        let members = ensemble.filter(|_| config.output.members && config.output.states);
+        let variational = is_variational(entry);
+        let mut dims = layout.dims.clone();
+        let mut fixed = layout.fixed.clone();
+        if let Some(m) = members {
+            dims.push(("member".into(), m));
+        }
+        if let Some(m) = ensemble {
+            dims.push(("rank".into(), m + 1));
+            fixed.push((
+                StreamVar::new("rank_histogram", &["rank"], StreamType::I32)
+                    .attr(
+                        "long_name",
+                        "rank of the truth among the analysis members, after burn-in",
+                    )
+                    .attr("units", "1"),
+                vec![0.0; m + 1],
+            ));
+        }
+        fixed.push((
+            StreamVar::new("diverged_at_cycle", &[], StreamType::I32).attr(
+                "long_name",
+                "cycle (0-based) at which the method was stopped; -1 if it ran to the end",
+            ),
+            vec![-1.0],
+        ));
+        let mut records = vec![time_var()];
+        if config.output.states {
+            records.extend(layout.state_vars("forecast_mean", "forecast (prior) mean", false));
+            records.extend(layout.state_vars(
+                "forecast_spread",
+                "forecast standard deviation",
+                false,
+            ));
+            records.extend(layout.state_vars("analysis_mean", "analysis (posterior) mean", false));
+            records.extend(layout.state_vars(
+                "analysis_spread",
+                "analysis standard deviation",
+                false,
+            ));
+            if members.is_some() {
+                records.extend(layout.state_vars("analysis_members", "analysis member", true));
+            }
+        }
+        for (name, long) in CycleScores::NAMES {
+            records.push(
+                StreamVar::new(name, &["time"], StreamType::F64)
+                    .attr("long_name", long)
+                    .attr("units", "1"),
+            );
+        }
+        if variational {
+            for (name, long) in MINIMISATION_VARS {
+                records.push(
+                    StreamVar::new(name, &["time"], StreamType::F64)
+                        .attr("long_name", long)
+                        .attr("units", "1"),
+                );
+            }
+        }
+        let method_json = serde_json::to_string(&entry.method).expect("method serialises");
+        let mut attributes = global_attributes(
+            config,
+            &files.model,
+            &format!("rime experiment: {} with {}", files.model, entry.label),
+            files.chronology,
+        );
+        for (k, v) in [
+            ("method_label", entry.label.as_str()),
+            ("method_name", entry.method.name()),
+            ("method_config", method_json.as_str()),
+        ] {
+            attributes.push((k.into(), v.into()));
+        }
+        let header = StreamHeader {
+            record_dim: "time".into(),
+            dims,
+            attributes,
+            fixed,
+            records,
+        };
+        let stream = Stream::create(
+            &files.target.dir,
+            &entry.label,
+            header,
+            files.target.format,
+            config.output.flush_every,
+        )?;
+        let member_buffer = layout
+            .fields
+            .iter()
+            .map(|f| vec![0.0; f.len * members.unwrap_or(0)])
+            .collect();
+        Ok(Self {
+            stream,
+            layout,
+            states: config.output.states,
+            members,
+            variational,
+            ranks: ensemble.map(|m| m + 1),
+            member_buffer,
+        })
+    }
+
+    /// Whether the file keeps the analysis members.
+    pub fn has_members(&self) -> bool {
+        self.members.is_some()
+    }
+
+    /// Appends cycle `k`.
+    ///
+    /// # Errors
+    /// A write that fails.
+    pub fn record(&mut self, k: usize, r: &CycleRecord<'_>) -> Result<(), IoError> {
+        let mut record: Vec<&[f64]> = vec![std::slice::from_ref(&r.time)];
+        if self.states {
+            for v in [
+                &r.forecast.mean,
+                &r.forecast.std,
+                &r.analysis.mean,
+                &r.analysis.std,
+            ] {
+                record.extend(self.layout.slices(v.as_slice()));
+            }
+            if let Some(m) = self.members {
+                let e = r.members.filter(|e| e.ncols() == m);
+                for (f, buffer) in self.layout.fields.iter().zip(&mut self.member_buffer) {
+                    for j in 0..m {
+                        let out = &mut buffer[j * f.len..(j + 1) * f.len];
+                        match e {
+                            Some(e) => out.copy_from_slice(
+                                &e.column(j).as_slice()[f.offset..f.offset + f.len],
+                            ),
+                            None => out.fill(f64::NAN),
+                        }
+                    }
+                }
+                record.extend(self.member_buffer.iter().map(Vec::as_slice));
+            }
+        }
+        let scores = r.scores.values();
+        record.extend(scores.iter().map(std::slice::from_ref));
+        let minimisation = r.minimisation.map_or([f64::NAN; 6], |m| {
+            [
+                m.iterations as f64,
+                m.cost_initial,
+                m.last.cost,
+                m.last.cost_b + m.last.cost_q,
+                m.last.cost_o,
+                m.last.gradient_norm,
+            ]
+        });
+        if self.variational {
+            record.extend(minimisation.iter().map(std::slice::from_ref));
+        }
+        self.stream.append(k, &record)
+    }
+
+    /// Writes the end-of-run values (rank histogram, divergence), closes
+    /// the file and moves it into place; returns its path.
+    ///
+    /// # Errors
+    /// A write or rename that fails.
+    pub fn finish(
+        mut self,
+        status: &Status,
+        histogram: Option<&RankHistogram>,
+    ) -> Result<PathBuf, IoError> {
+        if let (Some(ranks), Some(h)) = (self.ranks, histogram) {
+            let counts: Vec<f64> = h
+                .counts
+                .iter()
+                .map(|&c| c.min(i32::MAX as u64) as f64)
+                .collect();
+            if counts.len() == ranks {
+                self.stream
+                    .writer
+                    .rewrite_fixed("rank_histogram", &counts)?;
+            }
+        }
+        if let Status::Diverged { cycle, .. } = status {
+            self.stream
+                .writer
+                .rewrite_fixed("diverged_at_cycle", &[*cycle as f64])?;
+        }
+        self.stream.finish()
+    }
+}
 
 /// One entry of `summary.json`. The shape is stable: scripts read it.
 #[derive(Serialize)]
@@ -26,6 +812,10 @@ struct MethodSummary<'a> {
     spread_a: Option<f64>,
     crps_a: Option<f64>,
     spread_skill_a: Option<f64>,
+    omb_rms: Option<f64>,
+    oma_rms: Option<f64>,
+    desroziers_r_ratio: Option<f64>,
+    desroziers_hbh_ratio: Option<f64>,
     time_per_cycle_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     minimisation: Option<MinimisationStats>,
@@ -48,6 +838,10 @@ struct RunSummary<'a> {
     seed: u64,
     cycles: usize,
     burn_in: usize,
+    has_truth: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truth: Option<&'static str>,
+    observations: &'static str,
     rime_version: &'static str,
     methods: Vec<MethodSummary<'a>>,
 }
@@ -56,25 +850,20 @@ fn netcdf_name(label: &str) -> String {
     format!("{label}.nc")
 }
 
-/// Writes `summary.json` and one NetCDF file per method into `dir`
-/// (created if needed); every file is written atomically. Returns the paths.
-pub fn write(report: &Report, dir: &Path, format: NetcdfFormat) -> Result<Vec<PathBuf>, IoError> {
+/// Writes `summary.json` into `dir` (created if needed), atomically;
+/// returns its path.
+///
+/// # Errors
+/// A directory or file that cannot be written.
+pub fn write_summary(report: &Report, dir: &Path) -> Result<PathBuf, IoError> {
     std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
         path: dir.to_path_buf(),
         action: "creating the output directory".into(),
         source,
     })?;
-    let mut written = Vec::new();
-    for method in &report.methods {
-        let path = dir.join(netcdf_name(&method.label));
-        io::write_netcdf(&path, &method_dataset(report, method), format)?;
-        written.push(path);
-    }
-    let summary = summary_json(report);
     let path = dir.join("summary.json");
-    io::write_atomic(&path, summary.as_bytes())?;
-    written.push(path);
-    Ok(written)
+    io::write_atomic(&path, summary_json(report).as_bytes())?;
+    Ok(path)
 }
 
 /// The `summary.json` text.
@@ -89,18 +878,23 @@ pub fn summary_json(report: &Report) -> String {
                     ("diverged", Some(*cycle), Some(reason.as_str()))
                 }
             };
+            let s = &m.summary;
             MethodSummary {
                 label: &m.label,
                 name: m.entry.method.name(),
                 status,
                 diverged_at_cycle: cycle,
                 reason,
-                rmse_a: m.summary.rmse_a,
-                rmse_a_ci95: m.summary.rmse_a_ci95,
-                rmse_f: m.summary.rmse_f,
-                spread_a: m.summary.spread_a,
-                crps_a: m.summary.crps_a,
-                spread_skill_a: m.summary.spread_skill_a,
+                rmse_a: s.rmse_a,
+                rmse_a_ci95: s.rmse_a_ci95,
+                rmse_f: s.rmse_f,
+                spread_a: s.spread_a,
+                crps_a: s.crps_a,
+                spread_skill_a: s.spread_skill_a,
+                omb_rms: s.omb_rms,
+                oma_rms: s.oma_rms,
+                desroziers_r_ratio: s.desroziers_r_ratio,
+                desroziers_hbh_ratio: s.desroziers_hbh_ratio,
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
                     count: m.minimisations.len(),
@@ -128,286 +922,45 @@ pub fn summary_json(report: &Report) -> String {
         seed: report.config.run.seed,
         cycles: report.config.run.cycles,
         burn_in: report.config.run.burn_in,
+        has_truth: report.has_truth,
+        truth: (report.has_truth && report.config.output.states).then_some("truth.nc"),
+        observations: "observations.nc",
         rime_version: env!("CARGO_PKG_VERSION"),
         methods,
     };
     serde_json::to_string_pretty(&summary).expect("summary serialises") + "\n"
 }
 
-/// Row-major `[time, n]` data from an `n x cycles` matrix: nalgebra is
-/// column-major, so its memory already is that layout.
-fn time_major(m: &DMatrix<f64>) -> Vec<f64> {
-    m.as_slice().to_vec()
-}
-
-fn text(s: &str) -> AttrValue {
-    AttrValue::Text(s.to_string())
-}
-
-fn variable(name: &str, dims: &[&str], data: Vec<f64>, attrs: &[(&str, &str)]) -> Variable {
-    Variable {
-        name: name.to_string(),
-        dimensions: dims.iter().map(|d| d.to_string()).collect(),
-        data: VarData::F64(data),
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), text(v)))
-            .collect(),
-    }
-}
-
-/// The CF dataset of one method: truth, observations, forecast and analysis
-/// mean and spread per cycle, and the score series.
-pub fn method_dataset(report: &Report, method: &MethodReport) -> Dataset {
-    let twin = &report.twin;
-    let chronology = twin.chronology;
-    let cycles = chronology.cycles;
-    let n = twin.truth.nrows();
-    let p = twin
-        .observations
-        .iter()
-        .map(|b| b.len())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let units = "1";
-    let mut ds = Dataset::new();
-    let status = match &method.status {
-        Status::Ok => "ok".to_string(),
-        Status::Diverged { cycle, reason } => format!("diverged at cycle {cycle}: {reason}"),
-    };
-    let method_json = serde_json::to_string(&method.entry.method).expect("method serialises");
-    for (k, v) in [
-        ("Conventions", "CF-1.8"),
-        (
-            "title",
-            &format!(
-                "rime twin experiment: {} with {}",
-                report.model_name, method.label
-            ),
-        ),
-        ("source", &format!("rime {}", env!("CARGO_PKG_VERSION"))),
-        ("experiment", &report.config.path.display().to_string()),
-        ("model", &report.model_name),
-        ("method_label", &method.label),
-        ("method_name", method.entry.method.name()),
-        ("method_config", &method_json),
-        ("status", &status),
-    ] {
-        ds.attributes.push((k.to_string(), text(v)));
-    }
-    ds.attributes
-        .push(("seed".into(), AttrValue::F64(report.config.run.seed as f64)));
-    ds.attributes.push((
-        "burn_in_cycles".into(),
-        AttrValue::I32(chronology.burn_in as i32),
-    ));
-    let (sum, count) = twin.observations.iter().fold((0.0, 0usize), |(s, c), b| {
-        (s + b.error.mean_variance() * b.len() as f64, c + b.len())
-    });
-    ds.attributes.push((
-        "observation_error_std".into(),
-        AttrValue::F64((sum / count.max(1) as f64).sqrt()),
-    ));
-    if let Some(r) = method.summary.rmse_a {
-        ds.attributes
-            .push(("rmse_a_time_mean".into(), AttrValue::F64(r)));
-    }
-    ds.dimensions = vec![("time".into(), cycles), ("x".into(), n), ("obs".into(), p)];
-
-    let times: Vec<f64> = (0..cycles).map(|k| chronology.time(k)).collect();
-    ds.variables.push(variable(
-        "time",
-        &["time"],
-        times,
-        &[
-            ("long_name", "model time of the observation"),
-            ("units", units),
-            ("axis", "T"),
-        ],
-    ));
-    ds.variables.push(variable(
-        "x",
-        &["x"],
-        (0..n).map(|i| i as f64).collect(),
-        &[("long_name", "state variable index"), ("units", "1")],
-    ));
-    // The observed state index of each observation (NaN where the
-    // operator is not a selection, or past the batch's length): one row
-    // when the network is fixed, one per cycle when it moves.
-    let fixed = twin
-        .observations
-        .windows(2)
-        .all(|w| w[0].network_id == w[1].network_id);
-    let index_row = |b: &crate::core::ObsBatch| -> Vec<f64> {
-        let idx = super::twin::selected_indices(b.operator.as_ref());
-        (0..p)
-            .map(|j| match &idx {
-                Some(idx) if j < idx.len() => idx[j] as f64,
-                _ => f64::NAN,
-            })
-            .collect()
-    };
-    let index_attrs = [
-        ("long_name", "state index observed by each observation"),
-        ("units", "1"),
-    ];
-    if fixed {
-        let row = twin
-            .observations
-            .first()
-            .map_or_else(|| vec![f64::NAN; p], index_row);
-        ds.variables
-            .push(variable("obs_index", &["obs"], row, &index_attrs));
-    } else {
-        let data = twin.observations.iter().flat_map(index_row).collect();
-        ds.variables
-            .push(variable("obs_index", &["time", "obs"], data, &index_attrs));
-    }
-    let state_vars = [
-        ("truth", &twin.truth, "true state"),
-        (
-            "forecast_mean",
-            &method.series.forecast_mean,
-            "forecast (prior) mean",
-        ),
-        (
-            "forecast_spread",
-            &method.series.forecast_spread,
-            "forecast standard deviation",
-        ),
-        (
-            "analysis_mean",
-            &method.series.analysis_mean,
-            "analysis (posterior) mean",
-        ),
-        (
-            "analysis_spread",
-            &method.series.analysis_spread,
-            "analysis standard deviation",
-        ),
-    ];
-    for (name, m, long) in state_vars {
-        ds.variables.push(variable(
-            name,
-            &["time", "x"],
-            time_major(m),
-            &[("long_name", long), ("units", units)],
-        ));
-    }
-    let observations = twin
-        .observations
-        .iter()
-        .flat_map(|b| (0..p).map(move |j| b.values.get(j).copied().unwrap_or(f64::NAN)))
-        .collect();
-    ds.variables.push(variable(
-        "observations",
-        &["time", "obs"],
-        observations,
-        &[
-            (
-                "long_name",
-                "observations with noise (NaN: missing or no observation)",
-            ),
-            ("units", units),
-        ],
-    ));
-    let scores = [
-        ("rmse_f", &method.series.rmse_f, "RMSE of the forecast mean"),
-        ("rmse_a", &method.series.rmse_a, "RMSE of the analysis mean"),
-        (
-            "spread_f",
-            &method.series.spread_f,
-            "forecast spread, root of the mean variance",
-        ),
-        (
-            "spread_a",
-            &method.series.spread_a,
-            "analysis spread, root of the mean variance",
-        ),
-        (
-            "crps_a",
-            &method.series.crps_a,
-            "analysis CRPS averaged over variables",
-        ),
-    ];
-    for (name, v, long) in scores {
-        ds.variables.push(variable(
-            name,
-            &["time"],
-            v.clone(),
-            &[("long_name", long), ("units", units)],
-        ));
-    }
-    if !method.minimisations.is_empty() {
-        // Per-cycle record of the minimisation that ended at that cycle (NaN
-        // where none did): the observer's J, J_b, J_o and gradient norm.
-        let mut columns = vec![vec![f64::NAN; cycles]; 6];
-        for r in &method.minimisations {
-            let values = [
-                r.iterations as f64,
-                r.cost_initial,
-                r.last.cost,
-                r.last.cost_b + r.last.cost_q,
-                r.last.cost_o,
-                r.last.gradient_norm,
-            ];
-            for (col, v) in columns.iter_mut().zip(values) {
-                col[r.cycle] = v;
-            }
-        }
-        let names = [
-            (
-                "minimiser_iterations",
-                "L-BFGS iterations of the minimisation ending at this cycle",
-            ),
-            ("cost_initial", "cost function at the background"),
-            ("cost_final", "cost function at the minimum"),
-            (
-                "cost_background_final",
-                "background (and model-error) term at the minimum",
-            ),
-            ("cost_observation_final", "observation term at the minimum"),
-            ("gradient_norm_final", "gradient norm at the minimum"),
-        ];
-        for ((name, long), data) in names.into_iter().zip(columns) {
-            ds.variables.push(variable(
-                name,
-                &["time"],
-                data,
-                &[("long_name", long), ("units", "1")],
-            ));
-        }
-    }
-    if let Some(h) = &method.rank_histogram {
-        ds.dimensions.push(("rank".into(), h.counts.len()));
-        ds.variables.push(Variable {
-            name: "rank_histogram".into(),
-            dimensions: vec!["rank".into()],
-            data: VarData::I32(
-                h.counts
-                    .iter()
-                    .map(|&c| c.min(i32::MAX as u64) as i32)
-                    .collect(),
-            ),
-            attributes: vec![
-                (
-                    "long_name".into(),
-                    text("rank of the truth among the analysis members, after burn-in"),
-                ),
-                ("units".into(), text("1")),
-            ],
-        });
-    }
-    ds
-}
-
-/// The results table as Markdown (also printed by the CLI).
+/// The results table as Markdown (also printed by the CLI). With a truth:
+/// analysis RMSE and its interval, spread, CRPS and the published score;
+/// without: the innovation statistics.
 pub fn table(report: &Report) -> String {
+    let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
+    let status = |s: &Status| match s {
+        Status::Ok => "ok".to_string(),
+        Status::Diverged { cycle, .. } => format!("diverged at cycle {cycle}"),
+    };
+    if !report.has_truth {
+        let mut out = String::from(
+            "| method | O−B rms | O−A rms | Desroziers R / assumed R | spread | status | ms/cycle |\n|---|---|---|---|---|---|---|\n",
+        );
+        for m in &report.methods {
+            out += &format!(
+                "| {} | {} | {} | {} | {} | {} | {:.3} |\n",
+                m.label,
+                f(m.summary.omb_rms),
+                f(m.summary.oma_rms),
+                f(m.summary.desroziers_r_ratio),
+                f(m.summary.spread_a),
+                status(&m.status),
+                m.time_per_cycle_s * 1e3
+            );
+        }
+        return out;
+    }
     let mut out = String::from(
         "| method | analysis RMSE | ±95% | spread | CRPS | expected | status | ms/cycle |\n|---|---|---|---|---|---|---|---|\n",
     );
-    let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
     for m in &report.methods {
         let expected = m.expected.map_or("—".to_string(), |e| {
             let mark = if m.meets_expectation() == Some(true) {
@@ -417,10 +970,6 @@ pub fn table(report: &Report) -> String {
             };
             format!("{:.2} ± {:.2} {mark}", e.rmse_a, e.tolerance)
         });
-        let status = match &m.status {
-            Status::Ok => "ok".to_string(),
-            Status::Diverged { cycle, .. } => format!("diverged at cycle {cycle}"),
-        };
         out += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.3} |\n",
             m.label,
@@ -429,9 +978,57 @@ pub fn table(report: &Report) -> String {
             f(m.summary.spread_a),
             f(m.summary.crps_a),
             expected,
-            status,
+            status(&m.status),
             m.time_per_cycle_s * 1e3
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Field, GridPosition};
+
+    #[test]
+    fn fields_share_equal_axes_and_get_their_own_otherwise() {
+        let mut u = Field::grid(
+            "u",
+            "velocity x",
+            "m s-1",
+            vec![0.5, 1.5, 2.5],
+            vec![0.0, 1.0],
+        );
+        u.position = GridPosition::FaceX;
+        let mut h = Field::grid("h", "thickness", "m", vec![0.0, 1.0, 2.0], vec![0.0, 1.0]);
+        h.mask = Some(vec![true, false, true, true, true, true]);
+        let a = Field::grid(
+            "a",
+            "concentration",
+            "1",
+            vec![0.0, 1.0, 2.0],
+            vec![0.0, 1.0],
+        );
+        let g = Geometry::new(vec![h, a, u], [None, None], CoordinateUnits::Metres);
+        let l = Layout::new(&g, None);
+        let dims: Vec<_> = l.dims.iter().map(|(n, len)| (n.as_str(), *len)).collect();
+        assert_eq!(dims, [("x", 3), ("y", 2), ("x_u", 3)]);
+        assert_eq!(l.fields[0].dims, ["y", "x"]);
+        assert_eq!(l.fields[1].dims, ["y", "x"]);
+        assert_eq!(l.fields[2].dims, ["y", "x_u"]);
+        assert_eq!(l.fields[2].suffix, "_u");
+        assert!(
+            l.fixed
+                .iter()
+                .any(|(v, d)| v.name == "mask_h" && d[1] == 0.0)
+        );
+        let vars = l.state_vars("truth", "true state", false);
+        assert_eq!(vars[2].name, "truth_u");
+        // One field written: no suffix, its own axes named x and y.
+        let l = Layout::new(&g, Some(&["u".to_string()]));
+        assert_eq!(l.fields[0].suffix, "");
+        assert_eq!(l.fields[0].dims, ["y", "x"]);
+        let state: Vec<f64> = (0..18).map(f64::from).collect();
+        assert_eq!(l.slices(&state).next().unwrap(), &state[12..18]);
+    }
 }

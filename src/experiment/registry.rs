@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::Model;
 use crate::models::{
-    BuildError, Lorenz63Config, Lorenz96Config, Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig,
-    ModelSpec,
+    Advection2dConfig, BuildError, Lorenz63Config, Lorenz96Config, Lorenz96TruncatedConfig,
+    Lorenz96TwoScaleConfig, ModelSpec,
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
@@ -35,6 +35,7 @@ pub const MODELS: &[(&str, Parse)] = &[
     ("lorenz96", parse::<Lorenz96Config>),
     ("lorenz96_two_scale", parse::<Lorenz96TwoScaleConfig>),
     ("lorenz96_truncated", parse::<Lorenz96TruncatedConfig>),
+    ("advection2d", parse::<Advection2dConfig>),
 ];
 
 /// The names of the registered models.

@@ -1,7 +1,8 @@
-//! Cycles every method of an experiment over one twin and scores it.
+//! Cycles every method of an experiment, cycle by cycle over one truth (or
+//! one file of observations), scores it and streams its outputs.
 
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nalgebra::{DMatrix, DVector};
@@ -9,11 +10,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
-use super::twin::{Built, Twin};
-use crate::core::{Forecaster, Model};
+use super::output;
+use super::twin::{Built, Chronology, ObsSource, TruthRun, climate};
+use crate::core::{Forecaster, Model, ObsBatch, apply_to_ensemble};
 use crate::da::var::MinimisationSummary;
-use crate::da::{Context, DaError, Estimate};
+use crate::da::{ClimateStats, Context, DaError, Estimate, Filter, Gaussian};
 use crate::device::DeviceChoice;
+use crate::io::IoError;
 use crate::metrics::{self, MeanWithCi, RankHistogram};
 use crate::rng::stream;
 
@@ -28,6 +31,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Replace `run.device`.
     pub device: Option<DeviceChoice>,
+    /// Stream the outputs into this directory as the run goes.
+    pub output: Option<output::OutputTarget>,
 }
 
 /// Why a run could not be done.
@@ -39,6 +44,9 @@ pub enum RunError {
     /// A method cannot start.
     #[error(transparent)]
     Method(#[from] DaError),
+    /// An output file cannot be written.
+    #[error(transparent)]
+    Output(#[from] IoError),
 }
 
 /// How a method ended.
@@ -56,44 +64,140 @@ pub enum Status {
     },
 }
 
-/// Per-cycle output of one method; rows past a divergence are NaN.
+/// The scores of one cycle. With a truth: RMSE, spread and CRPS of the
+/// forecast and analysis. Always: the innovation statistics operational
+/// centres monitor, over the cycle's observations: observation minus
+/// background (`omb`, `d_b = y - H(x_f)`) and minus analysis (`oma`,
+/// `d_a = y - H(x_a)`) with their mean and root mean square, and the
+/// Desroziers et al. (2005) consistency diagnostics `mean(d_a d_b)` (which
+/// estimates the observation-error variance R) and `mean((d_b - d_a) d_b)`
+/// (which estimates HBH^T), next to the values the method assumed: the
+/// mean R and the mean forecast variance in observation space. NaN where a
+/// value is not defined (no truth, no observation, no ensemble).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CycleScores {
+    /// Forecast RMSE.
+    pub rmse_f: f64,
+    /// Analysis RMSE.
+    pub rmse_a: f64,
+    /// Forecast spread.
+    pub spread_f: f64,
+    /// Analysis spread.
+    pub spread_a: f64,
+    /// Analysis CRPS.
+    pub crps_a: f64,
+    /// Observations assimilated.
+    pub obs_count: f64,
+    /// Mean of `d_b`.
+    pub omb_mean: f64,
+    /// Root mean square of `d_b`.
+    pub omb_rms: f64,
+    /// Mean of `d_a`.
+    pub oma_mean: f64,
+    /// Root mean square of `d_a`.
+    pub oma_rms: f64,
+    /// Desroziers estimate of the observation-error variance.
+    pub desroziers_r: f64,
+    /// Desroziers estimate of the background variance in observation space.
+    pub desroziers_hbh: f64,
+    /// Mean observation-error variance assumed.
+    pub assumed_r: f64,
+    /// Mean forecast variance in observation space (ensembles, or a
+    /// Gaussian estimate under a selection).
+    pub assumed_hbh: f64,
+}
+
+impl CycleScores {
+    /// Names and CF long names, in the order of [`values`](Self::values).
+    pub const NAMES: [(&'static str, &'static str); 14] = [
+        ("rmse_f", "RMSE of the forecast mean"),
+        ("rmse_a", "RMSE of the analysis mean"),
+        ("spread_f", "forecast spread, root of the mean variance"),
+        ("spread_a", "analysis spread, root of the mean variance"),
+        ("crps_a", "analysis CRPS averaged over variables"),
+        ("obs_count", "number of observations assimilated"),
+        (
+            "omb_mean",
+            "mean observation minus background (forecast mean)",
+        ),
+        ("omb_rms", "root mean square observation minus background"),
+        ("oma_mean", "mean observation minus analysis mean"),
+        ("oma_rms", "root mean square observation minus analysis"),
+        (
+            "desroziers_r",
+            "Desroziers estimate of the observation-error variance, mean of d_a d_b",
+        ),
+        (
+            "desroziers_hbh",
+            "Desroziers estimate of the background variance in observation space, mean of (d_b - d_a) d_b",
+        ),
+        ("assumed_r", "mean observation-error variance assumed"),
+        (
+            "assumed_hbh",
+            "mean forecast variance in observation space assumed",
+        ),
+    ];
+
+    /// All NaN.
+    pub fn nan() -> Self {
+        let n = f64::NAN;
+        Self {
+            rmse_f: n,
+            rmse_a: n,
+            spread_f: n,
+            spread_a: n,
+            crps_a: n,
+            obs_count: n,
+            omb_mean: n,
+            omb_rms: n,
+            oma_mean: n,
+            oma_rms: n,
+            desroziers_r: n,
+            desroziers_hbh: n,
+            assumed_r: n,
+            assumed_hbh: n,
+        }
+    }
+
+    /// The values in the order of [`NAMES`](Self::NAMES).
+    pub fn values(&self) -> [f64; 14] {
+        [
+            self.rmse_f,
+            self.rmse_a,
+            self.spread_f,
+            self.spread_a,
+            self.crps_a,
+            self.obs_count,
+            self.omb_mean,
+            self.omb_rms,
+            self.oma_mean,
+            self.oma_rms,
+            self.desroziers_r,
+            self.desroziers_hbh,
+            self.assumed_r,
+            self.assumed_hbh,
+        ]
+    }
+}
+
+/// The per-cycle scores of one method (scalars only: the fields go to the
+/// NetCDF stream as they are made); cycles past a divergence are NaN.
 #[derive(Clone, Debug)]
 pub struct Series {
-    /// Forecast mean, `n x cycles`.
-    pub forecast_mean: DMatrix<f64>,
-    /// Forecast standard deviation per variable, `n x cycles`.
-    pub forecast_spread: DMatrix<f64>,
-    /// Analysis mean, `n x cycles`.
-    pub analysis_mean: DMatrix<f64>,
-    /// Analysis standard deviation per variable, `n x cycles`.
-    pub analysis_spread: DMatrix<f64>,
-    /// RMSE of the forecast mean.
-    pub rmse_f: Vec<f64>,
-    /// RMSE of the analysis mean.
-    pub rmse_a: Vec<f64>,
-    /// Forecast spread (root of the mean variance).
-    pub spread_f: Vec<f64>,
-    /// Analysis spread.
-    pub spread_a: Vec<f64>,
-    /// Analysis CRPS averaged over the variables (fair for ensembles).
-    pub crps_a: Vec<f64>,
+    /// One entry per cycle.
+    pub scores: Vec<CycleScores>,
 }
 
 impl Series {
-    fn new(n: usize, cycles: usize) -> Self {
-        let m = || DMatrix::from_element(n, cycles, f64::NAN);
-        let v = || vec![f64::NAN; cycles];
+    fn new(cycles: usize) -> Self {
         Self {
-            forecast_mean: m(),
-            forecast_spread: m(),
-            analysis_mean: m(),
-            analysis_spread: m(),
-            rmse_f: v(),
-            rmse_a: v(),
-            spread_f: v(),
-            spread_a: v(),
-            crps_a: v(),
+            scores: vec![CycleScores::nan(); cycles],
         }
+    }
+
+    /// One score over the cycles, e.g. `series.column(|s| s.rmse_a)`.
+    pub fn column(&self, f: impl Fn(&CycleScores) -> f64) -> Vec<f64> {
+        self.scores.iter().map(f).collect()
     }
 }
 
@@ -114,6 +218,14 @@ pub struct Summary {
     pub crps_a: Option<f64>,
     /// Spread-skill ratio of the analysis, `sqrt((M+1)/M)`-corrected for ensembles.
     pub spread_skill_a: Option<f64>,
+    /// Mean root mean square observation minus background.
+    pub omb_rms: Option<f64>,
+    /// Mean root mean square observation minus analysis.
+    pub oma_rms: Option<f64>,
+    /// Desroziers estimate of R over the assumed R (1 when consistent).
+    pub desroziers_r_ratio: Option<f64>,
+    /// Desroziers estimate of HBH^T over the assumed one (1 when consistent).
+    pub desroziers_hbh_ratio: Option<f64>,
 }
 
 /// The outcome of one method.
@@ -156,8 +268,12 @@ impl MethodReport {
 pub struct Report {
     /// The configuration actually run (after overrides).
     pub config: ExperimentConfig,
-    /// The twin.
-    pub twin: Twin,
+    /// The run's timing.
+    pub chronology: Chronology,
+    /// Whether the run had a truth (scores) or only observations.
+    pub has_truth: bool,
+    /// The files written, if the run had an output directory.
+    pub files: Vec<std::path::PathBuf>,
     /// One report per method, in file order.
     pub methods: Vec<MethodReport>,
     /// The forecast model's name, for output.
@@ -193,215 +309,474 @@ pub fn build(config: &ExperimentConfig) -> Result<Built, ConfigError> {
     Built::new(config, device)
 }
 
-/// Runs an experiment: builds it, simulates the twin, then every method
-/// (in parallel across methods, each with its own random stream).
+/// Runs an experiment: builds it; for a twin, runs the truth once for its
+/// climatology; then advances the truth (or reads the observations) and
+/// every method cycle by cycle, in parallel across methods (each with its
+/// own random streams, so the numbers do not depend on the thread count),
+/// streaming each cycle to `output` when given.
 ///
 /// # Errors
-/// An experiment that cannot be built, or a method that cannot start.
+/// An experiment that cannot be built, a method that cannot start, or an
+/// output file that cannot be written.
 pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, RunError> {
     let config = with_options(config, options);
     let built = build(&config)?;
-    let twin = Twin::simulate(&config, &built);
     let model = built.model();
+    let chronology = built.chronology(&config);
+    let has_truth = built.has_truth();
+    let initial = built.initial(&config);
 
-    let total = (config.run.cycles * config.methods.len()) as u64;
-    let bar = if options.progress && std::io::stderr().is_terminal() {
+    let climate = if has_truth {
+        let covariance = config
+            .methods
+            .iter()
+            .any(|m| m.method.needs_climate_covariance());
+        climate(&config, &built, covariance)
+    } else {
+        if let Some((i, m)) = config
+            .methods
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.method.needs_climate())
+        {
+            return Err(config
+                .invalid(
+                    &format!("methods[{i}]"),
+                    format!(
+                        "`{}` needs the climatology of a truth run, which observations from a file do not have",
+                        m.label
+                    ),
+                )
+                .into());
+        }
+        // Never read: no method needs it (checked above) and divergence
+        // is judged on non-finite values only.
+        ClimateStats::from_moments(initial.mean.clone(), initial.std.map(|s| s * s))
+    };
+    let divergence_rmse = match (config.run.divergence_rmse, has_truth) {
+        (Some(d), _) => d,
+        (None, true) => 10.0 * climate.variance.mean().sqrt(),
+        (None, false) => f64::INFINITY,
+    };
+
+    let mut outputs = match &options.output {
+        Some(target) => Some(output::RunFiles::create(
+            target, &config, &built, chronology,
+        )?),
+        None => None,
+    };
+    let mut runs = Vec::with_capacity(config.methods.len());
+    for entry in &config.methods {
+        let writer = match &outputs {
+            Some(files) => Some(files.method(entry)?),
+            None => None,
+        };
+        runs.push(MethodRun::start(
+            &config, entry, &built, model, &climate, &initial, writer,
+        )?);
+    }
+
+    let total = (chronology.cycles * config.methods.len()) as u64;
+    let bar = progress_bar(options.progress, total);
+    let mut truth_run = has_truth.then(|| TruthRun::new(&config, &built));
+    for k in 0..chronology.cycles {
+        let time = chronology.time(k);
+        let (truth, batch) = match (&mut truth_run, &built.source) {
+            (Some(t), _) => {
+                let x = t.advance();
+                let y = t.observe(&x);
+                (Some(x), y)
+            }
+            (None, ObsSource::File(f)) => (None, f.batch(k, time)),
+            (None, ObsSource::Twin(_)) => unreachable!("a twin has a truth run"),
+        };
+        if let Some(files) = &mut outputs {
+            files.record(k, time, truth.as_ref(), &batch)?;
+        }
+        runs.par_iter_mut()
+            .filter(|r| r.status == Status::Ok)
+            .for_each(|r| r.cycle(k, truth.as_ref(), &batch, divergence_rmse));
+        for r in &mut runs {
+            if let Some(e) = r.write_error.take() {
+                return Err(e.into());
+            }
+        }
+        bar.set_position(((k + 1) * runs.len()) as u64);
+    }
+    bar.finish_and_clear();
+    let mut files = Vec::new();
+    if let Some(f) = outputs {
+        files.extend(f.finish()?);
+    }
+    let mut methods = Vec::with_capacity(runs.len());
+    for r in runs {
+        let (report, path) = r.finish(chronology, has_truth)?;
+        files.extend(path);
+        methods.push(report);
+    }
+    Ok(Report {
+        model_name: model.name().to_string(),
+        geometry: model.geometry().clone(),
+        config,
+        chronology,
+        has_truth,
+        files,
+        methods,
+    })
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if show && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} cycles ({eta} left)",
+                "{elapsed_precise} [{bar:40}] {pos}/{len} method-cycles ({eta} left)",
             )
             .expect("valid template"),
         );
         bar
     } else {
         ProgressBar::hidden()
-    };
-
-    let divergence_rmse = config
-        .run
-        .divergence_rmse
-        .unwrap_or_else(|| 10.0 * twin.climate.variance.mean().sqrt());
-    let methods = config
-        .methods
-        .par_iter()
-        .map(|entry| run_method(&config, entry, &twin, &built, model, divergence_rmse, &bar))
-        .collect::<Result<Vec<_>, _>>()?;
-    bar.finish_and_clear();
-    Ok(Report {
-        model_name: model.name().to_string(),
-        geometry: model.geometry().clone(),
-        config,
-        twin,
-        methods,
-    })
+    }
 }
 
-/// Cycles one method. A failure inside the method (divergence, a failed
-/// decomposition) ends that method with `Status::Diverged`; only a method
-/// that cannot start at all is an error.
-fn run_method(
-    config: &ExperimentConfig,
-    entry: &MethodEntry,
-    twin: &Twin,
-    built: &Built,
-    model: &dyn Model,
-    divergence_rmse: f64,
-    bar: &ProgressBar,
-) -> Result<MethodReport, DaError> {
-    let chronology = twin.chronology;
-    let name = format!("method/{}", entry.label);
-    let context = Context {
-        model,
-        forecaster: Forecaster {
-            device: built.device.clone(),
-            host_path: config.run.host_fast_path,
-            noise_stream: crate::rng::key(config.run.seed, &format!("{name}/model-noise")),
-        },
-        steps_per_cycle: chronology.steps_per_cycle,
-        climate: &twin.climate,
-    };
-    let rng = stream(config.run.seed, &name);
-    let mut filter = entry.method.build(&context, &twin.initial, rng)?;
-    let n = model.size();
-    let mut series = Series::new(n, chronology.cycles);
-    let mut histogram = entry.method.ensemble_size().map(RankHistogram::new);
-    let mut status = Status::Ok;
-    let start = Instant::now();
-    let mut cycles_run = 0;
-    for k in 0..chronology.cycles {
-        let time = k as f64 * chronology.interval();
-        let truth: Vec<f64> = twin.truth.column(k).iter().copied().collect();
-        let outcome = filter.forecast(&context, time).and_then(|()| {
-            let f = score(filter.estimate(), &truth, None);
-            store(
-                &mut series.forecast_mean,
-                &mut series.forecast_spread,
-                k,
-                &f,
-            );
-            series.rmse_f[k] = f.rmse;
-            series.spread_f[k] = f.spread;
-            filter.analyse(&context, &twin.observations[k])
+/// One method being cycled: its filter, scores and output stream. A
+/// failure inside the method (divergence, a failed decomposition) ends it
+/// with `Status::Diverged` while the others go on.
+struct MethodRun<'a> {
+    entry: &'a MethodEntry,
+    expected: Option<Expected>,
+    context: Context<'a>,
+    filter: Box<dyn Filter>,
+    series: Series,
+    histogram: Option<RankHistogram>,
+    burn_in: usize,
+    status: Status,
+    elapsed: Duration,
+    cycles_run: usize,
+    minimisations_seen: usize,
+    writer: Option<output::MethodWriter>,
+    write_error: Option<IoError>,
+}
+
+impl<'a> MethodRun<'a> {
+    fn start(
+        config: &'a ExperimentConfig,
+        entry: &'a MethodEntry,
+        built: &'a Built,
+        model: &'a dyn Model,
+        climate: &'a ClimateStats,
+        initial: &Gaussian,
+        writer: Option<output::MethodWriter>,
+    ) -> Result<Self, DaError> {
+        let name = format!("method/{}", entry.label);
+        let chronology = built.chronology(config);
+        let context = Context {
+            model,
+            forecaster: Forecaster {
+                device: built.device.clone(),
+                host_path: config.run.host_fast_path,
+                noise_stream: crate::rng::key(config.run.seed, &format!("{name}/model-noise")),
+            },
+            steps_per_cycle: chronology.steps_per_cycle,
+            climate,
+        };
+        let filter = entry
+            .method
+            .build(&context, initial, stream(config.run.seed, &name))?;
+        Ok(Self {
+            entry,
+            expected: config.expected.get(&entry.label).copied(),
+            context,
+            filter,
+            series: Series::new(chronology.cycles),
+            histogram: entry.method.ensemble_size().map(RankHistogram::new),
+            burn_in: chronology.burn_in,
+            status: Status::Ok,
+            elapsed: Duration::ZERO,
+            cycles_run: 0,
+            minimisations_seen: 0,
+            writer,
+            write_error: None,
+        })
+    }
+
+    /// Forecast, analysis, scores and output of cycle `k`.
+    fn cycle(&mut self, k: usize, truth: Option<&DVector<f64>>, obs: &ObsBatch, limit: f64) {
+        let start = Instant::now();
+        let time = k as f64 * self.context.interval();
+        let mut scores = CycleScores::nan();
+        let device = self.context.device().clone();
+        let outcome = self.filter.forecast(&self.context, time).map(|()| {
+            let f = Moments::of(self.filter.estimate(), truth, None);
+            scores.rmse_f = f.rmse;
+            scores.spread_f = f.spread;
+            let (d_b, hbh) = innovation(self.filter.estimate(), obs, &device, true);
+            (f, d_b, hbh)
         });
-        cycles_run = k + 1;
-        if let Err(e) = outcome {
-            status = Status::Diverged {
-                cycle: k,
-                reason: e.to_string(),
-            };
-            break;
-        }
-        let histogram_now = if k >= chronology.burn_in {
-            histogram.as_mut()
+        let outcome = outcome.and_then(|(f, d_b, hbh)| {
+            self.filter.analyse(&self.context, obs)?;
+            Ok((f, d_b, hbh))
+        });
+        self.cycles_run = k + 1;
+        let (forecast, d_b, hbh) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                self.status = Status::Diverged {
+                    cycle: k,
+                    reason: e.to_string(),
+                };
+                self.elapsed += start.elapsed();
+                return;
+            }
+        };
+        let histogram = if k >= self.burn_in {
+            self.histogram.as_mut()
         } else {
             None
         };
-        let a = score(filter.estimate(), &truth, histogram_now);
-        store(
-            &mut series.analysis_mean,
-            &mut series.analysis_spread,
-            k,
-            &a,
-        );
-        series.rmse_a[k] = a.rmse;
-        series.spread_a[k] = a.spread;
-        series.crps_a[k] = a.crps;
-        bar.inc(1);
-        if !a.rmse.is_finite() || a.rmse > divergence_rmse {
-            status = Status::Diverged {
-                cycle: k,
-                reason: format!(
-                    "analysis RMSE {:.4e} exceeds the divergence limit {divergence_rmse:.4}",
-                    a.rmse
-                ),
+        let a = Moments::of(self.filter.estimate(), truth, histogram);
+        scores.rmse_a = a.rmse;
+        scores.spread_a = a.spread;
+        scores.crps_a = a.crps;
+        let (d_a, _) = innovation(self.filter.estimate(), obs, &device, false);
+        innovation_scores(&mut scores, obs, &d_b, &d_a, hbh);
+        self.series.scores[k] = scores;
+
+        if let Some(w) = &mut self.writer {
+            let members = match self.filter.estimate() {
+                Estimate::Ensemble(e) if w.has_members() => Some(e.clone()),
+                _ => None,
             };
-            break;
+            let new = &self.filter.minimisations()[self.minimisations_seen..];
+            let minimisation = new.iter().rev().find(|m| m.cycle == k).cloned();
+            self.minimisations_seen += new.len();
+            let record = output::CycleRecord {
+                time: obs.time,
+                forecast: &forecast,
+                analysis: &a,
+                members: members.as_ref(),
+                scores: &scores,
+                minimisation: minimisation.as_ref(),
+            };
+            if let Err(e) = w.record(k, &record) {
+                self.write_error = Some(e);
+            }
+        }
+        self.elapsed += start.elapsed();
+
+        let finite = a.mean.iter().all(|v| v.is_finite());
+        if !finite || !(a.rmse.is_nan() || a.rmse <= limit) {
+            self.status = Status::Diverged {
+                cycle: k,
+                reason: if finite {
+                    format!(
+                        "analysis RMSE {:.4e} exceeds the divergence limit {limit:.4}",
+                        a.rmse
+                    )
+                } else {
+                    "the analysis mean is not finite".into()
+                },
+            };
         }
     }
-    let time_per_cycle_s = start.elapsed().as_secs_f64() / cycles_run.max(1) as f64;
-    bar.inc((chronology.cycles - cycles_run) as u64);
-    let summary = if status == Status::Ok {
-        summarise(&series, chronology.burn_in, entry.method.ensemble_size())
-    } else {
-        Summary::default()
-    };
-    Ok(MethodReport {
-        label: entry.label.clone(),
-        entry: entry.clone(),
-        status,
-        summary,
-        series,
-        rank_histogram: histogram,
-        minimisations: filter.minimisations().to_vec(),
-        time_per_cycle_s,
-        expected: config.expected.get(&entry.label).copied(),
-    })
+
+    fn finish(
+        self,
+        chronology: Chronology,
+        has_truth: bool,
+    ) -> Result<(MethodReport, Option<std::path::PathBuf>), IoError> {
+        let summary = if self.status == Status::Ok {
+            summarise(
+                &self.series,
+                chronology.burn_in,
+                self.entry.method.ensemble_size(),
+                has_truth,
+            )
+        } else {
+            Summary::default()
+        };
+        let path = match self.writer {
+            Some(w) => Some(w.finish(&self.status, self.histogram.as_ref())?),
+            None => None,
+        };
+        let report = MethodReport {
+            label: self.entry.label.clone(),
+            entry: self.entry.clone(),
+            status: self.status,
+            summary,
+            series: self.series,
+            rank_histogram: self.histogram,
+            minimisations: self.filter.minimisations().to_vec(),
+            time_per_cycle_s: self.elapsed.as_secs_f64() / self.cycles_run.max(1) as f64,
+            expected: self.expected,
+        };
+        Ok((report, path))
+    }
 }
 
-struct Scores {
-    mean: DVector<f64>,
-    std: DVector<f64>,
-    rmse: f64,
-    spread: f64,
-    crps: f64,
+/// Mean and standard deviation of an estimate, and its scores against the
+/// truth (NaN without one).
+pub struct Moments {
+    /// Mean state.
+    pub mean: DVector<f64>,
+    /// Standard deviation of each variable.
+    pub std: DVector<f64>,
+    /// RMSE of the mean.
+    pub rmse: f64,
+    /// Root of the mean variance.
+    pub spread: f64,
+    /// CRPS averaged over variables.
+    pub crps: f64,
 }
 
-fn score(estimate: Estimate<'_>, truth: &[f64], histogram: Option<&mut RankHistogram>) -> Scores {
+impl Moments {
+    fn of(
+        estimate: Estimate<'_>,
+        truth: Option<&DVector<f64>>,
+        histogram: Option<&mut RankHistogram>,
+    ) -> Self {
+        let truth = truth.map(|t| t.as_slice());
+        match estimate {
+            Estimate::Ensemble(e) => {
+                let mean = metrics::ensemble_mean(e);
+                let var = metrics::ensemble_variance(e);
+                if let (Some(h), Some(t)) = (histogram, truth) {
+                    h.add(e, t);
+                }
+                Moments {
+                    rmse: truth.map_or(f64::NAN, |t| metrics::rmse(mean.as_slice(), t)),
+                    spread: metrics::spread_from_variance(var.as_slice()),
+                    crps: truth.map_or(f64::NAN, |t| metrics::crps_ensemble(e, t)),
+                    std: var.map(f64::sqrt),
+                    mean,
+                }
+            }
+            Estimate::Gaussian { mean, variance } => {
+                let std = variance.map(|v| v.max(0.0).sqrt());
+                let crps = truth.map_or(f64::NAN, |t| {
+                    t.iter()
+                        .enumerate()
+                        .map(|(i, &y)| metrics::crps_gaussian(mean[i], std[i], y))
+                        .sum::<f64>()
+                        / t.len() as f64
+                });
+                Moments {
+                    rmse: truth.map_or(f64::NAN, |t| metrics::rmse(mean.as_slice(), t)),
+                    spread: metrics::spread_from_variance(variance.as_slice()),
+                    crps,
+                    std,
+                    mean: mean.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// `y - H(mean)` of an estimate and, if `variance`, the mean variance of
+/// the estimate in observation space (ensembles: of `H` of the members;
+/// Gaussian estimates under a selection: of the selected variables).
+fn innovation(
+    estimate: Estimate<'_>,
+    obs: &ObsBatch,
+    device: &burn::tensor::Device,
+    variance: bool,
+) -> (DVector<f64>, f64) {
+    if obs.is_empty() {
+        return (DVector::zeros(0), f64::NAN);
+    }
+    let op = obs.operator.as_ref();
     match estimate {
         Estimate::Ensemble(e) => {
-            let mean = metrics::ensemble_mean(e);
-            let var = metrics::ensemble_variance(e);
-            if let Some(h) = histogram {
-                h.add(e, truth);
-            }
-            Scores {
-                rmse: metrics::rmse(mean.as_slice(), truth),
-                spread: metrics::spread_from_variance(var.as_slice()),
-                crps: metrics::crps_ensemble(e, truth),
-                std: var.map(f64::sqrt),
-                mean,
-            }
+            let he = apply_to_ensemble(op, e, obs.time, device);
+            let mean = metrics::ensemble_mean(&he);
+            let hbh = if variance {
+                metrics::ensemble_variance(&he).mean()
+            } else {
+                f64::NAN
+            };
+            (&obs.values - mean, hbh)
         }
-        Estimate::Gaussian { mean, variance } => {
-            let std = variance.map(|v| v.max(0.0).sqrt());
-            let crps = truth
-                .iter()
-                .enumerate()
-                .map(|(i, &y)| metrics::crps_gaussian(mean[i], std[i], y))
-                .sum::<f64>()
-                / truth.len() as f64;
-            Scores {
-                rmse: metrics::rmse(mean.as_slice(), truth),
-                spread: metrics::spread_from_variance(variance.as_slice()),
-                crps,
-                std,
-                mean: mean.clone(),
-            }
+        Estimate::Gaussian { mean, variance: v } => {
+            let x = DMatrix::from_column_slice(mean.len(), 1, mean.as_slice());
+            let hx = apply_to_ensemble(op, &x, obs.time, device);
+            let hbh = match op.linear().and_then(|l| l.selected_indices()) {
+                Some(idx) if variance => idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64,
+                _ => f64::NAN,
+            };
+            (&obs.values - hx.column(0), hbh)
         }
     }
 }
 
-fn store(mean: &mut DMatrix<f64>, spread: &mut DMatrix<f64>, k: usize, s: &Scores) {
-    mean.set_column(k, &s.mean);
-    spread.set_column(k, &s.std);
+fn innovation_scores(
+    s: &mut CycleScores,
+    obs: &ObsBatch,
+    d_b: &DVector<f64>,
+    d_a: &DVector<f64>,
+    hbh: f64,
+) {
+    let p = obs.len();
+    s.obs_count = p as f64;
+    if p == 0 {
+        return;
+    }
+    let m = p as f64;
+    s.omb_mean = d_b.mean();
+    s.omb_rms = (d_b.norm_squared() / m).sqrt();
+    s.oma_mean = d_a.mean();
+    s.oma_rms = (d_a.norm_squared() / m).sqrt();
+    s.desroziers_r = d_a.dot(d_b) / m;
+    s.desroziers_hbh = (d_b - d_a).dot(d_b) / m;
+    s.assumed_r = obs.error.mean_variance();
+    s.assumed_hbh = hbh;
 }
 
-fn summarise(series: &Series, burn_in: usize, members: Option<usize>) -> Summary {
-    let avg = |v: &[f64]| -> MeanWithCi { metrics::mean_with_ci(&v[burn_in..]) };
-    let rmse_a = avg(&series.rmse_a);
-    let spread_a = avg(&series.spread_a).mean;
+fn summarise(series: &Series, burn_in: usize, members: Option<usize>, has_truth: bool) -> Summary {
+    let col = |f: fn(&CycleScores) -> f64| series.column(f)[burn_in..].to_vec();
+    let avg = |v: &[f64]| -> MeanWithCi { metrics::mean_with_ci(v) };
+    // Innovation averages skip cycles without observations.
+    let finite_mean = |v: Vec<f64>| {
+        let kept: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        (!kept.is_empty()).then(|| kept.iter().sum::<f64>() / kept.len() as f64)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
     let finite = |x: f64| x.is_finite().then_some(x);
-    Summary {
-        rmse_a: finite(rmse_a.mean),
-        rmse_a_ci95: finite(rmse_a.ci95),
-        rmse_f: finite(avg(&series.rmse_f).mean),
+    let spread_a = avg(&col(|s| s.spread_a)).mean;
+    let innovations = (
+        finite_mean(col(|s| s.omb_rms)),
+        finite_mean(col(|s| s.oma_rms)),
+        ratio(
+            finite_mean(col(|s| s.desroziers_r)),
+            finite_mean(col(|s| s.assumed_r)),
+        ),
+        ratio(
+            finite_mean(col(|s| s.desroziers_hbh)),
+            finite_mean(col(|s| s.assumed_hbh)),
+        ),
+    );
+    let mut summary = Summary {
         spread_a: finite(spread_a),
-        spread_f: finite(avg(&series.spread_f).mean),
-        crps_a: finite(avg(&series.crps_a).mean),
-        spread_skill_a: finite(match members {
+        spread_f: finite(avg(&col(|s| s.spread_f)).mean),
+        omb_rms: innovations.0,
+        oma_rms: innovations.1,
+        desroziers_r_ratio: innovations.2,
+        desroziers_hbh_ratio: innovations.3,
+        ..Summary::default()
+    };
+    if has_truth {
+        let rmse_a = avg(&col(|s| s.rmse_a));
+        summary.rmse_a = finite(rmse_a.mean);
+        summary.rmse_a_ci95 = finite(rmse_a.ci95);
+        summary.rmse_f = finite(avg(&col(|s| s.rmse_f)).mean);
+        summary.crps_a = finite(avg(&col(|s| s.crps_a)).mean);
+        summary.spread_skill_a = finite(match members {
             Some(m) => metrics::spread_skill(spread_a, rmse_a.mean, m),
             None => spread_a / rmse_a.mean,
-        }),
+        });
     }
+    summary
 }

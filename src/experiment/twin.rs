@@ -2,9 +2,10 @@
 //! the chosen device) and simulating its twin: a truth trajectory and noisy
 //! observations from a seed.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use nalgebra::{DMatrix, DVector};
 
 use super::config::{ConfigError, ExperimentConfig, OperatorKind};
@@ -12,8 +13,9 @@ use crate::core::{Coordinates, Forecaster, Geometry, Model, ObsBatch, ObsOperato
 use crate::da::{ClimateStats, Gaussian};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 use crate::obs::Selection;
+use crate::obs::file::FileObservations;
 use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork};
-use crate::rng::stream;
+use crate::rng::{Rng, stream};
 
 /// Observation timing: the model time step, the steps between observations,
 /// the number of cycles and the burn-in excluded from averages.
@@ -144,8 +146,8 @@ pub struct Built {
     pub truth_model: Box<dyn Model>,
     /// The model the methods cycle, where it differs from the truth's.
     pub forecast_model: Option<Box<dyn Model>>,
-    /// What is observed at each cycle.
-    pub network: Box<dyn ObsNetwork>,
+    /// Where the observations come from.
+    pub source: ObsSource,
     /// Truth state to forecast-model state.
     pub projection: Projection,
 }
@@ -197,14 +199,72 @@ impl Built {
                 ),
             ));
         }
-        let network = network(config, model.geometry())?;
+        let source = if config.observations.operator == OperatorKind::File {
+            let file = config.observations.file.as_ref().expect("validated");
+            let path = config.path.parent().unwrap_or(Path::new(".")).join(file);
+            let interval = model.dt() * config.observations.every as f64;
+            let obs = FileObservations::read(&path, model.geometry(), interval, config.run.cycles)
+                .map_err(|e| config.invalid("observations.file", e))?;
+            if obs.is_empty() {
+                return Err(config.invalid(
+                    "observations.file",
+                    format!("{} has no observation within the run", path.display()),
+                ));
+            }
+            ObsSource::File(obs)
+        } else {
+            ObsSource::Twin(network(config, model.geometry())?)
+        };
+        if let Some(fields) = &config.output.fields {
+            for f in fields {
+                if model.geometry().field(f).is_none() {
+                    return Err(config.invalid(
+                        "output.fields",
+                        format!(
+                            "no field `{f}` in the model (fields: {})",
+                            model
+                                .geometry()
+                                .fields
+                                .iter()
+                                .map(|f| f.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Self {
             device,
             truth_model,
             forecast_model,
-            network,
+            source,
             projection,
         })
+    }
+
+    /// Whether the run has a truth (observations simulated, not read).
+    pub fn has_truth(&self) -> bool {
+        matches!(self.source, ObsSource::Twin(_))
+    }
+
+    /// The run's timing.
+    pub fn chronology(&self, config: &ExperimentConfig) -> Chronology {
+        Chronology {
+            dt: self.model().dt(),
+            steps_per_cycle: config.observations.every,
+            cycles: config.run.cycles,
+            burn_in: config.run.burn_in,
+        }
+    }
+
+    /// The distribution initial ensembles are drawn from.
+    pub fn initial(&self, config: &ExperimentConfig) -> Gaussian {
+        let n = self.model().size();
+        Gaussian {
+            mean: DVector::from_vec(config.initial.mean_vector(n)),
+            std: DVector::from_element(n, config.initial.std),
+        }
     }
 
     /// The model the methods cycle.
@@ -225,7 +285,7 @@ fn network(
     let n = geometry.size();
     let locations: Vec<_> = geometry.locations().collect();
     let errors = ErrorModel {
-        std: o.error_std.values(),
+        std: o.error_std.as_ref().map_or(vec![1.0], |e| e.values()),
         correlation_length: o.error_correlation_length,
     };
     let indices: Vec<usize> = match o.operator {
@@ -241,6 +301,7 @@ fn network(
             (0..n).step_by(s).collect()
         }
         OperatorKind::Partial => o.indices.clone().expect("validated"),
+        OperatorKind::File => unreachable!("file observations have no network"),
         OperatorKind::Random => {
             let count = o.count.expect("validated");
             if count > n {
@@ -279,101 +340,157 @@ fn network(
     Ok(Box::new(FixedNetwork::new(Arc::new(op), error)))
 }
 
-/// Truth, observations and climatology of one twin experiment.
-#[derive(Clone, Debug)]
-pub struct Twin {
-    /// Timing.
-    pub chronology: Chronology,
-    /// The truth at each observation time, in forecast-model space: `n x cycles`.
-    pub truth: DMatrix<f64>,
-    /// The observations of each cycle.
-    pub observations: Vec<ObsBatch>,
-    /// The initial truth, in forecast-model space.
-    pub initial_truth: DVector<f64>,
-    /// The distribution initial ensembles are drawn from.
-    pub initial: Gaussian,
-    /// Mean and variance of the truth after the burn-in (covariance on demand).
-    pub climate: ClimateStats,
+/// Where a run's observations come from.
+pub enum ObsSource {
+    /// Simulated from the truth through a network.
+    Twin(Box<dyn ObsNetwork>),
+    /// Read from a file; the run has no truth.
+    File(FileObservations),
 }
 
-impl Twin {
-    /// Runs the truth model from a draw of the initial distribution and
-    /// observes it with noise. Randomness comes from the `truth`,
-    /// `observations` and `missing` streams of the seed (and `truth-noise`
-    /// for a stochastic truth model).
-    pub fn simulate(config: &ExperimentConfig, built: &Built) -> Twin {
+impl ObsSource {
+    /// The largest number of observations at one cycle.
+    pub fn max_len(&self) -> usize {
+        match self {
+            ObsSource::Twin(n) => n.max_len(),
+            ObsSource::File(f) => f.max_count(),
+        }
+    }
+}
+
+/// The truth run of a twin, advanced one cycle at a time so that nothing
+/// of it is kept: the truth at each observation time (in forecast-model
+/// space) and its noisy observations. Randomness comes from the `truth`,
+/// `observations` and `missing` streams of the seed (and `truth-noise` for
+/// a stochastic truth model), so two runs give the same truth.
+pub struct TruthRun<'a> {
+    config: &'a ExperimentConfig,
+    built: &'a Built,
+    chronology: Chronology,
+    forecaster: Forecaster,
+    truth_steps: usize,
+    state: Tensor<2>,
+    /// The initial truth, in forecast-model space.
+    pub initial_truth: DVector<f64>,
+    noise: Rng,
+    missing: Rng,
+    cycle: usize,
+}
+
+impl<'a> TruthRun<'a> {
+    /// Starts the truth from a draw of the initial distribution.
+    pub fn new(config: &'a ExperimentConfig, built: &'a Built) -> Self {
         let seed = config.run.seed;
         let truth_model = built.truth_model.as_ref();
-        let model = built.model();
-        let n_truth = truth_model.size();
-        let n = model.size();
-        let chronology = Chronology {
-            dt: model.dt(),
-            steps_per_cycle: config.observations.every,
-            cycles: config.run.cycles,
-            burn_in: config.run.burn_in,
-        };
+        let chronology = built.chronology(config);
         let truth_steps = (chronology.interval() / truth_model.dt()).round() as usize;
         let forecaster = Forecaster::new(built.device.clone())
             .with_noise_stream(crate::rng::key(seed, "truth-noise"));
-
-        let initial_truth_distribution = Gaussian {
+        let n_truth = truth_model.size();
+        let distribution = Gaussian {
             mean: DVector::from_vec(config.initial.mean_vector(n_truth)),
             std: DVector::from_element(n_truth, config.initial.std),
         };
-        let x0 = initial_truth_distribution.sample(1, &mut stream(seed, "truth"));
-        let mut state = ensemble_to_tensor(&x0, &built.device);
-        let mut truth = DMatrix::zeros(n, chronology.cycles);
-        for k in 0..chronology.cycles {
-            let t0 = k as f64 * chronology.interval();
-            state = forecaster.tensor(truth_model, state, t0, truth_steps, 0);
-            let host = tensor_to_ensemble(state.clone());
-            truth.set_column(k, &built.projection.apply(host.as_slice()));
+        let x0 = distribution.sample(1, &mut stream(seed, "truth"));
+        Self {
+            config,
+            built,
+            chronology,
+            forecaster,
+            truth_steps,
+            state: ensemble_to_tensor(&x0, &built.device),
+            initial_truth: built.projection.apply(x0.as_slice()),
+            noise: stream(seed, "observations"),
+            missing: stream(seed, "missing"),
+            cycle: 0,
         }
+    }
 
-        let mut noise = stream(seed, "observations");
-        let mut missing = stream(seed, "missing");
-        let mut observations = Vec::with_capacity(chronology.cycles);
-        for k in 0..chronology.cycles {
-            let time = chronology.time(k);
-            let at = built.network.at(k, time);
-            let x = truth.columns(k, 1).into_owned();
-            let hx = crate::core::apply_to_ensemble(at.operator.as_ref(), &x, time, &built.device);
-            let mut y = hx.column(0) + at.error.sample(&mut noise);
-            if let Some(f) = config.observations.missing_fraction {
-                use rand::Rng as _;
-                for v in y.iter_mut() {
-                    if missing.random::<f64>() < f {
-                        *v = f64::NAN;
-                    }
+    /// Advances the truth to the next observation time; returns it in
+    /// forecast-model space.
+    pub fn advance(&mut self) -> DVector<f64> {
+        let t0 = self.cycle as f64 * self.chronology.interval();
+        let next = self.forecaster.tensor(
+            self.built.truth_model.as_ref(),
+            self.state.clone(),
+            t0,
+            self.truth_steps,
+            0,
+        );
+        self.state = next;
+        self.cycle += 1;
+        let host = tensor_to_ensemble(self.state.clone());
+        self.built.projection.apply(host.as_slice())
+    }
+
+    /// Observes `truth` (the state just returned by [`advance`](Self::advance))
+    /// with noise through the network; missing values are dropped.
+    pub fn observe(&mut self, truth: &DVector<f64>) -> ObsBatch {
+        let ObsSource::Twin(network) = &self.built.source else {
+            panic!("a truth run needs simulated observations");
+        };
+        let k = self.cycle - 1;
+        let time = self.chronology.time(k);
+        let at = network.at(k, time);
+        let x = DMatrix::from_column_slice(truth.len(), 1, truth.as_slice());
+        let hx = crate::core::apply_to_ensemble(at.operator.as_ref(), &x, time, &self.built.device);
+        let mut y = hx.column(0) + at.error.sample(&mut self.noise);
+        if let Some(f) = self.config.observations.missing_fraction {
+            use rand::Rng as _;
+            for v in y.iter_mut() {
+                if self.missing.random::<f64>() < f {
+                    *v = f64::NAN;
                 }
             }
-            observations.push(ObsBatch::new(
-                k,
-                time,
-                y,
-                at.error,
-                at.operator,
-                at.network_id,
-            ));
         }
+        ObsBatch::new(k, time, y, at.error, at.operator, at.network_id)
+    }
+}
 
-        let after_burn_in = truth
-            .columns(chronology.burn_in, chronology.cycles - chronology.burn_in)
-            .into_owned();
-        let climate = ClimateStats::from_states(after_burn_in);
-        let initial = Gaussian {
-            mean: DVector::from_vec(config.initial.mean_vector(n)),
-            std: DVector::from_element(n, config.initial.std),
-        };
-        Twin {
-            chronology,
-            initial_truth: built.projection.apply(x0.as_slice()),
-            truth,
-            observations,
-            initial,
-            climate,
+/// States above which the climatology is accumulated as running moments
+/// instead of from the kept sample (2^24 values, 128 MiB).
+const KEEP_SAMPLE_LIMIT: usize = 1 << 24;
+
+/// The climatology of the truth after the burn-in, from a first truth run
+/// (the same truth the assimilation later sees). The sample is kept for a
+/// covariance when a method needs one or when it is small (exact two-pass
+/// moments); otherwise mean and variance are accumulated by Welford's
+/// recurrence in O(n) memory.
+pub fn climate(config: &ExperimentConfig, built: &Built, covariance: bool) -> ClimateStats {
+    let chronology = built.chronology(config);
+    let n = built.model().size();
+    let kept = chronology.cycles - chronology.burn_in;
+    let keep = covariance || n.saturating_mul(kept) <= KEEP_SAMPLE_LIMIT;
+    let mut run = TruthRun::new(config, built);
+    let mut sample = if keep {
+        DMatrix::zeros(n, kept)
+    } else {
+        DMatrix::zeros(0, 0)
+    };
+    let mut mean = DVector::zeros(n);
+    let mut m2 = DVector::zeros(n);
+    for k in 0..chronology.cycles {
+        let x = run.advance();
+        if k < chronology.burn_in {
+            continue;
         }
+        let j = k - chronology.burn_in;
+        if keep {
+            sample.set_column(j, &x);
+        } else {
+            let count = (j + 1) as f64;
+            for i in 0..n {
+                let d = x[i] - mean[i];
+                mean[i] += d / count;
+                m2[i] += d * (x[i] - mean[i]);
+            }
+        }
+    }
+    if keep {
+        ClimateStats::from_states(sample)
+    } else {
+        let variance = m2 / (kept as f64 - 1.0).max(1.0);
+        ClimateStats::from_moments(mean, variance)
     }
 }
 

@@ -33,6 +33,7 @@ mod atomic;
 mod classic;
 #[cfg(feature = "netcdf")]
 mod netcdf4;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -160,6 +161,19 @@ pub enum IoError {
         /// File that was to be written.
         path: PathBuf,
     },
+}
+
+impl From<stream::StreamError> for IoError {
+    fn from(e: stream::StreamError) -> Self {
+        match e {
+            stream::StreamError::Io { path, source } => IoError::Io {
+                path,
+                action: "streaming records".into(),
+                source,
+            },
+            stream::StreamError::Invalid(reason) => IoError::InvalidDataset { path: None, reason },
+        }
+    }
 }
 
 fn for_path(path: Option<&Path>) -> String {

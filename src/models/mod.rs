@@ -7,6 +7,7 @@
 //! separate choice from the physics, as in diffrax.
 
 pub mod adjoint;
+pub mod advection2d;
 pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
@@ -14,6 +15,7 @@ pub mod lorenz96_two_scale;
 
 use burn::tensor::{Device, Tensor};
 
+pub use advection2d::{Advection2d, Advection2dConfig};
 pub use integrator::{Integrator, OdeModel, Tendency};
 pub use lorenz63::{Lorenz63, Lorenz63Config};
 pub use lorenz96::{Lorenz96, Lorenz96Config};

@@ -4,6 +4,7 @@
 //! indices, every k-th variable); [`network`] says what is observed at each
 //! cycle, which may change from one cycle to the next.
 
+pub mod file;
 pub mod network;
 
 use burn::tensor::{Int, Tensor, TensorData};

@@ -27,6 +27,8 @@ pub trait ObsNetwork: Send + Sync {
     fn at(&self, cycle: usize, time: f64) -> NetworkAt;
     /// Whether the network is the same at every cycle.
     fn is_fixed(&self) -> bool;
+    /// The largest number of observations at one cycle (for output).
+    fn max_len(&self) -> usize;
 }
 
 /// How the error standard deviation and correlation of a network's
@@ -106,6 +108,9 @@ impl ObsNetwork for FixedNetwork {
     fn is_fixed(&self) -> bool {
         true
     }
+    fn max_len(&self) -> usize {
+        self.at.operator.size()
+    }
 }
 
 /// A moving network: at each cycle, `count` distinct state variables drawn
@@ -151,5 +156,8 @@ impl ObsNetwork for RandomNetwork {
     }
     fn is_fixed(&self) -> bool {
         false
+    }
+    fn max_len(&self) -> usize {
+        self.count.min(self.locations.len())
     }
 }

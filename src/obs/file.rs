@@ -1,0 +1,370 @@
+//! Observations read from a file instead of simulated: station data as CSV,
+//! or the same table as NetCDF.
+//!
+//! One row per observation, with columns (CSV header, or NetCDF variables
+//! along one dimension) `time`, `value`, `error` (standard deviation) and
+//! where it was taken: `index` (a state column) or `x` (and `y`), mapped to
+//! the nearest state point of the model's geometry. Rows are grouped by
+//! time into cycles: cycle `k` is observed at `(k + 1) * interval`; a time
+//! between two cycles is an error naming its row, and rows after the run's
+//! last cycle are ignored (a shortened run). Cycles without a row have no
+//! observation. A `value` of NaN (or an empty CSV field) is a missing one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use nalgebra::DVector;
+
+use super::Selection;
+use crate::core::{Geometry, Location, ObsBatch, ObsError};
+use crate::io::{self, VarData};
+
+/// The observations of one cycle: state columns, values, error std.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct CycleRows {
+    indices: Vec<usize>,
+    values: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+/// Observations of a whole run, read from a file and grouped by cycle.
+#[derive(Clone, Debug)]
+pub struct FileObservations {
+    cycles: BTreeMap<usize, CycleRows>,
+    locations: Vec<Location>,
+    rows: usize,
+}
+
+/// One parsed row before it is placed.
+struct Row {
+    /// Where the row is in its file, for errors: `line 7` or `observation 6`.
+    line: String,
+    time: f64,
+    place: Place,
+    value: f64,
+    error: f64,
+}
+
+enum Place {
+    Index(f64),
+    At(Location),
+}
+
+impl FileObservations {
+    /// Reads `path` (`.csv`, or NetCDF for any other extension) for a run of
+    /// `cycles` cycles `interval` apart on `geometry`.
+    ///
+    /// # Errors
+    /// A message naming the file and the row, column or variable at fault.
+    pub fn read(
+        path: &Path,
+        geometry: &Geometry,
+        interval: f64,
+        cycles: usize,
+    ) -> Result<Self, String> {
+        let rows = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            read_csv(path)?
+        } else {
+            read_nc(path)?
+        };
+        let locations: Vec<Location> = geometry.locations().collect();
+        let n = locations.len();
+        let what = |r: &Row| format!("{}: {}", path.display(), r.line);
+        let mut grouped: BTreeMap<usize, CycleRows> = BTreeMap::new();
+        let mut used = 0;
+        for r in &rows {
+            if !(r.time.is_finite() && r.time > 0.0) {
+                return Err(format!(
+                    "{}: time {} must be positive (cycle k is observed at (k + 1) x {interval})",
+                    what(r),
+                    r.time
+                ));
+            }
+            let slot = (r.time / interval).round();
+            if (r.time - slot * interval).abs() > 1e-6 * interval || slot < 1.0 {
+                return Err(format!(
+                    "{}: time {} is not an observation time (a multiple of the interval {interval})",
+                    what(r),
+                    r.time
+                ));
+            }
+            let k = slot as usize - 1;
+            if k >= cycles {
+                continue;
+            }
+            if !(r.error > 0.0 && r.error.is_finite()) {
+                return Err(format!(
+                    "{}: error {} must be a positive standard deviation",
+                    what(r),
+                    r.error
+                ));
+            }
+            let index = match r.place {
+                Place::Index(i) => {
+                    if !(i >= 0.0 && i.fract() == 0.0 && (i as usize) < n) {
+                        return Err(format!(
+                            "{}: index {i} is not a state column (0..{n})",
+                            what(r)
+                        ));
+                    }
+                    i as usize
+                }
+                Place::At(at) => nearest(geometry, &locations, &at)
+                    .ok_or_else(|| format!("{}: location {at:?} is not finite", what(r)))?,
+            };
+            let c = grouped.entry(k).or_default();
+            c.indices.push(index);
+            c.values.push(r.value);
+            c.errors.push(r.error);
+            used += 1;
+        }
+        Ok(Self {
+            cycles: grouped,
+            locations,
+            rows: used,
+        })
+    }
+
+    /// Number of rows that fall in the run.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row falls in the run.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The largest number of observations in one cycle.
+    pub fn max_count(&self) -> usize {
+        self.cycles
+            .values()
+            .map(|c| c.indices.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The batch of cycle `k` at `time` (empty where the file has none);
+    /// missing values are dropped.
+    pub fn batch(&self, k: usize, time: f64) -> ObsBatch {
+        let rows = self.cycles.get(&k).cloned().unwrap_or_default();
+        let mut id = 0xcbf2_9ce4_8422_2325_u64;
+        for &i in &rows.indices {
+            id = (id ^ i as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let selection = Selection::new(rows.indices, &self.locations, "file")
+            .expect("indices were checked on reading");
+        ObsBatch::new(
+            k,
+            time,
+            DVector::from_vec(rows.values),
+            ObsError::Diagonal(DVector::from_vec(rows.errors)),
+            Arc::new(selection),
+            id,
+        )
+    }
+}
+
+/// The state column nearest to `at`.
+fn nearest(geometry: &Geometry, locations: &[Location], at: &Location) -> Option<usize> {
+    if !(at[0].is_finite() && at[1].is_finite()) {
+        return None;
+    }
+    (0..locations.len()).min_by(|&a, &b| {
+        geometry
+            .distance(&locations[a], at)
+            .total_cmp(&geometry.distance(&locations[b], at))
+    })
+}
+
+fn read_csv(path: &Path) -> Result<Vec<Row>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty file (expected a header line)", path.display()))?;
+    let names: Vec<String> = header.split(',').map(|h| h.trim().to_lowercase()).collect();
+    let column = |name: &str| names.iter().position(|h| h == name);
+    let need = |name: &str| {
+        column(name).ok_or_else(|| {
+            format!(
+                "{}: the header has no `{name}` column (columns: time, value, error, and index or x[,y])",
+                path.display()
+            )
+        })
+    };
+    let (time, value, error) = (need("time")?, need("value")?, need("error")?);
+    let index = column("index");
+    let (x, y) = (column("x"), column("y"));
+    if index.is_none() && x.is_none() {
+        return Err(format!(
+            "{}: the header needs an `index` or an `x` column",
+            path.display()
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines {
+        let line_no = i + 1;
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cell = |c: usize, name: &str, missing_ok: bool| -> Result<f64, String> {
+            match cells.get(c) {
+                Some(s) if s.is_empty() && missing_ok => Ok(f64::NAN),
+                Some(s) => s.parse::<f64>().map_err(|_| {
+                    format!(
+                        "{}: line {line_no}: column `{name}`: `{s}` is not a number",
+                        path.display()
+                    )
+                }),
+                None => Err(format!(
+                    "{}: line {line_no}: has {} fields, the header {}",
+                    path.display(),
+                    cells.len(),
+                    names.len()
+                )),
+            }
+        };
+        let place = match (index, x) {
+            (Some(c), _) => Place::Index(cell(c, "index", false)?),
+            (None, Some(cx)) => Place::At([
+                cell(cx, "x", false)?,
+                y.map_or(Ok(0.0), |cy| cell(cy, "y", false))?,
+            ]),
+            (None, None) => unreachable!("checked above"),
+        };
+        rows.push(Row {
+            line: format!("line {line_no}"),
+            time: cell(time, "time", false)?,
+            place,
+            value: cell(value, "value", true)?,
+            error: cell(error, "error", false)?,
+        });
+    }
+    Ok(rows)
+}
+
+fn read_nc(path: &Path) -> Result<Vec<Row>, String> {
+    #[cfg(feature = "netcdf")]
+    let ds = io::read_netcdf(path);
+    #[cfg(not(feature = "netcdf"))]
+    let ds = io::read_classic(path);
+    let ds = ds.map_err(|e| e.to_string())?;
+    let var = |name: &str| -> Option<Vec<f64>> {
+        ds.variable(name).map(|v| match &v.data {
+            VarData::F64(d) => d.clone(),
+            VarData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+            VarData::I32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+        })
+    };
+    let need = |name: &str| {
+        var(name).ok_or_else(|| {
+            format!(
+                "{}: no variable `{name}` (variables: time, value, error, and index or x[,y])",
+                path.display()
+            )
+        })
+    };
+    let (time, value, error) = (need("time")?, need("value")?, need("error")?);
+    let index = var("index");
+    let (x, y) = (var("x"), var("y"));
+    let m = time.len();
+    for (name, v) in [
+        ("value", Some(&value)),
+        ("error", Some(&error)),
+        ("index", index.as_ref()),
+        ("x", x.as_ref()),
+        ("y", y.as_ref()),
+    ] {
+        if let Some(v) = v
+            && v.len() != m
+        {
+            return Err(format!(
+                "{}: variable `{name}` has {} values, `time` {m}",
+                path.display(),
+                v.len()
+            ));
+        }
+    }
+    let place = |i: usize| -> Result<Place, String> {
+        match (&index, &x) {
+            (Some(idx), _) => Ok(Place::Index(idx[i])),
+            (None, Some(x)) => Ok(Place::At([x[i], y.as_ref().map_or(0.0, |y| y[i])])),
+            (None, None) => Err(format!(
+                "{}: needs an `index` or an `x` variable",
+                path.display()
+            )),
+        }
+    };
+    (0..m)
+        .map(|i| {
+            Ok(Row {
+                line: format!("observation {i} (0-based)"),
+                time: time[i],
+                place: place(i)?,
+                value: value[i],
+                error: error[i],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("rime-obsfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn csv_rows_become_batches_per_cycle() {
+        let g = Geometry::chain(10, true, "x");
+        let path = write(
+            "ok.csv",
+            "# station data\ntime,index,value,error\n0.1,3,1.5,0.5\n0.1,7,,0.5\n0.3,2,-1.0,1.0\n0.5,0,9,1\n",
+        );
+        let obs = FileObservations::read(&path, &g, 0.1, 4).unwrap();
+        assert_eq!(obs.len(), 3, "the row at cycle 4 is past the run");
+        let b0 = obs.batch(0, 0.1);
+        assert_eq!((b0.len(), b0.missing), (1, 1));
+        assert_eq!(b0.values[0], 1.5);
+        assert_eq!(b0.error.std()[0], 0.5);
+        assert!(obs.batch(1, 0.2).is_empty());
+        let b2 = obs.batch(2, 0.3);
+        let sel = b2.operator.linear().unwrap().selected_indices().unwrap();
+        assert_eq!(sel, vec![2]);
+    }
+
+    #[test]
+    fn locations_map_to_the_nearest_point_and_bad_rows_are_named() {
+        let g = Geometry::chain(10, true, "x");
+        let path = write("xy.csv", "time,x,value,error\n0.2,9.8,1,1\n");
+        let obs = FileObservations::read(&path, &g, 0.1, 3).unwrap();
+        let b = obs.batch(1, 0.2);
+        let sel = b.operator.linear().unwrap().selected_indices().unwrap();
+        assert_eq!(sel, vec![0], "9.8 wraps to 0 on a periodic chain");
+        let bad = write("bad.csv", "time,index,value,error\n0.15,1,1,1\n");
+        let e = FileObservations::read(&bad, &g, 0.1, 3).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("0.15"), "{e}");
+        let bad = write("bad2.csv", "time,index,value,error\n0.1,12,1,1\n");
+        let e = FileObservations::read(&bad, &g, 0.1, 3).unwrap_err();
+        assert!(e.contains("index 12"), "{e}");
+        let bad = write("bad3.csv", "time,value,error\n0.1,1,1\n");
+        assert!(
+            FileObservations::read(&bad, &g, 0.1, 3)
+                .unwrap_err()
+                .contains("`index`")
+        );
+    }
+}
