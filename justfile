@@ -22,6 +22,11 @@ reproduce:
     cargo run -- run experiments/lorenz96/bocquet2013.toml --out out/bocquet2013 --table paper/tables/bocquet2013.md --check-expected
     cargo run -- run experiments/lorenz96_two_scale/wilks2005.toml --out out/wilks2005 --table paper/tables/wilks2005.md
 
+# The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
+# streamed output); prints the peak resident memory.
+scale:
+    cargo run -- run experiments/advection2d/million.toml --out out/million
+
 # The ignored tests: a 2.4 GB classic NetCDF file (offsets past 2 GiB) and
 # the fixtures for an external reader.
 slow-tests:

@@ -134,6 +134,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 report.files.len() + 1,
                 summary.parent().unwrap_or(&out).display()
             );
+            if let Some(bytes) = report.peak_memory_bytes {
+                println!("peak resident memory: {:.1} MiB", bytes as f64 / 1048576.0);
+            }
             if let Some(path) = table {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)

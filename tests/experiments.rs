@@ -410,3 +410,248 @@ fn cli_runs_an_experiment_and_reports_bad_input() {
         "{stderr}"
     );
 }
+
+/// Reads a variable of a classic NetCDF file as f64.
+fn read_f64(ds: &rime::io::Dataset, name: &str) -> Vec<f64> {
+    match &ds
+        .variable(name)
+        .unwrap_or_else(|| panic!("no variable {name}"))
+        .data
+    {
+        rime::io::VarData::F64(v) => v.clone(),
+        rime::io::VarData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        rime::io::VarData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+    }
+}
+
+#[test]
+fn observations_from_a_file_are_assimilated_like_the_twins() {
+    // A twin writes its observations; the same observations read back from
+    // a CSV file and from a NetCDF file give the same analyses, without a
+    // truth: the run reports innovation statistics instead of errors.
+    let text = SMALL
+        .replace("divergence_rmse = 2.0", "")
+        .replace("[[methods]]\nname = \"climatology\"\n", "");
+    let config = ExperimentConfig::from_toml(&text, Path::new("small.toml")).unwrap();
+    let dir = scratch("file-obs");
+    let twin = run(&config, &to(&dir.join("twin"))).unwrap();
+    let obs = rime::io::read_classic(&dir.join("twin/observations.nc")).unwrap();
+    let (time, values, errors, index) = (
+        read_f64(&obs, "time"),
+        read_f64(&obs, "observations"),
+        read_f64(&obs, "obs_error_std"),
+        read_f64(&obs, "obs_index"),
+    );
+    let p = obs.dim_len("obs").unwrap();
+    let mut csv = String::from("# written from a twin's observations.nc\ntime,index,value,error\n");
+    let mut columns: [Vec<f64>; 4] = Default::default();
+    for (k, t) in time.iter().enumerate() {
+        for j in 0..p {
+            let v = values[k * p + j];
+            if v.is_nan() {
+                continue;
+            }
+            // `{}` prints the shortest text that reads back to the same f64.
+            csv += &format!("{t},{},{v},{}\n", index[k * p + j], errors[k * p + j]);
+            for (c, x) in columns
+                .iter_mut()
+                .zip([*t, index[k * p + j], v, errors[k * p + j]])
+            {
+                c.push(x);
+            }
+        }
+    }
+    std::fs::write(dir.join("obs.csv"), csv).unwrap();
+    let mut nc = rime::io::Dataset::new();
+    nc.dim("row", columns[0].len());
+    for (name, c) in ["time", "index", "value", "error"].iter().zip(&columns) {
+        nc.var_f64(name, &["row"], c.clone(), &[("units", "1")]);
+    }
+    rime::io::write_netcdf(&dir.join("obs.nc"), &nc, NetcdfFormat::Classic).unwrap();
+
+    for file in ["obs.csv", "obs.nc"] {
+        let text = text.replace(
+            "operator = \"every\"\nstride = 2\nerror_std = 1.0",
+            &format!("operator = \"file\"\nfile = \"{file}\""),
+        );
+        let config = ExperimentConfig::from_toml(&text, &dir.join("from-file.toml")).unwrap();
+        let out = dir.join(file.replace('.', "-"));
+        let report = run(&config, &to(&out)).unwrap();
+        assert!(!report.has_truth);
+        let (a, b) = (&twin.methods[0], &report.methods[0]);
+        assert_eq!(b.status, Status::Ok);
+        assert!(b.summary.rmse_a.is_none(), "no truth, no error");
+        for k in 0..60 {
+            let (x, y) = (&a.series.scores[k], &b.series.scores[k]);
+            assert_eq!(x.obs_count, y.obs_count, "{file}, cycle {k}");
+            assert!((x.omb_rms - y.omb_rms).abs() < 1e-12, "{file}, cycle {k}");
+            assert!((x.oma_rms - y.oma_rms).abs() < 1e-12, "{file}, cycle {k}");
+            assert!((x.spread_a - y.spread_a).abs() < 1e-12, "{file}, cycle {k}");
+        }
+        let (ma, mb) = (
+            read_f64(
+                &rime::io::read_classic(&dir.join("twin/etkf.nc")).unwrap(),
+                "analysis_mean",
+            ),
+            read_f64(
+                &rime::io::read_classic(&out.join("etkf.nc")).unwrap(),
+                "analysis_mean",
+            ),
+        );
+        let worst = ma
+            .iter()
+            .zip(&mb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-10, "{file}: analyses differ by {worst}");
+        // With R = 1 and a consistent filter, Desroziers' estimate of R is
+        // near the assumed value.
+        let ratio = b.summary.desroziers_r_ratio.unwrap();
+        assert!(
+            (0.6..1.4).contains(&ratio),
+            "{file}: Desroziers R ratio {ratio}"
+        );
+        assert!(!out.join("truth.nc").exists());
+        print!("{}", output::table(&report));
+    }
+    // A method that needs a truth's climatology is refused up front.
+    let bad = SMALL.replace("divergence_rmse = 2.0", "").replace(
+        "operator = \"every\"\nstride = 2\nerror_std = 1.0",
+        "operator = \"file\"\nfile = \"obs.csv\"",
+    );
+    let config = ExperimentConfig::from_toml(&bad, &dir.join("bad.toml")).unwrap();
+    let e = run(&config, &RunOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("climatology") && e.contains("bad.toml"), "{e}");
+}
+
+#[test]
+fn a_moving_network_is_assimilated() {
+    // 20 of 40 variables, drawn anew every cycle.
+    let text = SMALL.replace("divergence_rmse = 2.0", "").replace(
+        "operator = \"every\"\nstride = 2",
+        "operator = \"random\"\ncount = 20",
+    );
+    let config = ExperimentConfig::from_toml(&text, Path::new("moving.toml")).unwrap();
+    let dir = scratch("moving");
+    let report = run(&config, &to(&dir)).unwrap();
+    let etkf = &report.methods[1];
+    assert_eq!(etkf.status, Status::Ok);
+    let rmse = etkf.summary.rmse_a.unwrap();
+    let clim = report.methods[0].summary.rmse_a.unwrap();
+    assert!(rmse < 0.3 * clim, "etkf {rmse} vs climatology {clim}");
+    let obs = rime::io::read_classic(&dir.join("observations.nc")).unwrap();
+    let index = read_f64(&obs, "obs_index");
+    let distinct: std::collections::BTreeSet<Vec<u64>> = index
+        .chunks(20)
+        .map(|c| c.iter().map(|&v| v as u64).collect())
+        .collect();
+    assert!(
+        distinct.len() > 50,
+        "{} networks in 60 cycles",
+        distinct.len()
+    );
+}
+
+#[test]
+fn a_stochastic_model_gives_the_same_numbers_on_one_and_two_threads() {
+    let text = SMALL.replace("divergence_rmse = 2.0", "").replace(
+        "name = \"lorenz96\"",
+        "name = \"lorenz96\"\nnoise_std = 0.3",
+    ) + "\n[[methods]]\nlabel = \"enkf\"\nname = \"enkf\"\nensemble_size = 20\ninflation = 1.05\n";
+    let config = ExperimentConfig::from_toml(&text, Path::new("stochastic.toml")).unwrap();
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| run(&config, &RunOptions::default()).unwrap())
+    };
+    let (one, two) = (on(1), on(2));
+    let deterministic = run(
+        &ExperimentConfig::from_toml(
+            &SMALL.replace("divergence_rmse = 2.0", ""),
+            Path::new("d.toml"),
+        )
+        .unwrap(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    for ((a, b), d) in one
+        .methods
+        .iter()
+        .zip(&two.methods)
+        .zip(&deterministic.methods)
+    {
+        let rmse = |m: &rime::experiment::runner::MethodReport| m.series.column(|s| s.rmse_a);
+        assert_eq!(rmse(a), rmse(b), "{}", a.label);
+        assert_ne!(
+            rmse(a),
+            rmse(d),
+            "{}: the noise must change the run",
+            a.label
+        );
+        assert_eq!(a.status, Status::Ok, "{}", a.label);
+    }
+}
+
+#[test]
+fn a_million_variable_grid_cycles_in_bounded_memory() {
+    // 10^6 variables, ETKF with 20 members, outputs streamed: the peak
+    // resident memory of 32 cycles is that of 16 (the ensemble and its
+    // transients, not the run's length), and both are printed.
+    let dir = scratch("million");
+    let file = root().join("experiments/advection2d/million.toml");
+    let mut peaks = Vec::new();
+    for cycles in ["16", "32"] {
+        let out = dir.join(cycles);
+        let status = Command::new(env!("CARGO_BIN_EXE_rime"))
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--cycles", cycles])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            status.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        println!("{cycles} cycles:\n{stdout}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        let m = &summary["methods"][0];
+        assert_eq!(m["status"], "ok");
+        let (a, f) = (m["rmse_a"].as_f64().unwrap(), m["rmse_f"].as_f64().unwrap());
+        assert!(
+            a < f,
+            "the analysis must improve on the forecast: {a} vs {f}"
+        );
+        peaks.push(summary["peak_memory_mib"].as_f64().unwrap());
+        // Four state fields of 8 MB per cycle, all streamed to disk.
+        let size = std::fs::metadata(out.join("etkf.nc")).unwrap().len();
+        let cycles: u64 = cycles.parse().unwrap();
+        assert!(size > cycles * 4 * 8_000_000, "etkf.nc has {size} bytes");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    println!(
+        "peak resident memory: {:.0} MiB (16 cycles), {:.0} MiB (32 cycles)",
+        peaks[0], peaks[1]
+    );
+    assert!(
+        peaks[1] < peaks[0] * 1.05 + 16.0,
+        "memory grew with the run's length: {peaks:?} MiB"
+    );
+    assert!(
+        peaks[1] < 2048.0,
+        "peak {} MiB for a 160 MB ensemble",
+        peaks[1]
+    );
+}

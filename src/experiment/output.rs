@@ -15,7 +15,8 @@
 //! field, named `<kind>` when one field is written and `<kind>_<field>`
 //! otherwise, over the field's own dimensions (`x` or `y, x` for axes,
 //! shared between fields on the same axes; `point_<field>` with auxiliary
-//! coordinates `<dim>_x`, `<dim>_y` for scattered points), with the field's
+//! coordinates `<dim>_x`, `<dim>_y` for scattered points; none for a
+//! single-point field such as Lorenz-63's `x`), with the field's
 //! units and grid position; masked fields have an integer `mask[_<field>]`
 //! (1 = active).
 //! - `truth.nc`: `truth`.
@@ -154,6 +155,9 @@ impl Layout {
                         (vec![dy, dx], None)
                     }
                 }
+                // A single point (a variable of a low-order system such
+                // as Lorenz-63's x, y, z) is a scalar per time.
+                Coordinates::Points(points) if points.len() == 1 => (Vec::new(), None),
                 Coordinates::Points(points) => {
                     let dim = format!("point_{}", f.name);
                     layout.dims.push((dim.clone(), points.len()));
@@ -842,6 +846,8 @@ struct RunSummary<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     truth: Option<&'static str>,
     observations: &'static str,
+    /// Peak resident memory of the run's process, MiB.
+    peak_memory_mib: Option<f64>,
     rime_version: &'static str,
     methods: Vec<MethodSummary<'a>>,
 }
@@ -925,6 +931,9 @@ pub fn summary_json(report: &Report) -> String {
         has_truth: report.has_truth,
         truth: (report.has_truth && report.config.output.states).then_some("truth.nc"),
         observations: "observations.nc",
+        peak_memory_mib: report
+            .peak_memory_bytes
+            .map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0),
         rime_version: env!("CARGO_PKG_VERSION"),
         methods,
     };

@@ -280,6 +280,18 @@ pub struct Report {
     pub model_name: String,
     /// The forecast model's geometry, for output.
     pub geometry: crate::core::Geometry,
+    /// Peak resident memory of the process at the end of the run, bytes
+    /// (Linux only).
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// The peak resident set size of this process so far (`VmHWM` of
+/// `/proc/self/status`), in bytes; `None` where the system does not say.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Applies the command-line overrides to a configuration.
@@ -422,6 +434,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         has_truth,
         files,
         methods,
+        peak_memory_bytes: peak_memory_bytes(),
     })
 }
 

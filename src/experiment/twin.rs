@@ -448,8 +448,8 @@ impl<'a> TruthRun<'a> {
 }
 
 /// States above which the climatology is accumulated as running moments
-/// instead of from the kept sample (2^24 values, 128 MiB).
-const KEEP_SAMPLE_LIMIT: usize = 1 << 24;
+/// instead of from the kept sample (2^22 values, 32 MiB).
+const KEEP_SAMPLE_LIMIT: usize = 1 << 22;
 
 /// The climatology of the truth after the burn-in, from a first truth run
 /// (the same truth the assimilation later sees). The sample is kept for a
