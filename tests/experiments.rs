@@ -655,3 +655,123 @@ fn a_million_variable_grid_cycles_in_bounded_memory() {
         peaks[1]
     );
 }
+
+#[test]
+fn a_killed_run_leaves_files_readable_up_to_the_last_flush() {
+    let dir = scratch("killed");
+    let file = dir.join("long.toml");
+    let text = SMALL
+        .replace("divergence_rmse = 2.0", "")
+        .replace("[[methods]]\nname = \"climatology\"\n", "")
+        .replace("cycles = 60", "cycles = 200000")
+        + "\n[output]\nflush_every = 7\n";
+    std::fs::write(&file, text).unwrap();
+    let out = dir.join("out");
+    /// Kills the run however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_rime"))
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until a few flushes have happened (numrecs, bytes 4..8 of the
+    // header, is set by each flush), then kill the run mid-write.
+    let partial = out.join("etkf.partial.nc");
+    let numrecs = || {
+        std::fs::read(&partial)
+            .ok()
+            .filter(|b| b.len() >= 8)
+            .map_or(0, |b| u32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+    };
+    let start = std::time::Instant::now();
+    while numrecs() < 30 {
+        assert!(start.elapsed().as_secs() < 120, "no flush within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(child);
+    assert!(
+        !out.join("etkf.nc").exists(),
+        "an incomplete file must not take the final name"
+    );
+    for name in [
+        "etkf.partial.nc",
+        "truth.partial.nc",
+        "observations.partial.nc",
+    ] {
+        let ds = rime::io::read_classic(&out.join(name)).unwrap();
+        let records = ds.dim_len("time").unwrap();
+        assert!(
+            records >= 28 && records % 7 == 0,
+            "{name}: {records} records"
+        );
+        let time = read_f64(&ds, "time");
+        assert!(time.iter().all(|t| t.is_finite()), "{name}");
+    }
+}
+
+#[test]
+fn a_first_trial_step_that_leaves_the_attractor_shrinks() {
+    // 4D-Var on Lorenz-96 with 80 variables, F = 10, every second variable
+    // observed every 2 steps with error std 0.5, window 2, climatological B
+    // scaled by 0.1 (from the 950 cycles after burn-in), seed 7: at cycle
+    // 153 the first L-BFGS trial step overflows the trajectory (argmin's
+    // More-Thuente then stops on "NaN or Inf encountered"), and on shorter
+    // runs other minimisations hit the iteration cap or a non-descent
+    // direction. The line search must be restarted with a shorter step,
+    // and a capped minimisation must use its best iterate, not end the
+    // method.
+    let text = r#"
+[model]
+name = "lorenz96"
+size = 80
+forcing = 10.0
+[observations]
+operator = "every"
+stride = 2
+error_std = 0.5
+every = 2
+[run]
+cycles = 1000
+burn_in = 50
+seed = 7
+[initial]
+mean = [1.0]
+std = 0.031622776601683794
+[[methods]]
+name = "var4d"
+window = 2
+background_scale = 0.1
+background_covariance = "climatology"
+[[methods]]
+name = "climatology"
+"#;
+    let config = ExperimentConfig::from_toml(text, Path::new("var4d80.toml")).unwrap();
+    let report = run(&config, &RunOptions::default()).unwrap();
+    let m = &report.methods[0];
+    assert_eq!(m.status, Status::Ok);
+    let at = m.minimisations.iter().find(|r| r.cycle == 153).unwrap();
+    assert!(at.last.cost < at.cost_initial, "{at:?}");
+    assert!(m.minimisations.iter().all(|r| r.last.cost < r.cost_initial));
+    // Still far better than climatology (the spin-up from a poor first
+    // guess is in the average).
+    let clim = report.methods[1].summary.rmse_a.unwrap();
+    assert!(
+        m.summary.rmse_a.unwrap() < 0.5 * clim,
+        "{:?} vs {clim}",
+        m.summary
+    );
+}

@@ -31,7 +31,8 @@
 //!   the per-cycle scores of [`CycleScores::NAMES`]; for variational
 //!   methods the minimisation ending at each cycle (`minimiser_iterations`,
 //!   `cost_initial`, `cost_final`, `cost_background_final`,
-//!   `cost_observation_final`, `gradient_norm_final`); for ensembles the
+//!   `cost_observation_final`, `gradient_norm_final`, `minimiser_converged`);
+//!   for ensembles the
 //!   analysis `rank_histogram` after burn-in; and `diverged_at_cycle`
 //!   (-1 if the method ran to the end). The last three are written when
 //!   the method ends.
@@ -591,7 +592,7 @@ fn is_variational(entry: &MethodEntry) -> bool {
     matches!(entry.method.name(), "var3d" | "var4d" | "ienks" | "en4dvar")
 }
 
-const MINIMISATION_VARS: [(&str, &str); 6] = [
+const MINIMISATION_VARS: [(&str, &str); 7] = [
     (
         "minimiser_iterations",
         "L-BFGS iterations of the minimisation ending at this cycle",
@@ -604,6 +605,10 @@ const MINIMISATION_VARS: [(&str, &str); 6] = [
     ),
     ("cost_observation_final", "observation term at the minimum"),
     ("gradient_norm_final", "gradient norm at the minimum"),
+    (
+        "minimiser_converged",
+        "1 if the gradient tolerance was met, 0 if the best iterate was used (iteration cap or no further progress)",
+    ),
 ];
 
 impl MethodWriter {
@@ -753,7 +758,7 @@ impl MethodWriter {
         }
         let scores = r.scores.values();
         record.extend(scores.iter().map(std::slice::from_ref));
-        let minimisation = r.minimisation.map_or([f64::NAN; 6], |m| {
+        let minimisation = r.minimisation.map_or([f64::NAN; 7], |m| {
             [
                 m.iterations as f64,
                 m.cost_initial,
@@ -761,6 +766,7 @@ impl MethodWriter {
                 m.last.cost_b + m.last.cost_q,
                 m.last.cost_o,
                 m.last.gradient_norm,
+                f64::from(u8::from(m.converged)),
             ]
         });
         if self.variational {
@@ -832,6 +838,9 @@ struct MethodSummary<'a> {
 #[derive(Serialize)]
 struct MinimisationStats {
     count: usize,
+    /// Minimisations that stopped before meeting the gradient tolerance
+    /// (their best iterate was used).
+    not_converged: usize,
     mean_iterations: f64,
     max_iterations: u64,
 }
@@ -904,6 +913,7 @@ pub fn summary_json(report: &Report) -> String {
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
                     count: m.minimisations.len(),
+                    not_converged: m.minimisations.iter().filter(|r| !r.converged).count(),
                     mean_iterations: m
                         .minimisations
                         .iter()

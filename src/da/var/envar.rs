@@ -195,8 +195,10 @@ impl Filter for En4dvar {
         };
         let (control, record) = solve(&mean, None)?;
         let mut analysis = DMatrix::zeros(mean.len(), n_members);
+        let mut members_converged = true;
         for m in 0..n_members {
-            let (x, _) = solve(&self.start.column(m).into_owned(), Some(m))?;
+            let (x, r) = solve(&self.start.column(m).into_owned(), Some(m))?;
+            members_converged &= r.converged;
             analysis.set_column(m, &x);
         }
         // Recentre on the control analysis and inflate.
@@ -214,6 +216,7 @@ impl Filter for En4dvar {
                 .history
                 .last()
                 .expect("history starts at the background"),
+            converged: record.converged && members_converged,
         });
         Ok(())
     }

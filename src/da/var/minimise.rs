@@ -20,7 +20,8 @@ use crate::da::DaError;
 /// method's table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MinimiserConfig {
-    /// Iteration cap; reaching it without convergence is an error.
+    /// Iteration cap; a minimisation that reaches it uses its best iterate
+    /// and is recorded as not converged.
     #[serde(default = "default_iterations")]
     pub max_iterations: u64,
     /// Converged when the gradient norm falls below this times its initial value.
@@ -275,10 +276,16 @@ impl Observe<LbfgsState> for Recorder {
 /// The outcome of one minimisation.
 #[derive(Clone, Debug)]
 pub struct Minimised {
-    /// The minimising control vector.
+    /// The minimising control vector (the best iterate when the
+    /// minimisation stopped before converging).
     pub control: Vec<f64>,
-    /// Per-iteration record, starting with the initial point.
+    /// Per-iteration record, starting with the initial point and ending
+    /// with the returned control.
     pub history: Vec<IterationRecord>,
+    /// Whether the gradient tolerance was met; `false` when the iteration
+    /// cap was reached, or the line search could make no more progress,
+    /// and the best iterate (with a cost below the background's) is used.
+    pub converged: bool,
 }
 
 impl Minimised {
@@ -293,9 +300,34 @@ fn history_text(history: &[IterationRecord]) -> String {
     format!("[{}]", costs.join(", "))
 }
 
-/// Minimises from `p0` with L-BFGS (More-Thuente line search). A run that
-/// stops without meeting the gradient tolerance, or meets a non-finite
-/// cost, is an error carrying the iteration count and the cost history.
+/// Largest step, in whitened control units (background standard
+/// deviations), of the first safeguarded line search; each further failure
+/// without progress divides it by ten, down to [`SMALLEST_STEP`].
+const FIRST_STEP_CAP: f64 = 1.0;
+const SMALLEST_STEP: f64 = 1e-6;
+/// Restarts after which a minimisation stops anyway (each one either
+/// improves the cost or shrinks the step cap, so this is rarely reached).
+const MAX_RESTARTS: usize = 60;
+
+/// Minimises from `p0` with L-BFGS (More-Thuente line search).
+///
+/// Robust to what chaotic models do to a line search. L-BFGS can stop on
+/// a direction that is not a descent direction (a curvature pair with
+/// `y.s < 0` after a line search that ended without the Wolfe conditions),
+/// and a trial step far along a direction can make the trajectory
+/// overflow. Either way the minimisation restarts from its best point with
+/// an empty memory (a steepest-descent step); after a failure that made no
+/// progress the line search is restarted with its step capped at
+/// [`FIRST_STEP_CAP`] background standard deviations, then ten times less
+/// at each further failure, so a first trial step that leaves the attractor
+/// shrinks instead of ending the method.
+///
+/// Reaching `max_iterations`, or a step cap too small to make progress,
+/// is not a failure when the cost went down: as in operational 4D-Var,
+/// the best iterate is the analysis, and [`Minimised::converged`] is
+/// `false`. Errors: a non-finite cost or gradient at the background, or
+/// no iterate better than the background, with the iteration count and
+/// the cost history.
 pub fn minimise(
     problem: VarProblem<'_>,
     p0: Vec<f64>,
@@ -325,24 +357,36 @@ pub fn minimise(
         return Ok(Minimised {
             control: p0,
             history: vec![start],
+            converged: true,
         });
     }
     let log = Arc::new(Mutex::new(vec![start]));
     let best = Arc::new(Mutex::new((j0, p0.clone())));
-    // L-BFGS can stop on a non-descent direction where the cost is not
-    // convex (curvature pairs with y.s < 0 far from the minimum); restarting
-    // from the best point with an empty memory is the standard remedy.
-    const ATTEMPTS: usize = 3;
     let mut start_param = p0;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let mut start_cost = j0;
+    let mut start_grad_norm = g0_norm;
+    let mut step_cap: Option<f64> = None;
+    let mut why_stopped = String::new();
+    for attempt in 1..=MAX_RESTARTS {
         let offset = log
             .lock()
             .expect("recorder lock")
             .last()
             .map_or(0, |r| r.iteration);
-        let solver = LBFGS::new(MoreThuenteLineSearch::new(), config.memory)
+        if offset >= config.max_iterations {
+            why_stopped = format!("reached max_iterations = {}", config.max_iterations);
+            break;
+        }
+        let mut linesearch = MoreThuenteLineSearch::new();
+        if let Some(cap) = step_cap {
+            linesearch = linesearch
+                .with_bounds(
+                    f64::EPSILON.sqrt().min(0.5 * cap / start_grad_norm),
+                    cap / start_grad_norm,
+                )
+                .map_err(|e| DaError::Numerical(e.to_string()))?;
+        }
+        let solver = LBFGS::new(linesearch, config.memory)
             .with_tolerance_grad(tolerance)
             .and_then(|s| s.with_tolerance_cost(0.0))
             .map_err(|e| DaError::Numerical(e.to_string()))?;
@@ -351,7 +395,7 @@ pub fn minimise(
             evaluations: std::sync::atomic::AtomicU64::new(0),
             limit: 20 * config.max_iterations + 100,
         };
-        let remaining = config.max_iterations.saturating_sub(offset).max(1);
+        let remaining = config.max_iterations - offset;
         let result = Executor::new(budgeted, solver)
             .configure(|state| state.param(start_param.clone()).max_iters(remaining))
             .add_observer(
@@ -366,47 +410,108 @@ pub fn minimise(
             .timer(false)
             .run();
         let history = log.lock().expect("recorder lock").clone();
-        let iterations = history.last().map_or(0, |r| r.iteration);
-        let failure = |reason: String| DaError::Minimisation {
-            reason,
-            iterations,
-            history: history_text(&history),
-        };
-        let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
-        let state = match result {
-            Ok(result) => result.state,
-            Err(e) => {
-                let improved = best_param != start_param;
-                if attempt < ATTEMPTS && improved && iterations < config.max_iterations {
-                    start_param = best_param;
-                    continue;
-                }
-                return Err(failure(format!("{e} (after {attempt} attempt(s))")));
-            }
-        };
         let final_grad = history.last().map_or(f64::NAN, |r| r.gradient_norm);
-        let converged = matches!(
-            state.get_termination_status(),
-            TerminationStatus::Terminated(TerminationReason::SolverConverged)
-        ) || final_grad <= tolerance;
-        if best_cost < BLOWN_UP && converged {
-            let control = state.get_best_param().cloned().unwrap_or(best_param);
-            return Ok(Minimised { control, history });
-        }
-        let out_of_iterations = matches!(
-            state.get_termination_status(),
-            TerminationStatus::Terminated(TerminationReason::MaxItersReached)
-        ) || iterations >= config.max_iterations;
-        if attempt < ATTEMPTS && !out_of_iterations && best_param != start_param {
-            start_param = best_param;
-            continue;
-        }
-        let why = match state.get_termination_status() {
-            TerminationStatus::Terminated(r) => r.text().to_string(),
-            TerminationStatus::NotTerminated => "not terminated".to_string(),
+        let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
+        let (status, stopped, solver_best) = match result {
+            Ok(result) => {
+                let status = result.state.get_termination_status().clone();
+                let text = match &status {
+                    TerminationStatus::Terminated(r) => r.text().to_string(),
+                    TerminationStatus::NotTerminated => "not terminated".to_string(),
+                };
+                (Some(status), text, result.state.get_best_param().cloned())
+            }
+            Err(e) => (None, e.to_string(), None),
         };
-        return Err(failure(format!(
-            "did not converge ({why}; gradient norm {final_grad:.3e} > tolerance {tolerance:.3e}; {attempt} attempt(s))"
-        )));
+        let converged = matches!(
+            status,
+            Some(TerminationStatus::Terminated(
+                TerminationReason::SolverConverged
+            ))
+        ) || final_grad <= tolerance;
+        if converged && best_cost < BLOWN_UP {
+            return Ok(Minimised {
+                control: solver_best.unwrap_or(best_param),
+                history,
+                converged: true,
+            });
+        }
+        why_stopped = format!("{stopped} (after {attempt} attempt(s))");
+        if matches!(
+            status,
+            Some(TerminationStatus::Terminated(
+                TerminationReason::MaxItersReached
+            ))
+        ) {
+            break;
+        }
+        // Restart from the best point with an empty memory; if this
+        // attempt made no progress, cap (or shrink) the first step.
+        if best_cost < start_cost {
+            start_param = best_param;
+            start_cost = best_cost;
+        } else {
+            let cap = step_cap.map_or(FIRST_STEP_CAP, |c| 0.1 * c);
+            if cap < SMALLEST_STEP {
+                break;
+            }
+            step_cap = Some(cap);
+        }
+        start_grad_norm = problem
+            .cost_and_gradient(&start_param)
+            .map(|(_, g)| g.iter().map(|x| x * x).sum::<f64>().sqrt())
+            .unwrap_or(f64::NAN);
+        if !(start_grad_norm.is_finite() && start_grad_norm > 0.0) {
+            break;
+        }
     }
+    let history = log.lock().expect("recorder lock").clone();
+    let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
+    if best_cost < j0 && best_cost.is_finite() && best_cost < BLOWN_UP {
+        return Ok(Minimised {
+            history: with_final(&problem, history, &best_param, best_cost, n),
+            control: best_param,
+            converged: false,
+        });
+    }
+    let iterations = history.last().map_or(0, |r| r.iteration);
+    Err(DaError::Minimisation {
+        reason: format!("no iterate improved on the background: {why_stopped}"),
+        iterations,
+        history: history_text(&history),
+    })
+}
+
+/// The history, ending with the record of the returned control (the best
+/// iterate, which need not be the last one the solver visited).
+fn with_final(
+    problem: &VarProblem<'_>,
+    mut history: Vec<IterationRecord>,
+    control: &[f64],
+    cost: f64,
+    n: usize,
+) -> Vec<IterationRecord> {
+    let last = history
+        .last()
+        .copied()
+        .expect("history starts at the background");
+    if last.cost == cost {
+        return history;
+    }
+    let half_sq = |v: &[f64]| 0.5 * v.iter().map(|x| x * x).sum::<f64>();
+    let (cost_b, cost_q) = (half_sq(&control[..n]), half_sq(&control[n..]));
+    let gradient_norm = problem
+        .cost_and_gradient(control)
+        .map_or(f64::NAN, |(_, g)| {
+            g.iter().map(|x| x * x).sum::<f64>().sqrt()
+        });
+    history.push(IterationRecord {
+        iteration: last.iteration,
+        cost,
+        cost_b,
+        cost_q,
+        cost_o: cost - cost_b - cost_q,
+        gradient_norm,
+    });
+    history
 }
