@@ -39,7 +39,7 @@ enum Command {
         /// Also write the results table (Markdown) to this file.
         #[arg(long)]
         table: Option<PathBuf>,
-        /// Exit with status 1 if a method misses its `[expected]` score or diverges.
+        /// Exit with status 1 if a method misses its `[expected]` score or does not end `ok`.
         #[arg(long)]
         check_expected: bool,
         /// Where models run (overrides `run.device`).
@@ -62,6 +62,24 @@ enum Format {
     Netcdf4,
 }
 
+/// The `*.partial.nc` files in `dir` written since `since`, sorted.
+fn partial_files(dir: &std::path::Path, since: std::time::SystemTime) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial.nc"))
+        .collect();
+    names.sort();
+    names
+}
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
@@ -80,7 +98,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 device,
                 ..RunOptions::default()
             };
-            let config = runner::with_options(&config, &options);
+            let config = runner::with_options(&config, &options)?;
             let built = runner::build(&config)?;
             println!(
                 "{}: {} model ({} variables), {} method(s), {} cycles, device {}",
@@ -124,8 +142,33 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     format,
                 }),
             };
-            let report =
-                run(&config, &options).with_context(|| format!("running {}", file.display()))?;
+            let effective = runner::with_options(&config, &options)?;
+            if effective.run.burn_in != config.run.burn_in {
+                eprintln!(
+                    "note: --cycles {} is not above run.burn_in = {}; the burn-in is shortened to {} cycles",
+                    effective.run.cycles, config.run.burn_in, effective.run.burn_in
+                );
+            }
+            let started = std::time::SystemTime::now();
+            let report = match run(&config, &options) {
+                Ok(r) => r,
+                Err(e) => {
+                    let partial = partial_files(&out, started);
+                    if !partial.is_empty() {
+                        eprintln!(
+                            "note: no output file is complete; {} in {} hold the cycles up to the last flush",
+                            partial.join(", "),
+                            out.display()
+                        );
+                    }
+                    return Err(
+                        anyhow::Error::new(e).context(format!("running {}", file.display()))
+                    );
+                }
+            };
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
             let summary = output::write_summary(&report, &out)?;
             let markdown = output::table(&report);
             print!("{markdown}");
@@ -152,14 +195,21 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 rime::io::write_atomic(&path, (header + &markdown).as_bytes())?;
             }
             for m in &report.methods {
-                if let rime::experiment::runner::Status::Diverged { cycle, reason } = &m.status {
-                    eprintln!("warning: {} diverged at cycle {cycle}: {reason}", m.label);
+                match &m.status {
+                    rime::experiment::runner::Status::Ok => {}
+                    rime::experiment::runner::Status::Diverged { reason, .. }
+                    | rime::experiment::runner::Status::Failed { reason, .. } => {
+                        eprintln!("warning: {} {}: {reason}", m.label, m.status.describe());
+                    }
+                    other => eprintln!("warning: {}: {}", m.label, other.describe()),
                 }
             }
-            let failed = report
-                .methods
-                .iter()
-                .any(|m| m.meets_expectation() == Some(false));
+            // Anything but a clean run fails the check: a missed score, and
+            // a method stopped early whether or not it has an expectation.
+            let failed = report.methods.iter().any(|m| {
+                m.meets_expectation() == Some(false)
+                    || m.status != rime::experiment::runner::Status::Ok
+            });
             Ok(if check_expected && failed {
                 ExitCode::from(1)
             } else {

@@ -77,10 +77,13 @@ impl IenksConfig {
         {
             return err("finite_size", format!("must be positive, got {x}"));
         }
-        if !(self.inflation > 0.0 && self.inflation.is_finite()) {
+        if !(self.inflation >= 1.0 && self.inflation.is_finite()) {
             return err(
                 "inflation",
-                format!("must be positive, got {}", self.inflation),
+                format!(
+                    "must be at least 1 (below 1 it deflates the ensemble), got {}",
+                    self.inflation
+                ),
             );
         }
         Ok(())

@@ -164,10 +164,13 @@ impl MethodConfig {
                         format!("must be at least 2, got {}", c.ensemble_size),
                     );
                 }
-                if !(c.inflation > 0.0 && c.inflation.is_finite()) {
+                if !(c.inflation >= 1.0 && c.inflation.is_finite()) {
                     return err(
                         "inflation",
-                        format!("must be positive, got {}", c.inflation),
+                        format!(
+                            "must be at least 1 (below 1 it deflates the ensemble, which then collapses), got {}",
+                            c.inflation
+                        ),
                     );
                 }
                 for (key, v) in [("rtpp", c.rtpp), ("rtps", c.rtps)] {

@@ -264,6 +264,36 @@ pub struct Expected {
     pub tolerance: f64,
 }
 
+/// Names of the run's shared output files, which no method may take.
+pub const RESERVED_LABELS: [&str; 3] = ["truth", "observations", "summary"];
+
+/// A label names a method's output file: letters, digits, `_`, `.` and
+/// `-` only, not empty, not starting with a dot, and not one of
+/// [`RESERVED_LABELS`], so that no file lands outside the output folder
+/// or clashes with the run's own files.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("is empty; a label names the method's output file".into());
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "\"{label}\" contains {c:?}; use only letters, digits, `_`, `.` and `-` (a label names the method's output file)"
+        ));
+    }
+    if label.starts_with('.') {
+        return Err(format!("\"{label}\" starts with a dot (a hidden file)"));
+    }
+    if RESERVED_LABELS.contains(&label) {
+        return Err(format!(
+            "\"{label}\" is reserved for the run's own {label} file"
+        ));
+    }
+    Ok(())
+}
+
 /// A method and its label (unique within the file).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MethodEntry {
@@ -393,6 +423,7 @@ impl ExperimentConfig {
                 .validate()
                 .map_err(|(key, reason)| invalid(format!("methods[{i}].{key}"), reason))?;
             let label = label.unwrap_or_else(|| method.name().to_string());
+            check_label(&label).map_err(|reason| invalid(format!("methods[{i}].label"), reason))?;
             if methods.iter().any(|m: &MethodEntry| m.label == label) {
                 return Err(invalid(
                     format!("methods[{i}].label"),
@@ -492,6 +523,15 @@ impl ExperimentConfig {
                 format!("must be positive, got {bad}"),
             ));
         }
+        // R = std^2 and its inverse must be normal f64 numbers.
+        if let Some(bad) = error_std.iter().find(|v| !(1e-150..=1e150).contains(*v)) {
+            return Err((
+                "observations.error_std".into(),
+                format!(
+                    "{bad:e} is out of the range f64 can invert (1e-150 to 1e150): the error variance would underflow or overflow"
+                ),
+            ));
+        }
         if let Some(l) = o.error_correlation_length
             && !(l > 0.0 && l.is_finite())
         {
@@ -528,6 +568,15 @@ impl ExperimentConfig {
                 let indices = o.indices.as_ref().ok_or(needs("indices", "partial"))?;
                 if indices.is_empty() {
                     return Err(("observations.indices".into(), "must not be empty".into()));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                if let Some(dup) = indices.iter().find(|i| !seen.insert(**i)) {
+                    return Err((
+                        "observations.indices".into(),
+                        format!(
+                            "index {dup} is listed twice (one observation per variable; a repeated index would count it twice with independent errors)"
+                        ),
+                    ));
                 }
             }
             OperatorKind::Every => {
@@ -577,6 +626,16 @@ impl ExperimentConfig {
                 format!("must be positive, got {d}"),
             ));
         }
+        let mean_values = match &self.initial.mean {
+            InitialMean::Scalar(v) => vec![*v],
+            InitialMean::Values(v) => v.clone(),
+        };
+        if let Some((i, bad)) = mean_values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err((
+                "initial.mean".into(),
+                format!("value {i} is {bad}; every value must be finite"),
+            ));
+        }
         if !(self.initial.std >= 0.0 && self.initial.std.is_finite()) {
             return Err((
                 "initial.std".into(),
@@ -624,6 +683,26 @@ impl ExperimentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_plain_file_names() {
+        for ok in ["etkf", "etkf_n20", "var4d-w2", "a.b"] {
+            assert!(check_label(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".x",
+            "..",
+            "a/b",
+            "../x",
+            "a\\b",
+            "é",
+            "observations",
+            "summary",
+        ] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
+    }
 
     const GOOD: &str = r#"
 [model]

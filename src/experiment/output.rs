@@ -33,7 +33,7 @@
 //!   `cost_initial`, `cost_final`, `cost_background_final`,
 //!   `cost_observation_final`, `gradient_norm_final`, `minimiser_converged`);
 //!   for ensembles the
-//!   analysis `rank_histogram` after burn-in; and `diverged_at_cycle`
+//!   analysis `rank_histogram` after burn-in; and `stopped_at_cycle`
 //!   (-1 if the method ran to the end). The last three are written when
 //!   the method ends.
 
@@ -366,9 +366,108 @@ impl Stream {
     }
 }
 
+/// A run's claim on its output folder: the file `.rime.lock` holding the
+/// process id, created exclusively, removed when the run ends (also on an
+/// error). A second run into the same folder is refused while the first
+/// one lives; a lock left by a killed run (its process gone) is taken
+/// over.
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+}
+
+impl OutputLock {
+    /// Creates `dir` if needed and locks it.
+    ///
+    /// # Errors
+    /// A folder that cannot be created or written, or one another live
+    /// rime run is writing into.
+    pub fn acquire(dir: &Path) -> Result<Self, IoError> {
+        std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
+            path: dir.to_path_buf(),
+            action: "creating the output folder".into(),
+            source,
+        })?;
+        let path = dir.join(".rime.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    let alive =
+                        owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if alive {
+                        return Err(IoError::Io {
+                            path: dir.to_path_buf(),
+                            action: "claiming the output folder".into(),
+                            source: std::io::Error::other(format!(
+                                "another rime run (process {}) is writing into it; wait for it to end or choose another --out",
+                                owner.unwrap_or(0)
+                            )),
+                        });
+                    }
+                    // The owner is gone (a killed run): take its lock over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(source) => {
+                    return Err(IoError::Io {
+                        path: dir.to_path_buf(),
+                        action: "writing into the output folder".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(IoError::Io {
+            path: path.clone(),
+            action: "claiming the output folder".into(),
+            source: std::io::Error::other("the lock file keeps coming back"),
+        })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes what an interrupted earlier run left in `dir`: `*.partial.nc`
+/// files and hidden `.*.tmp-*` files of atomic writes. Returns their names.
+fn remove_stale(dir: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale =
+            name.ends_with(".partial.nc") || (name.starts_with('.') && name.contains(".tmp-"));
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// The files of a run that are not a method's: `truth.nc` and
 /// `observations.nc`; and what method files share.
 pub struct RunFiles {
+    /// Held until the run's files are all written.
+    lock: OutputLock,
+    /// Files of an interrupted earlier run that were removed.
+    pub stale: Vec<String>,
     target: OutputTarget,
     config: ExperimentConfig,
     model: String,
@@ -393,11 +492,8 @@ impl RunFiles {
         built: &Built,
         chronology: Chronology,
     ) -> Result<Self, IoError> {
-        std::fs::create_dir_all(&target.dir).map_err(|source| IoError::Io {
-            path: target.dir.clone(),
-            action: "creating the output directory".into(),
-            source,
-        })?;
+        let lock = OutputLock::acquire(&target.dir)?;
+        let stale = remove_stale(&target.dir);
         let model = built.model();
         let geometry = model.geometry();
         let layout = Layout::new(geometry, config.output.fields.as_deref());
@@ -479,6 +575,8 @@ impl RunFiles {
         let observations =
             Stream::create(&target.dir, "observations", header, target.format, flush)?;
         Ok(Self {
+            lock,
+            stale,
             target: target.clone(),
             config: config.clone(),
             model: model.name().to_string(),
@@ -545,17 +643,18 @@ impl RunFiles {
         self.observations.append(k, &record)
     }
 
-    /// Closes `truth.nc` and `observations.nc`; returns their paths.
+    /// Closes `truth.nc` and `observations.nc`; returns their paths and
+    /// the folder's lock, to be released when the method files are done.
     ///
     /// # Errors
     /// A write or rename that fails.
-    pub fn finish(self) -> Result<Vec<PathBuf>, IoError> {
+    pub fn finish(self) -> Result<(Vec<PathBuf>, OutputLock), IoError> {
         let mut paths = Vec::new();
         if let Some(t) = self.truth {
             paths.push(t.finish()?);
         }
         paths.push(self.observations.finish()?);
-        Ok(paths)
+        Ok((paths, self.lock))
     }
 }
 
@@ -636,7 +735,7 @@ impl MethodWriter {
             ));
         }
         fixed.push((
-            StreamVar::new("diverged_at_cycle", &[], StreamType::I32).attr(
+            StreamVar::new("stopped_at_cycle", &[], StreamType::I32).attr(
                 "long_name",
                 "cycle (0-based) at which the method was stopped; -1 if it ran to the end",
             ),
@@ -797,10 +896,10 @@ impl MethodWriter {
                     .rewrite_fixed("rank_histogram", &counts)?;
             }
         }
-        if let Status::Diverged { cycle, .. } = status {
+        if let Some(cycle) = status.stopped_at() {
             self.stream
                 .writer
-                .rewrite_fixed("diverged_at_cycle", &[*cycle as f64])?;
+                .rewrite_fixed("stopped_at_cycle", &[cycle as f64])?;
         }
         self.stream.finish()
     }
@@ -813,9 +912,9 @@ struct MethodSummary<'a> {
     name: &'a str,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    diverged_at_cycle: Option<usize>,
+    stopped_at_cycle: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<String>,
     rmse_a: Option<f64>,
     rmse_a_ci95: Option<f64>,
     rmse_f: Option<f64>,
@@ -857,6 +956,8 @@ struct RunSummary<'a> {
     observations: &'static str,
     /// Peak resident memory of the run's process, MiB.
     peak_memory_mib: Option<f64>,
+    /// Exactly the files this run wrote (besides summary.json).
+    files: Vec<String>,
     rime_version: &'static str,
     methods: Vec<MethodSummary<'a>>,
 }
@@ -887,18 +988,20 @@ pub fn summary_json(report: &Report) -> String {
         .methods
         .iter()
         .map(|m| {
-            let (status, cycle, reason) = match &m.status {
-                Status::Ok => ("ok", None, None),
-                Status::Diverged { cycle, reason } => {
-                    ("diverged", Some(*cycle), Some(reason.as_str()))
+            let reason = match &m.status {
+                Status::Diverged { reason, .. } | Status::Failed { reason, .. } => {
+                    Some(reason.clone())
                 }
+                Status::Ok => None,
+                other => Some(other.describe()),
             };
+            let (status, cycle) = (m.status.name(), m.status.stopped_at());
             let s = &m.summary;
             MethodSummary {
                 label: &m.label,
                 name: m.entry.method.name(),
                 status,
-                diverged_at_cycle: cycle,
+                stopped_at_cycle: cycle,
                 reason,
                 rmse_a: s.rmse_a,
                 rmse_a_ci95: s.rmse_a_ci95,
@@ -944,6 +1047,11 @@ pub fn summary_json(report: &Report) -> String {
         peak_memory_mib: report
             .peak_memory_bytes
             .map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0),
+        files: report
+            .files
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
         rime_version: env!("CARGO_PKG_VERSION"),
         methods,
     };
@@ -956,50 +1064,65 @@ pub fn summary_json(report: &Report) -> String {
 pub fn table(report: &Report) -> String {
     let f = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4}"));
     let status = |s: &Status| match s {
-        Status::Ok => "ok".to_string(),
-        Status::Diverged { cycle, .. } => format!("diverged at cycle {cycle}"),
-    };
-    if !report.has_truth {
-        let mut out = String::from(
-            "| method | O−B rms | O−A rms | Desroziers R / assumed R | spread | status | ms/cycle |\n|---|---|---|---|---|---|---|\n",
-        );
-        for m in &report.methods {
-            out += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:.3} |\n",
-                m.label,
-                f(m.summary.omb_rms),
-                f(m.summary.oma_rms),
-                f(m.summary.desroziers_r_ratio),
-                f(m.summary.spread_a),
-                status(&m.status),
-                m.time_per_cycle_s * 1e3
-            );
+        Status::NotConverged { minimisations, .. } => {
+            format!("not converged ({minimisations})")
         }
-        return out;
-    }
-    let mut out = String::from(
-        "| method | analysis RMSE | ±95% | spread | CRPS | expected | status | ms/cycle |\n|---|---|---|---|---|---|---|---|\n",
+        Status::WorseThanClimatology { .. } => "worse than climatology".into(),
+        other => other.describe(),
+    };
+    let header: &[&str] = if report.has_truth {
+        &[
+            "method",
+            "analysis RMSE",
+            "±95%",
+            "spread",
+            "CRPS",
+            "expected",
+        ]
+    } else {
+        &[
+            "method",
+            "O−B rms",
+            "O−A rms",
+            "Desroziers R / assumed R",
+            "spread",
+        ]
+    };
+    let mut out = format!(
+        "| {} | status | ms/cycle |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len() + 2)
     );
     for m in &report.methods {
-        let expected = m.expected.map_or("—".to_string(), |e| {
-            let mark = if m.meets_expectation() == Some(true) {
-                "✓"
-            } else {
-                "✗"
-            };
-            format!("{:.2} ± {:.2} {mark}", e.rmse_a, e.tolerance)
-        });
-        out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.3} |\n",
-            m.label,
-            f(m.summary.rmse_a),
-            f(m.summary.rmse_a_ci95),
-            f(m.summary.spread_a),
-            f(m.summary.crps_a),
-            expected,
-            status(&m.status),
-            m.time_per_cycle_s * 1e3
-        );
+        let s = &m.summary;
+        let mut cells = vec![m.label.clone()];
+        if report.has_truth {
+            let expected = m.expected.map_or("—".to_string(), |e| {
+                let mark = if m.meets_expectation() == Some(true) {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                format!("{:.2} ± {:.2} {mark}", e.rmse_a, e.tolerance)
+            });
+            cells.extend([
+                f(s.rmse_a),
+                f(s.rmse_a_ci95),
+                f(s.spread_a),
+                f(s.crps_a),
+                expected,
+            ]);
+        } else {
+            cells.extend([
+                f(s.omb_rms),
+                f(s.oma_rms),
+                f(s.desroziers_r_ratio),
+                f(s.spread_a),
+            ]);
+        }
+        cells.push(status(&m.status));
+        cells.push(format!("{:.3}", m.time_per_cycle_s * 1e3));
+        out += &format!("| {} |\n", cells.join(" | "));
     }
     out
 }

@@ -51,17 +51,91 @@ pub enum RunError {
 
 /// How a method ended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
-    /// Every cycle ran.
+    /// Every cycle ran, every minimisation converged, and (with a truth)
+    /// the analysis beat climatology.
     Ok,
-    /// Stopped at `cycle` (0-based) for `reason`.
+    /// Every cycle ran, but some minimisations stopped before meeting the
+    /// gradient tolerance (iteration cap or no further progress); their
+    /// best iterate was used as the analysis.
+    NotConverged {
+        /// How many minimisations did not converge.
+        minimisations: usize,
+        /// The most iterations one of them took.
+        max_iterations: u64,
+        /// The largest final gradient norm among them.
+        gradient_norm: f64,
+    },
+    /// Every cycle ran, but the time-mean analysis RMSE exceeds the
+    /// climatological standard deviation of the truth: a forecast of the
+    /// climate mean would have done better.
+    WorseThanClimatology {
+        /// Time-mean analysis RMSE.
+        rmse_a: f64,
+        /// Climatological standard deviation (root of the mean variance).
+        climatology: f64,
+    },
+    /// Stopped at `cycle` (0-based): the forecast or analysis became
+    /// non-finite or its error exceeded the divergence limit.
     Diverged {
         /// The cycle at which the method was stopped.
         cycle: usize,
         /// Why.
         reason: String,
     },
+    /// Stopped at `cycle` by a failure that is not a divergence (a
+    /// minimisation with no iterate better than its background, a failed
+    /// decomposition).
+    Failed {
+        /// The cycle at which the method was stopped.
+        cycle: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Status {
+    /// The name used in summary.json and the table.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NotConverged { .. } => "not_converged",
+            Status::WorseThanClimatology { .. } => "worse_than_climatology",
+            Status::Diverged { .. } => "diverged",
+            Status::Failed { .. } => "failed",
+        }
+    }
+
+    /// The cycle a method was stopped at, if it was.
+    pub fn stopped_at(&self) -> Option<usize> {
+        match self {
+            Status::Diverged { cycle, .. } | Status::Failed { cycle, .. } => Some(*cycle),
+            _ => None,
+        }
+    }
+
+    /// A short description for the table and warnings.
+    pub fn describe(&self) -> String {
+        match self {
+            Status::Ok => "ok".into(),
+            Status::NotConverged {
+                minimisations,
+                max_iterations,
+                gradient_norm,
+            } => format!(
+                "not converged ({minimisations} minimisation(s), up to {max_iterations} iterations, gradient norm up to {gradient_norm:.2e})"
+            ),
+            Status::WorseThanClimatology {
+                rmse_a,
+                climatology,
+            } => format!(
+                "worse than climatology (RMSE {rmse_a:.4} > climatological std {climatology:.4})"
+            ),
+            Status::Diverged { cycle, .. } => format!("diverged at cycle {cycle}"),
+            Status::Failed { cycle, .. } => format!("failed at cycle {cycle}"),
+        }
+    }
 }
 
 /// The scores of one cycle. With a truth: RMSE, spread and CRPS of the
@@ -274,6 +348,11 @@ pub struct Report {
     pub has_truth: bool,
     /// The files written, if the run had an output directory.
     pub files: Vec<std::path::PathBuf>,
+    /// Things the user should know that are not errors (files removed).
+    pub notes: Vec<String>,
+    /// The output folder's lock, held until the report is dropped (after
+    /// summary.json is written).
+    pub lock: Option<output::OutputLock>,
     /// One report per method, in file order.
     pub methods: Vec<MethodReport>,
     /// The forecast model's name, for output.
@@ -294,10 +373,21 @@ pub fn peak_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Applies the command-line overrides to a configuration.
-pub fn with_options(config: &ExperimentConfig, options: &RunOptions) -> ExperimentConfig {
+/// Applies the command-line overrides to a configuration. A `cycles`
+/// override at or below `run.burn_in` shortens the burn-in to a fifth of
+/// the run (the CLI says so).
+///
+/// # Errors
+/// An override that is not valid (`--cycles 0`).
+pub fn with_options(
+    config: &ExperimentConfig,
+    options: &RunOptions,
+) -> Result<ExperimentConfig, ConfigError> {
     let mut config = config.clone();
     if let Some(c) = options.cycles {
+        if c == 0 {
+            return Err(config.invalid("--cycles", "must be at least 1, got 0"));
+        }
         config = config.with_cycles(c);
     }
     if let Some(s) = options.seed {
@@ -306,7 +396,7 @@ pub fn with_options(config: &ExperimentConfig, options: &RunOptions) -> Experime
     if let Some(d) = options.device {
         config.run.device = d;
     }
-    config
+    Ok(config)
 }
 
 /// Builds the experiment on its device: every model once, the network,
@@ -331,52 +421,66 @@ pub fn build(config: &ExperimentConfig) -> Result<Built, ConfigError> {
 /// An experiment that cannot be built, a method that cannot start, or an
 /// output file that cannot be written.
 pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, RunError> {
-    let config = with_options(config, options);
+    let config = with_options(config, options)?;
     let built = build(&config)?;
     let model = built.model();
     let chronology = built.chronology(&config);
     let has_truth = built.has_truth();
     let initial = built.initial(&config);
 
-    let climate = if has_truth {
-        let covariance = config
-            .methods
-            .iter()
-            .any(|m| m.method.needs_climate_covariance());
-        climate(&config, &built, covariance)
-    } else {
-        if let Some((i, m)) = config
+    if !has_truth
+        && let Some((i, m)) = config
             .methods
             .iter()
             .enumerate()
             .find(|(_, m)| m.method.needs_climate())
-        {
-            return Err(config
-                .invalid(
-                    &format!("methods[{i}]"),
-                    format!(
-                        "`{}` needs the climatology of a truth run, which observations from a file do not have",
-                        m.label
-                    ),
-                )
-                .into());
-        }
-        // Never read: no method needs it (checked above) and divergence
-        // is judged on non-finite values only.
-        ClimateStats::from_moments(initial.mean.clone(), initial.std.map(|s| s * s))
-    };
-    let divergence_rmse = match (config.run.divergence_rmse, has_truth) {
-        (Some(d), _) => d,
-        (None, true) => 10.0 * climate.variance.mean().sqrt(),
-        (None, false) => f64::INFINITY,
-    };
-
+    {
+        return Err(config
+            .invalid(
+                &format!("methods[{i}]"),
+                format!(
+                    "`{}` needs the climatology of a truth run, which observations from a file do not have",
+                    m.label
+                ),
+            )
+            .into());
+    }
+    // The output files first: a folder that cannot be written is reported
+    // before any computing.
     let mut outputs = match &options.output {
         Some(target) => Some(output::RunFiles::create(
             target, &config, &built, chronology,
         )?),
         None => None,
     };
+    let climate = if has_truth {
+        let covariance = config
+            .methods
+            .iter()
+            .any(|m| m.method.needs_climate_covariance());
+        climate(&config, &built, covariance)?
+    } else {
+        // Never read: no method needs it (checked above) and divergence
+        // is judged on non-finite values only.
+        ClimateStats::from_moments(initial.mean.clone(), initial.std.map(|s| s * s))
+    };
+    // The climatological spread of the truth, once enough of it was seen
+    // to estimate it (at least 10 cycles after the burn-in).
+    let kept = chronology.cycles - chronology.burn_in.min(chronology.cycles);
+    let climatology_std = (has_truth && kept >= 10).then(|| climate.variance.mean().sqrt());
+    // Divergence: ten climatological standard deviations, but never below
+    // ten times the initial spread or the observation error, so that a
+    // short run (whose climatology is a few samples) is not held to a
+    // limit near zero.
+    let divergence_rmse = match (config.run.divergence_rmse, has_truth) {
+        (Some(d), _) => d,
+        (None, true) => {
+            let floor = initial.std.mean().max(built.source.typical_error_std());
+            10.0 * climate.variance.mean().sqrt().max(floor)
+        }
+        (None, false) => f64::INFINITY,
+    };
+
     let mut runs = Vec::with_capacity(config.methods.len());
     for entry in &config.methods {
         let writer = match &outputs {
@@ -388,8 +492,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         )?);
     }
 
-    let total = (chronology.cycles * config.methods.len()) as u64;
-    let bar = progress_bar(options.progress, total);
+    let mut progress = Progress::new(options.progress, chronology.cycles);
     let mut truth_run = has_truth.then(|| TruthRun::new(&config, &built));
     for k in 0..chronology.cycles {
         let time = chronology.time(k);
@@ -406,26 +509,37 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
             files.record(k, time, truth.as_ref(), &batch)?;
         }
         runs.par_iter_mut()
-            .filter(|r| r.status == Status::Ok)
+            .filter(|r| r.status.stopped_at().is_none())
             .for_each(|r| r.cycle(k, truth.as_ref(), &batch, divergence_rmse));
         for r in &mut runs {
             if let Some(e) = r.write_error.take() {
                 return Err(e.into());
             }
         }
-        bar.set_position(((k + 1) * runs.len()) as u64);
+        progress.cycle(k + 1, &runs);
     }
-    bar.finish_and_clear();
+    progress.finish();
     let mut files = Vec::new();
+    let mut notes = Vec::new();
+    let mut lock = None;
     if let Some(f) = outputs {
-        files.extend(f.finish()?);
+        if !f.stale.is_empty() {
+            notes.push(format!(
+                "removed files an interrupted earlier run left in the output folder: {}",
+                f.stale.join(", ")
+            ));
+        }
+        let (paths, l) = f.finish()?;
+        files.extend(paths);
+        lock = Some(l);
     }
     let mut methods = Vec::with_capacity(runs.len());
     for r in runs {
-        let (report, path) = r.finish(chronology, has_truth)?;
+        let (report, path) = r.finish(chronology, has_truth, climatology_std)?;
         files.extend(path);
         methods.push(report);
     }
+    // The lock is released by the caller once summary.json is written.
     Ok(Report {
         model_name: model.name().to_string(),
         geometry: model.geometry().clone(),
@@ -433,23 +547,82 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         chronology,
         has_truth,
         files,
+        notes,
+        lock,
         methods,
         peak_memory_bytes: peak_memory_bytes(),
     })
 }
 
-fn progress_bar(show: bool, total: u64) -> ProgressBar {
-    if show && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} method-cycles ({eta} left)",
-            )
-            .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
+/// Progress of the cycling: a bar when stderr is a terminal; otherwise
+/// (batch jobs, `nohup`, logs) one line every [`PROGRESS_EVERY`], naming
+/// the methods still running and those stopped.
+struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    cycles: usize,
+    started: Instant,
+    last_line: Instant,
+}
+
+/// Interval between progress lines when stderr is not a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn new(show: bool, cycles: usize) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (show && terminal).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(cycles as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} cycles ({eta} left) {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Self {
+            bar,
+            lines: show && !terminal,
+            cycles,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn cycle(&mut self, done: usize, runs: &[MethodRun<'_>]) {
+        let stopped: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.status.stopped_at().is_some())
+            .map(|r| r.entry.label.as_str())
+            .collect();
+        let running = runs.len() - stopped.len();
+        let stopped_text = if stopped.is_empty() {
+            String::new()
+        } else {
+            format!(", stopped: {}", stopped.join(", "))
+        };
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{running} method(s) running{stopped_text}"));
+        } else if self.lines && (self.last_line.elapsed() >= PROGRESS_EVERY || done == self.cycles)
+        {
+            self.last_line = Instant::now();
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let left = elapsed / done as f64 * (self.cycles - done) as f64;
+            eprintln!(
+                "rime: cycle {done}/{} ({:.0} %), {elapsed:.0} s elapsed, about {left:.0} s left; {running} method(s) running{stopped_text}",
+                self.cycles,
+                100.0 * done as f64 / self.cycles as f64
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -482,7 +655,11 @@ impl<'a> MethodRun<'a> {
         initial: &Gaussian,
         writer: Option<output::MethodWriter>,
     ) -> Result<Self, DaError> {
-        let name = format!("method/{}", entry.label);
+        // The random streams are keyed by the method's settings, not its
+        // label: renaming a label changes nothing, and two entries with the
+        // same settings give the same numbers.
+        let settings = serde_json::to_string(&entry.method).expect("method settings serialise");
+        let name = format!("method/{settings}");
         let chronology = built.chronology(config);
         let context = Context {
             model,
@@ -535,9 +712,15 @@ impl<'a> MethodRun<'a> {
         let (forecast, d_b, hbh) = match outcome {
             Ok(v) => v,
             Err(e) => {
-                self.status = Status::Diverged {
-                    cycle: k,
-                    reason: e.to_string(),
+                self.status = match e {
+                    DaError::Forecast(f) => Status::Diverged {
+                        cycle: k,
+                        reason: format!("the forecast blew up: {f}"),
+                    },
+                    other => Status::Failed {
+                        cycle: k,
+                        reason: other.to_string(),
+                    },
                 };
                 self.elapsed += start.elapsed();
                 return;
@@ -595,11 +778,12 @@ impl<'a> MethodRun<'a> {
     }
 
     fn finish(
-        self,
+        mut self,
         chronology: Chronology,
         has_truth: bool,
+        climatology: Option<f64>,
     ) -> Result<(MethodReport, Option<std::path::PathBuf>), IoError> {
-        let summary = if self.status == Status::Ok {
+        let summary = if self.status.stopped_at().is_none() {
             summarise(
                 &self.series,
                 chronology.burn_in,
@@ -609,6 +793,33 @@ impl<'a> MethodRun<'a> {
         } else {
             Summary::default()
         };
+        if self.status == Status::Ok {
+            let unconverged: Vec<_> = self
+                .filter
+                .minimisations()
+                .iter()
+                .filter(|m| !m.converged)
+                .collect();
+            let is_climatology = self.entry.method.name() == "climatology";
+            if let (Some(rmse_a), Some(clim)) = (summary.rmse_a, climatology)
+                && !is_climatology
+                && rmse_a > clim
+            {
+                self.status = Status::WorseThanClimatology {
+                    rmse_a,
+                    climatology: clim,
+                };
+            } else if !unconverged.is_empty() {
+                self.status = Status::NotConverged {
+                    minimisations: unconverged.len(),
+                    max_iterations: unconverged.iter().map(|m| m.iterations).max().unwrap_or(0),
+                    gradient_norm: unconverged
+                        .iter()
+                        .map(|m| m.last.gradient_norm)
+                        .fold(0.0, f64::max),
+                };
+            }
+        }
         let path = match self.writer {
             Some(w) => Some(w.finish(&self.status, self.histogram.as_ref())?),
             None => None,

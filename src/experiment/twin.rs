@@ -356,6 +356,18 @@ impl ObsSource {
             ObsSource::File(f) => f.max_count(),
         }
     }
+
+    /// The mean observation-error standard deviation (of the first
+    /// cycle's network for twins, of every row for files).
+    pub fn typical_error_std(&self) -> f64 {
+        match self {
+            ObsSource::Twin(n) => {
+                let std = n.at(0, 0.0).error.std();
+                if std.is_empty() { 0.0 } else { std.mean() }
+            }
+            ObsSource::File(f) => f.mean_error(),
+        }
+    }
 }
 
 /// The truth run of a twin, advanced one cycle at a time so that nothing
@@ -456,7 +468,16 @@ const KEEP_SAMPLE_LIMIT: usize = 1 << 22;
 /// covariance when a method needs one or when it is small (exact two-pass
 /// moments); otherwise mean and variance are accumulated by Welford's
 /// recurrence in O(n) memory.
-pub fn climate(config: &ExperimentConfig, built: &Built, covariance: bool) -> ClimateStats {
+///
+/// # Errors
+/// A truth that becomes non-finite (a time step too large for the model,
+/// a forcing that blows it up): named with its cycle, before any method
+/// runs.
+pub fn climate(
+    config: &ExperimentConfig,
+    built: &Built,
+    covariance: bool,
+) -> Result<ClimateStats, ConfigError> {
     let chronology = built.chronology(config);
     let n = built.model().size();
     let kept = chronology.cycles - chronology.burn_in;
@@ -471,6 +492,16 @@ pub fn climate(config: &ExperimentConfig, built: &Built, covariance: bool) -> Cl
     let mut m2 = DVector::zeros(n);
     for k in 0..chronology.cycles {
         let x = run.advance();
+        if !x.iter().all(|v| v.is_finite()) {
+            return Err(config.invalid(
+                "model",
+                format!(
+                    "the truth run blew up at cycle {k} (time {}): the model's dt = {} may be too large for it, or a parameter drives it out of range",
+                    chronology.time(k),
+                    built.truth_model.dt()
+                ),
+            ));
+        }
         if k < chronology.burn_in {
             continue;
         }
@@ -486,12 +517,12 @@ pub fn climate(config: &ExperimentConfig, built: &Built, covariance: bool) -> Cl
             }
         }
     }
-    if keep {
+    Ok(if keep {
         ClimateStats::from_states(sample)
     } else {
         let variance = m2 / (kept as f64 - 1.0).max(1.0);
         ClimateStats::from_moments(mean, variance)
-    }
+    })
 }
 
 /// The state index each observation of a selection reads, if the operator

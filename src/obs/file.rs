@@ -52,6 +52,16 @@ enum Place {
 }
 
 impl FileObservations {
+    /// The mean error standard deviation over every row (0 without rows).
+    pub fn mean_error(&self) -> f64 {
+        let (sum, n) = self
+            .cycles
+            .values()
+            .flat_map(|c| &c.errors)
+            .fold((0.0, 0usize), |(s, n), e| (s + e, n + 1));
+        if n == 0 { 0.0 } else { sum / n as f64 }
+    }
+
     /// Reads `path` (`.csv`, or NetCDF for any other extension) for a run of
     /// `cycles` cycles `interval` apart on `geometry`.
     ///

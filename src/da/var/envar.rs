@@ -80,10 +80,13 @@ impl En4dvarConfig {
                 format!("must be positive, got {}", self.localisation_radius),
             );
         }
-        if !(self.inflation > 0.0 && self.inflation.is_finite()) {
+        if !(self.inflation >= 1.0 && self.inflation.is_finite()) {
             return err(
                 "inflation",
-                format!("must be positive, got {}", self.inflation),
+                format!(
+                    "must be at least 1 (below 1 it deflates the ensemble), got {}",
+                    self.inflation
+                ),
             );
         }
         if self.checkpoint_steps == 0 {
