@@ -100,6 +100,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             };
             let config = runner::with_options(&config, &options)?;
             let built = runner::build(&config)?;
+            let estimate = runner::check_memory(&config, &built)?;
             println!(
                 "{}: {} model ({} variables), {} method(s), {} cycles, device {}",
                 file.display(),
@@ -108,6 +109,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 config.methods.len(),
                 config.run.cycles,
                 config.run.device.name()
+            );
+            let machine = runner::machine_memory().map_or(String::new(), |(t, _)| {
+                format!(
+                    " of the machine's {:.1} GiB",
+                    t as f64 / (1u64 << 30) as f64
+                )
+            });
+            println!(
+                "estimated memory: {:.1} MiB{machine} (largest part: {})",
+                estimate.total() as f64 / 1048576.0,
+                estimate.parts.first().map_or("none", |p| p.0.as_str())
             );
             Ok(ExitCode::SUCCESS)
         }

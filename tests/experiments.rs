@@ -840,3 +840,216 @@ fn bad_overrides_and_unwritable_outputs_fail_before_computing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the CLI on `text` written to `dir/name.toml`; returns exit code,
+/// stdout and stderr.
+fn cli(dir: &Path, name: &str, text: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let out = rime_run(&file, &dir.join(format!("out-{name}")), args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_values_are_named_before_any_computing() {
+    let dir = scratch("bad-values");
+    let base = SMALL.replace("divergence_rmse = 2.0", "");
+    for (name, text, words) in [
+        (
+            "nan_forcing",
+            base.replace("name = \"lorenz96\"", "name = \"lorenz96\"\nforcing = nan"),
+            vec!["forcing", "finite"],
+        ),
+        (
+            "inf_forcing",
+            base.replace("name = \"lorenz96\"", "name = \"lorenz96\"\nforcing = inf"),
+            vec!["forcing", "finite"],
+        ),
+        (
+            "nan_mean",
+            base.replace("mean = [1.0]", "mean = [1.0, nan]"),
+            vec!["initial.mean", "value 1", "NaN"],
+        ),
+        (
+            "huge_dt",
+            base.replace("name = \"lorenz96\"", "name = \"lorenz96\"\ndt = 10.0"),
+            vec!["blew up at cycle", "dt = 10"],
+        ),
+        (
+            "tiny_error",
+            base.replace("error_std = 1.0", "error_std = 1e-300"),
+            vec!["observations.error_std", "underflow"],
+        ),
+        (
+            "deflation",
+            base.replace("inflation = 1.05", "inflation = 0.5"),
+            vec!["methods[1].inflation", "at least 1"],
+        ),
+        (
+            "duplicates",
+            base.replace(
+                "operator = \"every\"\nstride = 2",
+                "operator = \"partial\"\nindices = [0, 3, 3]",
+            ),
+            vec!["observations.indices", "index 3 is listed twice"],
+        ),
+        (
+            "too_big",
+            base.replace(
+                "name = \"lorenz96\"",
+                "name = \"advection2d\"\nnx = 512\nny = 512",
+            )
+            .replace("[[methods]]\nname = \"climatology\"", "[[methods]]\nname = \"oi\""),
+            vec!["GiB", "262144 x 262144"],
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, _, stderr) = cli(&dir, name, &text, &[]);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        for w in words {
+            assert!(stderr.contains(w), "{name}: `{w}` not in: {stderr}");
+        }
+        assert!(stderr.contains(&format!("{name}.toml")), "{name}: {stderr}");
+        assert!(started.elapsed().as_secs() < 20, "{name}: the error came late");
+    }
+    // A file that does not exist: its reason once, not twice.
+    let out = Command::new(env!("CARGO_BIN_EXE_rime"))
+        .args(["run", dir.join("missing.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+}
+
+#[test]
+fn statuses_tell_the_truth() {
+    let dir = scratch("statuses");
+    // An ETKF of 2 members without inflation on Lorenz-96 runs every cycle
+    // but does worse than climatology.
+    let text = SMALL
+        .replace("divergence_rmse = 2.0", "")
+        .replace("cycles = 60", "cycles = 300")
+        .replace("ensemble_size = 20\ninflation = 1.05", "ensemble_size = 2\ninflation = 1.0");
+    let (code, stdout, stderr) = cli(&dir, "n2", &text, &["--check-expected"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("out-n2/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let m = &summary["methods"][1];
+    assert_eq!(m["status"], "worse_than_climatology", "{m}");
+    assert!(m["stopped_at_cycle"].is_null());
+    assert!(stdout.contains("worse than climatology"), "{stdout}");
+    assert_eq!(summary["methods"][0]["status"], "ok", "climatology is its own reference");
+    // One cycle: nothing diverges, and the shortened burn-in is announced.
+    let (code, stdout, stderr) = cli(
+        &dir,
+        "one",
+        &SMALL.replace("divergence_rmse = 2.0", ""),
+        &["--cycles", "1"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("diverged"), "{stdout}");
+    assert!(stderr.contains("burn-in is shortened to 0"), "{stderr}");
+}
+
+#[test]
+fn a_second_run_into_a_busy_folder_is_refused_and_a_killed_one_cleaned_up() {
+    let dir = scratch("busy");
+    let file = dir.join("long.toml");
+    std::fs::write(
+        &file,
+        SMALL
+            .replace("divergence_rmse = 2.0", "")
+            .replace("cycles = 60", "cycles = 200000")
+            + "\n[output]\nflush_every = 5\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let mut first = rime_run(&file, &out, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("etkf.partial.nc").exists() {
+        assert!(start.elapsed().as_secs() < 60, "the first run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = rime_run(&file, &out, &["--cycles", "10"]).output().unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another rime run"), "{stderr}");
+    // The first run was killed: its lock is stale, its partial files are
+    // removed by the next run, which says so and lists only its own files.
+    let third = rime_run(&file, &out, &["--cycles", "10"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{stderr}");
+    assert!(stderr.contains("etkf.partial.nc"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let mut files: Vec<&str> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["climatology.nc", "etkf.nc", "observations.nc", "truth.nc"]
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_write_error_is_reported_in_words_and_loses_no_earlier_data() {
+    // A file-size limit makes writes fail as a full disk would (EFBIG
+    // instead of ENOSPC), with SIGXFSZ ignored so the error reaches rime.
+    let dir = scratch("full");
+    let file = dir.join("small.toml");
+    std::fs::write(
+        &file,
+        SMALL
+            .replace("divergence_rmse = 2.0", "")
+            .replace("cycles = 60", "cycles = 5000")
+            + "\n[output]\nflush_every = 10\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    // An earlier complete run's files must survive the failed one.
+    let ok = rime_run(&file, &out, &["--cycles", "20"]).output().unwrap();
+    assert!(ok.status.success());
+    let before = std::fs::read(out.join("etkf.nc")).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 256; exec '{}' run '{}' --out '{}'",
+            env!("CARGO_BIN_EXE_rime"),
+            file.display(),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(stderr.contains("partial.nc"), "names the file: {stderr}");
+    assert!(!stderr.contains("IOErrorKind"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("etkf.nc")).unwrap(), before);
+    assert!(!out.join(".rime.lock").exists());
+}

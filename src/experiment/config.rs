@@ -51,12 +51,12 @@ use crate::device::{DeviceChoice, Precision};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read experiment file {path}: {source}")]
+    #[error("cannot read experiment file {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it, once).
+        reason: std::io::Error,
     },
     /// Malformed TOML, an unknown key or a value of the wrong type.
     #[error("{path}: {message}")]
@@ -365,9 +365,9 @@ impl ExperimentConfig {
     /// Reads and validates an experiment file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Self::from_toml(&text, path)
     }

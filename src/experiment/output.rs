@@ -349,7 +349,7 @@ impl Stream {
                 std::fs::rename(&partial, &path).map_err(|source| IoError::Io {
                     path: path.clone(),
                     action: format!("renaming {} into place", partial.display()),
-                    source,
+                    reason: source,
                 })?;
             }
             NetcdfFormat::Netcdf4 => {
@@ -358,7 +358,7 @@ impl Stream {
                 std::fs::remove_file(&partial).map_err(|source| IoError::Io {
                     path: partial.clone(),
                     action: "removing the streamed classic file".into(),
-                    source,
+                    reason: source,
                 })?;
             }
         }
@@ -386,7 +386,7 @@ impl OutputLock {
         std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
             path: dir.to_path_buf(),
             action: "creating the output folder".into(),
-            source,
+            reason: source,
         })?;
         let path = dir.join(".rime.lock");
         for _ in 0..2 {
@@ -410,7 +410,7 @@ impl OutputLock {
                         return Err(IoError::Io {
                             path: dir.to_path_buf(),
                             action: "claiming the output folder".into(),
-                            source: std::io::Error::other(format!(
+                            reason: std::io::Error::other(format!(
                                 "another rime run (process {}) is writing into it; wait for it to end or choose another --out",
                                 owner.unwrap_or(0)
                             )),
@@ -423,7 +423,7 @@ impl OutputLock {
                     return Err(IoError::Io {
                         path: dir.to_path_buf(),
                         action: "writing into the output folder".into(),
-                        source,
+                        reason: source,
                     });
                 }
             }
@@ -431,7 +431,7 @@ impl OutputLock {
         Err(IoError::Io {
             path: path.clone(),
             action: "claiming the output folder".into(),
-            source: std::io::Error::other("the lock file keeps coming back"),
+            reason: std::io::Error::other("the lock file keeps coming back"),
         })
     }
 }
@@ -975,7 +975,7 @@ pub fn write_summary(report: &Report, dir: &Path) -> Result<PathBuf, IoError> {
     std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
         path: dir.to_path_buf(),
         action: "creating the output directory".into(),
-        source,
+        reason: source,
     })?;
     let path = dir.join("summary.json");
     io::write_atomic(&path, summary_json(report).as_bytes())?;

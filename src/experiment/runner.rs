@@ -411,6 +411,111 @@ pub fn build(config: &ExperimentConfig) -> Result<Built, ConfigError> {
     Built::new(config, device)
 }
 
+/// What a run will hold in memory at its peak, roughly, by part: the
+/// checks before computing compare it with the machine's memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemoryEstimate {
+    /// `(what, bytes)`, largest first.
+    pub parts: Vec<(String, u64)>,
+}
+
+impl MemoryEstimate {
+    /// The sum of the parts.
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// A rough upper estimate of a run's memory: each ensemble and the few
+/// copies its update makes (six), the `n x n` matrices of methods that ask
+/// for them (three for the climatological covariance, its square root and
+/// the eigendecomposition; four for the EKF; three for En4DVar's localised
+/// B), the climatology sample, and one output record per file.
+pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstimate {
+    let n = built.model().size() as u64;
+    let f = 8u64;
+    let mut parts = Vec::new();
+    for m in &config.methods {
+        if let Some(members) = m.method.ensemble_size() {
+            parts.push((
+                format!(
+                    "method `{}`: {members} members x {n} variables, with update copies",
+                    m.label
+                ),
+                6 * members as u64 * n * f,
+            ));
+        }
+        let copies = match m.method.name() {
+            "ekf" => 4,
+            "en4dvar" => 3,
+            _ if m.method.needs_climate_covariance() => 3,
+            _ => 0,
+        };
+        if copies > 0 {
+            parts.push((
+                format!("method `{}`: {copies} matrices of {n} x {n}", m.label),
+                copies * n * n * f,
+            ));
+        }
+    }
+    let chronology = built.chronology(config);
+    let kept = (chronology.cycles - chronology.burn_in.min(chronology.cycles)) as u64;
+    let sample = if config
+        .methods
+        .iter()
+        .any(|m| m.method.needs_climate_covariance())
+    {
+        kept * n * f + n * n * f
+    } else {
+        (kept * n).min(1 << 22) * f
+    };
+    parts.push(("climatology sample of the truth run".into(), sample));
+    parts.push((
+        "truth, forecasts and one output record per file".into(),
+        (4 + config.methods.len() as u64) * 5 * n * f,
+    ));
+    parts.sort_by(|a, b| b.1.cmp(&a.1));
+    MemoryEstimate { parts }
+}
+
+/// The machine's total and available memory (`/proc/meminfo`), bytes.
+pub fn machine_memory() -> Option<(u64, u64)> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// Refuses a run whose estimated memory exceeds the machine's, naming
+/// what dominates.
+///
+/// # Errors
+/// The estimate above the machine's total memory.
+pub fn check_memory(
+    config: &ExperimentConfig,
+    built: &Built,
+) -> Result<MemoryEstimate, ConfigError> {
+    let estimate = memory_estimate(config, built);
+    if let Some((total, _)) = machine_memory()
+        && estimate.total() > total
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let (what, bytes) = &estimate.parts[0];
+        return Err(config.invalid(
+            "methods",
+            format!(
+                "the run needs about {:.1} GiB and the machine has {:.1} GiB; the largest part is {what} ({:.1} GiB)",
+                gib(estimate.total()),
+                gib(total),
+                gib(*bytes)
+            ),
+        ));
+    }
+    Ok(estimate)
+}
+
 /// Runs an experiment: builds it; for a twin, runs the truth once for its
 /// climatology; then advances the truth (or reads the observations) and
 /// every method cycle by cycle, in parallel across methods (each with its
@@ -427,6 +532,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     let chronology = built.chronology(&config);
     let has_truth = built.has_truth();
     let initial = built.initial(&config);
+    check_memory(&config, &built)?;
 
     if !has_truth
         && let Some((i, m)) = config

@@ -34,7 +34,7 @@ pub(crate) fn io_error(path: &Path, action: impl Into<String>, source: std::io::
     IoError::Io {
         path: path.to_path_buf(),
         action: action.into(),
-        source,
+        reason: source,
     }
 }
 

@@ -122,15 +122,15 @@ pub enum IoError {
         reason: String,
     },
     /// An operating-system I/O error.
-    #[error("{}: {action}: {source}", .path.display())]
+    #[error("{}: {action}: {reason}", .path.display())]
     Io {
         /// File concerned (the target, not the temporary file).
         path: PathBuf,
         /// What was being done.
         action: String,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        /// Underlying error (in the message; not chained, so that it is
+        /// printed once).
+        reason: std::io::Error,
     },
     /// The NetCDF library (`netcdf3` or libnetcdf) reported an error.
     #[error("{}: {context}: {message}", .path.display())]
@@ -169,7 +169,7 @@ impl From<stream::StreamError> for IoError {
             stream::StreamError::Io { path, source } => IoError::Io {
                 path,
                 action: "streaming records".into(),
-                source,
+                reason: source,
             },
             stream::StreamError::Invalid(reason) => IoError::InvalidDataset { path: None, reason },
         }
