@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
     },
+    /// Prints the reference of the experiment file: every table and key with
+    /// its type, default and meaning (Markdown).
+    Schema,
     /// Reads and validates an experiment file and builds its models without running it.
     Check {
         /// The experiment file (TOML).
@@ -92,6 +95,10 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Schema => {
+            print!("{}", rime::experiment::schema::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { file, device } => {
             let config = ExperimentConfig::from_file(&file)?;
             let options = RunOptions {

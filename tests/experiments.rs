@@ -905,7 +905,10 @@ fn bad_values_are_named_before_any_computing() {
                 "name = \"lorenz96\"",
                 "name = \"advection2d\"\nnx = 512\nny = 512",
             )
-            .replace("[[methods]]\nname = \"climatology\"", "[[methods]]\nname = \"oi\""),
+            .replace(
+                "[[methods]]\nname = \"climatology\"",
+                "[[methods]]\nname = \"oi\"",
+            ),
             vec!["GiB", "262144 x 262144"],
         ),
     ] {
@@ -916,7 +919,10 @@ fn bad_values_are_named_before_any_computing() {
             assert!(stderr.contains(w), "{name}: `{w}` not in: {stderr}");
         }
         assert!(stderr.contains(&format!("{name}.toml")), "{name}: {stderr}");
-        assert!(started.elapsed().as_secs() < 20, "{name}: the error came late");
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{name}: the error came late"
+        );
     }
     // A file that does not exist: its reason once, not twice.
     let out = Command::new(env!("CARGO_BIN_EXE_rime"))
@@ -935,18 +941,23 @@ fn statuses_tell_the_truth() {
     let text = SMALL
         .replace("divergence_rmse = 2.0", "")
         .replace("cycles = 60", "cycles = 300")
-        .replace("ensemble_size = 20\ninflation = 1.05", "ensemble_size = 2\ninflation = 1.0");
+        .replace(
+            "ensemble_size = 20\ninflation = 1.05",
+            "ensemble_size = 2\ninflation = 1.0",
+        );
     let (code, stdout, stderr) = cli(&dir, "n2", &text, &["--check-expected"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("out-n2/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out-n2/summary.json")).unwrap())
+            .unwrap();
     let m = &summary["methods"][1];
     assert_eq!(m["status"], "worse_than_climatology", "{m}");
     assert!(m["stopped_at_cycle"].is_null());
     assert!(stdout.contains("worse than climatology"), "{stdout}");
-    assert_eq!(summary["methods"][0]["status"], "ok", "climatology is its own reference");
+    assert_eq!(
+        summary["methods"][0]["status"], "ok",
+        "climatology is its own reference"
+    );
     // One cycle: nothing diverges, and the shortened burn-in is announced.
     let (code, stdout, stderr) = cli(
         &dir,
@@ -979,7 +990,10 @@ fn a_second_run_into_a_busy_folder_is_refused_and_a_killed_one_cleaned_up() {
         .unwrap();
     let start = std::time::Instant::now();
     while !out.join("etkf.partial.nc").exists() {
-        assert!(start.elapsed().as_secs() < 60, "the first run did not start");
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the first run did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let second = rime_run(&file, &out, &["--cycles", "10"]).output().unwrap();

@@ -147,9 +147,10 @@ pub struct ObservationConfig {
     /// Probability that an observation is missing (masked) at a cycle.
     #[serde(default)]
     pub missing_fraction: Option<f64>,
-    /// Forecast-model steps between observations.
-    #[serde(default = "one_usize")]
-    pub every: usize,
+    /// Forecast-model steps between observation times (one cycle). Named
+    /// `every` in older files, which is still accepted.
+    #[serde(default = "one_usize", alias = "every")]
+    pub steps_per_cycle: usize,
 }
 
 fn one_usize() -> usize {
@@ -548,8 +549,11 @@ impl ExperimentConfig {
                 format!("must lie in [0, 1), got {f}"),
             ));
         }
-        if o.every == 0 {
-            return Err(("observations.every".into(), "must be at least 1".into()));
+        if o.steps_per_cycle == 0 {
+            return Err((
+                "observations.steps_per_cycle".into(),
+                "must be at least 1".into(),
+            ));
         }
         let needs = |key: &str, kind: &str| {
             (

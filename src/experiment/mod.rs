@@ -5,6 +5,7 @@ pub mod config;
 pub mod output;
 pub mod registry;
 pub mod runner;
+pub mod schema;
 pub mod twin;
 
 pub use config::{ConfigError, ExperimentConfig};

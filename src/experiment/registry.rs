@@ -19,6 +19,7 @@ use crate::models::{
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
+type ReadJson = fn(toml::Table) -> Result<serde_json::Value, String>;
 
 fn parse<T: ModelSpec + serde::de::DeserializeOwned + 'static>(
     table: toml::Table,
@@ -29,18 +30,52 @@ fn parse<T: ModelSpec + serde::de::DeserializeOwned + 'static>(
     Ok(Arc::new(config))
 }
 
-/// Every model rime can build: `(name, parser)`.
-pub const MODELS: &[(&str, Parse)] = &[
-    ("lorenz63", parse::<Lorenz63Config>),
-    ("lorenz96", parse::<Lorenz96Config>),
-    ("lorenz96_two_scale", parse::<Lorenz96TwoScaleConfig>),
-    ("lorenz96_truncated", parse::<Lorenz96TruncatedConfig>),
-    ("advection2d", parse::<Advection2dConfig>),
+fn read_json<T: serde::de::DeserializeOwned + Serialize>(
+    table: toml::Table,
+) -> Result<serde_json::Value, String> {
+    let config: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+    serde_json::to_value(&config).map_err(|e| e.to_string())
+}
+
+/// One registered model: its `name` and how its table is read.
+pub struct ModelEntry {
+    /// The `name` in the file.
+    pub name: &'static str,
+    parse: Parse,
+    /// The table read into the config type and written back as JSON, with
+    /// every default filled in (for `rime schema`).
+    pub read_json: ReadJson,
+}
+
+const fn model<T: ModelSpec + serde::de::DeserializeOwned + Serialize + 'static>(
+    name: &'static str,
+) -> ModelEntry {
+    ModelEntry {
+        name,
+        parse: parse::<T>,
+        read_json: read_json::<T>,
+    }
+}
+
+/// Every model rime can build, one line each.
+pub const MODELS: &[ModelEntry] = &[
+    model::<Lorenz63Config>("lorenz63"),
+    model::<Lorenz96Config>("lorenz96"),
+    model::<Lorenz96TwoScaleConfig>("lorenz96_two_scale"),
+    model::<Lorenz96TruncatedConfig>("lorenz96_truncated"),
+    model::<Advection2dConfig>("advection2d"),
 ];
 
 /// The names of the registered models.
 pub fn model_names() -> Vec<&'static str> {
-    MODELS.iter().map(|(name, _)| *name).collect()
+    MODELS.iter().map(|m| m.name).collect()
+}
+
+/// The registered model called `name`.
+pub fn model_entry(name: &str) -> Option<&'static ModelEntry> {
+    MODELS.iter().find(|m| m.name == name)
 }
 
 /// A model table: the model's name, its keys as written, and the parsed
@@ -75,16 +110,12 @@ impl ModelConfig {
                 ));
             }
         };
-        let parse = MODELS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, p)| p)
-            .ok_or_else(|| {
-                format!(
-                    "unknown model `{name}`, expected one of {}",
-                    model_names().join(", ")
-                )
-            })?;
+        let parse = model_entry(&name).map(|m| m.parse).ok_or_else(|| {
+            format!(
+                "unknown model `{name}`, expected one of {}",
+                model_names().join(", ")
+            )
+        })?;
         let spec = parse(table.clone()).map_err(|e| format!("model `{name}`: {e}"))?;
         Ok(Self { name, table, spec })
     }

@@ -474,7 +474,7 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
         "truth, forecasts and one output record per file".into(),
         (4 + config.methods.len() as u64) * 5 * n * f,
     ));
-    parts.sort_by(|a, b| b.1.cmp(&a.1));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.1));
     MemoryEstimate { parts }
 }
 

@@ -174,13 +174,13 @@ impl Built {
         let projection = Projection::new(truth_model.geometry(), model.geometry())
             .map_err(|e| config.invalid("forecast_model", e))?;
         if let Some(f) = &forecast_model {
-            let ratio = config.observations.every as f64 * f.dt() / truth_model.dt();
+            let ratio = config.observations.steps_per_cycle as f64 * f.dt() / truth_model.dt();
             if (ratio - ratio.round()).abs() > 1e-9 || ratio.round() < 1.0 {
                 return Err(config.invalid(
                     "forecast_model.dt",
                     format!(
                         "the observation interval ({} x {}) must be a whole number of truth steps ({})",
-                        config.observations.every,
+                        config.observations.steps_per_cycle,
                         f.dt(),
                         truth_model.dt()
                     ),
@@ -202,7 +202,7 @@ impl Built {
         let source = if config.observations.operator == OperatorKind::File {
             let file = config.observations.file.as_ref().expect("validated");
             let path = config.path.parent().unwrap_or(Path::new(".")).join(file);
-            let interval = model.dt() * config.observations.every as f64;
+            let interval = model.dt() * config.observations.steps_per_cycle as f64;
             let obs = FileObservations::read(&path, model.geometry(), interval, config.run.cycles)
                 .map_err(|e| config.invalid("observations.file", e))?;
             if obs.is_empty() {
@@ -252,7 +252,7 @@ impl Built {
     pub fn chronology(&self, config: &ExperimentConfig) -> Chronology {
         Chronology {
             dt: self.model().dt(),
-            steps_per_cycle: config.observations.every,
+            steps_per_cycle: config.observations.steps_per_cycle,
             cycles: config.run.cycles,
             burn_in: config.run.burn_in,
         }

@@ -1,0 +1,743 @@
+//! The reference of the experiment file: every table and key with its
+//! type, default and meaning (`rime schema`, and the README's reference
+//! section).
+//!
+//! The descriptions are written here; the rest comes from the config types
+//! themselves: the defaults are read by parsing a table with only the
+//! required keys and writing the parsed value back, and the tests check
+//! that the documented keys are exactly those the types accept (serde's
+//! own list of expected fields, or the keys a parsed method writes back),
+//! so the reference cannot drift from the code.
+
+use serde::de::DeserializeOwned;
+
+use super::config::{InitialConfig, ObservationConfig, OutputConfig, RunConfig};
+use crate::da::MethodConfig;
+
+/// One key: name, type, meaning, and for a required key an example value
+/// (TOML) used to read the defaults of the others.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyDoc {
+    /// The key.
+    pub key: &'static str,
+    /// Its type and unit, in words.
+    pub kind: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+    /// `Some(example)` when the key is required.
+    pub required: Option<&'static str>,
+}
+
+const fn key(key: &'static str, kind: &'static str, doc: &'static str) -> KeyDoc {
+    KeyDoc {
+        key,
+        kind,
+        doc,
+        required: None,
+    }
+}
+
+const fn required(
+    key: &'static str,
+    kind: &'static str,
+    doc: &'static str,
+    example: &'static str,
+) -> KeyDoc {
+    KeyDoc {
+        key,
+        kind,
+        doc,
+        required: Some(example),
+    }
+}
+
+/// How a table is read, to find its defaults and accepted keys.
+#[derive(Clone, Copy, Debug)]
+pub enum Reader {
+    /// A plain table read by a config type.
+    Struct(fn(toml::Table) -> Result<serde_json::Value, String>),
+    /// `[model]` (or `[forecast_model]`) with this `name`.
+    Model(&'static str),
+    /// `[[methods]]` with this `name`.
+    Method(&'static str),
+}
+
+/// One table of the file.
+#[derive(Clone, Debug)]
+pub struct TableDoc {
+    /// How it is written, e.g. `[run]` or `[model] name = "lorenz96"`.
+    pub header: &'static str,
+    /// What it is.
+    pub doc: &'static str,
+    /// Its keys.
+    pub keys: Vec<KeyDoc>,
+    /// How it is read.
+    pub reader: Reader,
+}
+
+fn read<T: DeserializeOwned + serde::Serialize>(
+    table: toml::Table,
+) -> Result<serde_json::Value, String> {
+    let value: T = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+    serde_json::to_value(&value).map_err(|e| e.to_string())
+}
+
+const INTEGRATOR: KeyDoc = key(
+    "integrator",
+    "\"euler\", \"heun\" or \"rk4\"",
+    "time-stepping scheme (orders 1, 2, 4)",
+);
+const NOISE: KeyDoc = key(
+    "noise_std",
+    "number ≥ 0, per unit time",
+    "additive model noise: each step adds noise_std · sqrt(dt) · N(0, I), drawn per member and step from the seed (a stochastic model)",
+);
+const DT: KeyDoc = key("dt", "number > 0, model time", "model time step");
+
+fn ensemble_keys(letkf: bool) -> Vec<KeyDoc> {
+    let mut keys = vec![
+        required("ensemble_size", "integer ≥ 2", "members N", "20"),
+        key(
+            "inflation",
+            "number ≥ 1",
+            "multiplicative inflation of the forecast anomalies",
+        ),
+        key(
+            "rotation",
+            "boolean",
+            "a random mean-preserving rotation of the analysis anomalies",
+        ),
+        key(
+            "rtpp",
+            "number in [0, 1]",
+            "relaxation to prior perturbations (Zhang et al. 2004)",
+        ),
+        key(
+            "rtps",
+            "number in [0, 1]",
+            "relaxation to prior spread (Whitaker & Hamill 2012)",
+        ),
+    ];
+    if letkf {
+        keys.push(required(
+            "localisation_radius",
+            "number > 0, model distance",
+            "localisation radius (DAPPER's convention: the Gaspari-Cohn support is 1.82 × radius wide each side)",
+            "4.0",
+        ));
+        keys.push(key(
+            "taper",
+            "\"gaspari_cohn\", \"gauss\" or \"step\"",
+            "shape of the observation-error taper",
+        ));
+    } else {
+        // The keys exist for every ensemble filter; only letkf accepts them.
+        keys.push(key("localisation_radius", "—", "letkf only (refused here)"));
+        keys.push(key("taper", "—", "letkf only (refused here)"));
+    }
+    keys
+}
+
+fn minimiser_keys() -> Vec<KeyDoc> {
+    vec![
+        key(
+            "max_iterations",
+            "integer ≥ 1",
+            "L-BFGS iteration cap; reaching it uses the best iterate (status not_converged)",
+        ),
+        key(
+            "gradient_tolerance",
+            "number in (0, 1)",
+            "converged when the gradient norm falls below this times its initial value",
+        ),
+        key("memory", "integer ≥ 1", "L-BFGS memory (pairs kept)"),
+        key(
+            "gradient",
+            "\"adjoint\", \"tape\" or \"checkpointed\"",
+            "how gradients are computed: hand adjoint where the model has one, full burn autodiff tape, or recomputed segments",
+        ),
+        key(
+            "checkpoint_steps",
+            "integer ≥ 1, model steps",
+            "segment length for gradient = \"checkpointed\"",
+        ),
+    ]
+}
+
+fn var_keys(var4d: bool) -> Vec<KeyDoc> {
+    let mut keys = vec![if var4d {
+        required(
+            "window",
+            "integer ≥ 1, cycles",
+            "observation cycles between the window start and the newest observation",
+            "2",
+        )
+    } else {
+        key("window", "integer, cycles", "0 for 3D-Var")
+    }];
+    keys.extend([
+        key(
+            "shift",
+            "integer in 1..=window, cycles",
+            "cycles the window moves after each minimisation",
+        ),
+        key(
+            "background_scale",
+            "number > 0",
+            "factor on the static background covariance",
+        ),
+        key(
+            "background_covariance",
+            "\"climatology\" or \"identity\"",
+            "the covariance it scales (climatology: from the truth run, n × n)",
+        ),
+        key(
+            "model_error_std",
+            "number > 0",
+            "weak constraint: model-error std at each cycle boundary (absent: strong constraint)",
+        ),
+    ]);
+    keys.extend(minimiser_keys());
+    keys
+}
+
+/// Every table of an experiment file, in file order.
+pub fn tables() -> Vec<TableDoc> {
+    let mut t = vec![
+        TableDoc {
+            header: "[observations]",
+            doc: "What is observed, how often and with what error. Twins simulate the observations from the truth; operator = \"file\" reads them.",
+            keys: vec![
+                required(
+                    "operator",
+                    "\"identity\", \"every\", \"partial\", \"random\" or \"file\"",
+                    "every variable; every stride-th; a list of indices; count variables drawn anew each cycle; or a file of observations",
+                    "\"identity\"",
+                ),
+                key(
+                    "stride",
+                    "integer ≥ 1",
+                    "operator = \"every\": observe every stride-th variable",
+                ),
+                key(
+                    "indices",
+                    "list of integers (0-based, distinct)",
+                    "operator = \"partial\": the observed variables",
+                ),
+                key(
+                    "count",
+                    "integer ≥ 1",
+                    "operator = \"random\": observations per cycle",
+                ),
+                key(
+                    "error_std",
+                    "number, or one per observation, in the state's units",
+                    "observation-error standard deviation (required unless operator = \"file\"); between 1e-150 and 1e150",
+                ),
+                key(
+                    "file",
+                    "path, relative to the experiment file",
+                    "operator = \"file\": CSV with columns time, index (or x and y), value, error; or NetCDF with those variables",
+                ),
+                key(
+                    "error_correlation_length",
+                    "number > 0, model distance",
+                    "Gaussian correlation length of the observation errors (absent: independent)",
+                ),
+                key(
+                    "missing_fraction",
+                    "number in [0, 1)",
+                    "probability that an observation is missing at a cycle",
+                ),
+                key(
+                    "steps_per_cycle",
+                    "integer ≥ 1, model steps",
+                    "forecast-model steps between observation times (one assimilation cycle)",
+                ),
+                key(
+                    "every",
+                    "—",
+                    "the older name of `steps_per_cycle`, still accepted",
+                ),
+            ],
+            reader: Reader::Struct(read::<ObservationConfig>),
+        },
+        TableDoc {
+            header: "[run]",
+            doc: "Length, seed and where models run.",
+            keys: vec![
+                required(
+                    "cycles",
+                    "integer ≥ 1",
+                    "observation cycles; `--cycles` overrides",
+                    "100",
+                ),
+                required(
+                    "burn_in",
+                    "integer < cycles",
+                    "leading cycles left out of time averages (a --cycles at or below it shortens it to a fifth of the run, with a note)",
+                    "10",
+                ),
+                required(
+                    "seed",
+                    "integer (u64)",
+                    "seed of every random stream; `--seed` overrides",
+                    "1",
+                ),
+                key(
+                    "divergence_rmse",
+                    "number > 0, state units",
+                    "a method whose analysis RMSE exceeds this is stopped as diverged (absent: ten climatological standard deviations, never below ten times the initial spread or the observation error)",
+                ),
+                key(
+                    "host_fast_path",
+                    "boolean",
+                    "ensemble forecasts use a model's hand-written host path where it has one; false sends every forecast through burn",
+                ),
+                key(
+                    "device",
+                    "\"cpu\", \"wgpu\" or \"cuda\"",
+                    "where models run; `--device` overrides",
+                ),
+                key(
+                    "precision",
+                    "\"f64\" or \"f32\"",
+                    "the models' float type (absent: f64 on the CPU, f32 on GPUs)",
+                ),
+            ],
+            reader: Reader::Struct(read::<RunConfig>),
+        },
+        TableDoc {
+            header: "[initial]",
+            doc: "Truth and ensembles start from draws of N(mean, std² I).",
+            keys: vec![
+                required(
+                    "mean",
+                    "number, or a list (padded with zeros), finite",
+                    "the initial mean",
+                    "[1.0]",
+                ),
+                required("std", "number ≥ 0", "the initial standard deviation", "0.1"),
+            ],
+            reader: Reader::Struct(read::<InitialConfig>),
+        },
+        TableDoc {
+            header: "[output]",
+            doc: "What is streamed to NetCDF and how often (optional table).",
+            keys: vec![
+                key(
+                    "flush_every",
+                    "integer ≥ 1, cycles",
+                    "records are flushed to disk this often: a killed run leaves files readable up to the last flush",
+                ),
+                key(
+                    "fields",
+                    "list of field names",
+                    "the fields written (absent: all)",
+                ),
+                key(
+                    "states",
+                    "boolean",
+                    "write the state fields at all (false: scores only)",
+                ),
+                key(
+                    "members",
+                    "boolean",
+                    "also write every analysis member of ensemble methods",
+                ),
+            ],
+            reader: Reader::Struct(read::<OutputConfig>),
+        },
+        TableDoc {
+            header: "[model] name = \"lorenz63\"",
+            doc: "Lorenz (1963), three variables x, y, z. Also valid as [forecast_model].",
+            keys: vec![
+                key("sigma", "number", "σ"),
+                key("rho", "number", "ρ"),
+                key("beta", "number", "β"),
+                DT,
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("lorenz63"),
+        },
+        TableDoc {
+            header: "[model] name = \"lorenz96\"",
+            doc: "Lorenz (1996) on a periodic chain.",
+            keys: vec![
+                key("size", "integer ≥ 4", "number of variables"),
+                key("forcing", "number, finite", "forcing F"),
+                DT,
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("lorenz96"),
+        },
+        TableDoc {
+            header: "[model] name = \"lorenz96_two_scale\"",
+            doc: "The two-scale Lorenz-96 of Wilks (2005): slow variables X and fast Y.",
+            keys: vec![
+                key("slow", "integer", "slow variables"),
+                key("fast_per_slow", "integer", "fast variables per slow one"),
+                key("forcing", "number", "forcing F"),
+                key("coupling", "number", "coupling h"),
+                key("time_scale", "number", "time-scale ratio c"),
+                key("amplitude", "number", "amplitude ratio b"),
+                DT,
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("lorenz96_two_scale"),
+        },
+        TableDoc {
+            header: "[model] name = \"lorenz96_truncated\"",
+            doc: "The slow Lorenz-96 with a parametrisation of the fast scale (Wilks 2005), the forecast model of imperfect-model twins.",
+            keys: vec![
+                key("size", "integer ≥ 4", "number of variables"),
+                key("forcing", "number", "forcing F"),
+                key(
+                    "parametrisation",
+                    "\"wilks2005\" or \"none\"",
+                    "Wilks' quartic polynomial, or plain truncation",
+                ),
+                DT,
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("lorenz96_truncated"),
+        },
+        TableDoc {
+            header: "[model] name = \"advection2d\"",
+            doc: "A tracer advected on a doubly periodic grid, first-order upwind; one field `c` of shape [ny, nx].",
+            keys: vec![
+                key("nx", "integer ≥ 2", "grid columns"),
+                key("ny", "integer ≥ 2", "grid rows"),
+                key("dx", "number > 0, model length", "spacing along x"),
+                key("dy", "number > 0, model length", "spacing along y"),
+                key("u", "number, length per time", "velocity along x"),
+                key("v", "number, length per time", "velocity along y"),
+                key(
+                    "dt",
+                    "number > 0, model time",
+                    "time step; abs(u) dt/dx + abs(v) dt/dy must not exceed 1",
+                ),
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("advection2d"),
+        },
+    ];
+    for (name, doc) in [
+        (
+            "climatology",
+            "the climatological mean of the truth run, no observation used",
+        ),
+        (
+            "oi",
+            "optimal interpolation with the climatological covariance, not cycled",
+        ),
+    ] {
+        t.push(TableDoc {
+            header: match name {
+                "climatology" => "[[methods]] name = \"climatology\"",
+                _ => "[[methods]] name = \"oi\"",
+            },
+            doc,
+            keys: vec![],
+            reader: Reader::Method(name),
+        });
+    }
+    t.push(TableDoc {
+        header: "[[methods]] name = \"ekf\"",
+        doc: "extended Kalman filter (tangent-linear model from the hand adjoint or autodiff)",
+        keys: vec![key(
+            "inflation",
+            "number ≥ 1, per unit time",
+            "the forecast covariance is multiplied by inflation^dt each step (as DAPPER)",
+        )],
+        reader: Reader::Method("ekf"),
+    });
+    for (name, header, doc) in [
+        (
+            "enkf",
+            "[[methods]] name = \"enkf\"",
+            "stochastic EnKF with perturbed observations",
+        ),
+        (
+            "etkf",
+            "[[methods]] name = \"etkf\"",
+            "ensemble transform Kalman filter (symmetric square root)",
+        ),
+        (
+            "denkf",
+            "[[methods]] name = \"denkf\"",
+            "deterministic EnKF (Sakov & Oke 2008)",
+        ),
+        (
+            "ensrf",
+            "[[methods]] name = \"ensrf\"",
+            "serial ensemble square-root filter",
+        ),
+        (
+            "letkf",
+            "[[methods]] name = \"letkf\"",
+            "local ETKF with tapered observation errors",
+        ),
+    ] {
+        t.push(TableDoc {
+            header,
+            doc,
+            keys: ensemble_keys(name == "letkf"),
+            reader: Reader::Method(name),
+        });
+    }
+    t.push(TableDoc {
+        header: "[[methods]] name = \"var3d\"",
+        doc: "3D-Var with a static background covariance, L-BFGS",
+        keys: var_keys(false),
+        reader: Reader::Method("var3d"),
+    });
+    t.push(TableDoc {
+        header: "[[methods]] name = \"var4d\"",
+        doc: "4D-Var over a window of cycles, strong or weak constraint",
+        keys: var_keys(true),
+        reader: Reader::Method("var4d"),
+    });
+    t.push(TableDoc {
+        header: "[[methods]] name = \"ienks\"",
+        doc: "iterative ensemble Kalman smoother, square-root form (Bocquet & Sakov 2013)",
+        keys: vec![
+            required("ensemble_size", "integer ≥ 2", "members N", "20"),
+            key("lag", "integer, cycles", "window length L (0: the ETKF)"),
+            key(
+                "iterations",
+                "integer ≥ 1",
+                "Gauss-Newton iterations at most",
+            ),
+            key(
+                "weight_tolerance",
+                "number ≥ 0",
+                "stop iterating when the weight update is smaller",
+            ),
+            key(
+                "finite_size",
+                "number > 0",
+                "finite-size inflation ε_N factor (EnKF-N style); absent: none",
+            ),
+            key("inflation", "number ≥ 1", "multiplicative inflation"),
+            key("rotation", "boolean", "random mean-preserving rotation"),
+        ],
+        reader: Reader::Method("ienks"),
+    });
+    let mut en4dvar = vec![
+        required(
+            "ensemble_size",
+            "integer ≥ 2",
+            "members N (N + 1 minimisations per window)",
+            "20",
+        ),
+        key("window", "integer ≥ 1, cycles", "window length"),
+        required(
+            "localisation_radius",
+            "number > 0, model distance",
+            "localisation radius of the ensemble covariance",
+            "6.0",
+        ),
+        key(
+            "taper",
+            "\"gaspari_cohn\", \"gauss\" or \"step\"",
+            "covariance taper",
+        ),
+        key(
+            "inflation",
+            "number ≥ 1",
+            "inflation of the analysis anomalies",
+        ),
+    ];
+    en4dvar.extend(minimiser_keys());
+    t.push(TableDoc {
+        header: "[[methods]] name = \"en4dvar\"",
+        doc: "4D-Var with a localised ensemble covariance and an ensemble of perturbed analyses",
+        keys: en4dvar,
+        reader: Reader::Method("en4dvar"),
+    });
+    t
+}
+
+impl TableDoc {
+    /// The table as TOML with only its required keys (and its name).
+    fn minimal(&self) -> toml::Table {
+        let mut text = String::new();
+        match self.reader {
+            Reader::Model(name) | Reader::Method(name) => text += &format!("name = \"{name}\"\n"),
+            Reader::Struct(_) => {}
+        }
+        for k in &self.keys {
+            if let Some(example) = k.required {
+                text += &format!("{} = {example}\n", k.key);
+            }
+        }
+        text.parse().expect("examples are valid TOML")
+    }
+
+    /// The table as the config types read it, with every default filled in.
+    ///
+    /// # Errors
+    /// The table with its required keys does not parse (a schema bug).
+    pub fn defaults(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let mut table = self.minimal();
+        let value = match self.reader {
+            Reader::Struct(read) => read(table)?,
+            Reader::Model(name) => {
+                table.remove("name");
+                let entry = super::registry::model_entry(name).ok_or("unregistered model")?;
+                (entry.read_json)(table)?
+            }
+            Reader::Method(_) => {
+                let m: MethodConfig = toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+                serde_json::to_value(&m).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(match value {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        })
+    }
+}
+
+/// The keys a table accepts, read from the config types: serde's list of
+/// expected fields for plain tables and models (which refuse unknown
+/// keys), the keys a parsed method writes back for methods.
+///
+/// # Errors
+/// A table that cannot be probed (a schema bug).
+pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
+    let probe = |read: &dyn Fn(toml::Table) -> Result<serde_json::Value, String>| {
+        let mut table = toml::Table::new();
+        table.insert("__probe__".into(), toml::Value::Integer(0));
+        match read(table) {
+            Ok(_) => Err("a table with an unknown key was accepted".to_string()),
+            Err(e) => {
+                let list = e
+                    .split("expected one of ")
+                    .nth(1)
+                    .or_else(|| e.split("expected ").nth(1))
+                    .ok_or(format!("no list of fields in `{e}`"))?;
+                Ok(list
+                    .replace(" or ", ", ")
+                    .split(", ")
+                    .map(|k| k.trim().trim_matches('`').to_string())
+                    .collect())
+            }
+        }
+    };
+    let mut keys: Vec<String> = match doc.reader {
+        Reader::Struct(read) => probe(&read)?,
+        Reader::Model(name) => {
+            let entry = super::registry::model_entry(name).ok_or("unregistered model")?;
+            probe(&entry.read_json)?
+        }
+        Reader::Method(_) => doc
+            .defaults()?
+            .keys()
+            .filter(|k| *k != "name")
+            .cloned()
+            .collect(),
+    };
+    keys.sort();
+    Ok(keys)
+}
+
+/// The reference as Markdown: one section per table, one row per key
+/// with its type, default (from the types) and meaning.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "An experiment file has `description` and `reference` (text, optional), the tables below, and `[expected]` (published scores by method label: `label = { rmse_a = 0.18, tolerance = 0.02 }`). Unknown keys are errors that name the file and key. `[forecast_model]` takes any `[model]` table and is the model the methods cycle (imperfect-model twins).\n",
+    );
+    for t in tables() {
+        let defaults = t.defaults().unwrap_or_default();
+        out += &format!("\n### `{}`\n\n{}\n\n", t.header, t.doc);
+        if t.keys.is_empty() {
+            out += "No settings.\n";
+            continue;
+        }
+        out += "| key | type | default | meaning |\n|---|---|---|---|\n";
+        for k in &t.keys {
+            let default = match (k.required, defaults.get(k.key)) {
+                (Some(_), _) => "**required**".to_string(),
+                (None, Some(serde_json::Value::Null)) | (None, None) => "none".to_string(),
+                (None, Some(v)) => format!("`{v}`"),
+            };
+            out += &format!("| `{}` | {} | {} | {} |\n", k.key, k.kind, default, k.doc);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_lists_exactly_the_keys_the_types_accept() {
+        let mut problems = Vec::new();
+        for t in tables() {
+            let mut documented: Vec<String> = t.keys.iter().map(|k| k.key.to_string()).collect();
+            documented.sort();
+            match accepted_keys(&t) {
+                Ok(accepted) if accepted == documented => {}
+                Ok(accepted) => problems.push(format!(
+                    "{}: documented {documented:?}, accepted {accepted:?}",
+                    t.header
+                )),
+                Err(e) => problems.push(format!("{}: {e}", t.header)),
+            }
+            if let Err(e) = t.defaults() {
+                problems.push(format!(
+                    "{}: required keys alone do not parse: {e}",
+                    t.header
+                ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn every_registered_model_and_method_is_documented() {
+        let headers: Vec<&str> = tables().iter().map(|t| t.header).collect();
+        for name in super::super::registry::model_names() {
+            let h = format!("[model] name = \"{name}\"");
+            assert!(headers.contains(&h.as_str()), "{h}");
+        }
+        for name in [
+            "climatology",
+            "oi",
+            "var3d",
+            "var4d",
+            "ekf",
+            "enkf",
+            "etkf",
+            "denkf",
+            "ensrf",
+            "letkf",
+            "ienks",
+            "en4dvar",
+        ] {
+            let h = format!("[[methods]] name = \"{name}\"");
+            assert!(headers.contains(&h.as_str()), "{h}");
+        }
+    }
+
+    #[test]
+    fn the_readme_carries_the_current_reference() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&markdown()),
+            "README.md's reference section is out of date: regenerate it with `cargo run -- schema` and paste it under \"## Experiment file reference\""
+        );
+    }
+}
