@@ -239,6 +239,7 @@ fn same_seed_same_numbers() {
 const SMALL: &str = r#"
 [model]
 name = "lorenz96"
+size = 40
 [observations]
 operator = "every"
 stride = 2
@@ -900,9 +901,24 @@ fn bad_values_are_named_before_any_computing() {
             vec!["observations.indices", "index 3 is listed twice"],
         ),
         (
+            "size_as_text",
+            base.replace("size = 40", "size = \"40\""),
+            vec!["key `size`", "expected usize"],
+        ),
+        (
+            "no_size",
+            base.replace("size = 40\n", ""),
+            vec!["missing field `size`"],
+        ),
+        (
+            "inflation_as_text",
+            base.replace("inflation = 1.05", "inflation = \"1.05\""),
+            vec!["methods[1].inflation", "expected f64"],
+        ),
+        (
             "too_big",
             base.replace(
-                "name = \"lorenz96\"",
+                "name = \"lorenz96\"\nsize = 40",
                 "name = \"advection2d\"\nnx = 512\nny = 512",
             )
             .replace(

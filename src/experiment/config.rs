@@ -405,12 +405,16 @@ impl ExperimentConfig {
                 .map(str::to_string);
             let keys: Vec<String> = table.keys().cloned().collect();
             let method: MethodConfig =
-                toml::Value::Table(table)
+                toml::Value::Table(table.clone())
                     .try_into()
                     .map_err(|e: toml::de::Error| {
                         let what = name.as_deref().unwrap_or("<no name>");
+                        let key = name
+                            .as_deref()
+                            .and_then(|n| super::schema::bad_method_key(n, &table))
+                            .map_or(String::new(), |k| format!(".{k}"));
                         parse(format!(
-                            "methods[{i}] (name = \"{what}\"): {}",
+                            "methods[{i}]{key} (name = \"{what}\"): {}",
                             e.message().trim_end()
                         ))
                     })?;

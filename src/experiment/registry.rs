@@ -116,7 +116,19 @@ impl ModelConfig {
                 model_names().join(", ")
             )
         })?;
-        let spec = parse(table.clone()).map_err(|e| format!("model `{name}`: {e}"))?;
+        let spec = parse(table.clone()).map_err(|e| {
+            // serde names the type but not the key: find the key whose
+            // value alone fails (model configs need no key).
+            let culprit = table.iter().find(|(k, v)| {
+                let mut one = toml::Table::new();
+                one.insert((*k).clone(), (*v).clone());
+                parse(one).is_err()
+            });
+            match culprit {
+                Some((k, _)) => format!("model `{name}`, key `{k}`: {e}"),
+                None => format!("model `{name}`: {e}"),
+            }
+        })?;
         Ok(Self { name, table, spec })
     }
 
@@ -169,9 +181,18 @@ mod tests {
     use crate::device::cpu_f64;
 
     #[test]
-    fn every_registered_model_builds_with_defaults() {
+    fn every_registered_model_builds_with_its_required_keys_only() {
         for name in model_names() {
-            let config = ModelConfig::from_toml(&format!("name = \"{name}\"")).unwrap();
+            let header = format!("[model] name = \"{name}\"");
+            let doc = super::super::schema::tables()
+                .into_iter()
+                .find(|t| t.header == header)
+                .unwrap();
+            let mut text = format!("name = \"{name}\"\n");
+            for k in doc.keys.iter().filter(|k| k.required.is_some()) {
+                text += &format!("{} = {}\n", k.key, k.required.unwrap());
+            }
+            let config = ModelConfig::from_toml(&text).unwrap();
             let model = config.init(&cpu_f64()).unwrap();
             assert!(model.size() > 0, "{name}");
         }

@@ -367,7 +367,7 @@ pub fn tables() -> Vec<TableDoc> {
             header: "[model] name = \"lorenz96\"",
             doc: "Lorenz (1996) on a periodic chain.",
             keys: vec![
-                key("size", "integer ≥ 4", "number of variables"),
+                required("size", "integer ≥ 4", "number of variables", "40"),
                 key("forcing", "number, finite", "forcing F"),
                 DT,
                 INTEGRATOR,
@@ -607,6 +607,26 @@ impl TableDoc {
             _ => serde_json::Map::new(),
         })
     }
+}
+
+/// The key of a `[[methods]]` table with `name` whose value makes it
+/// fail to parse (serde names the expected type, not the key): each key is
+/// tried alone next to the method's required keys.
+pub fn bad_method_key(name: &str, table: &toml::Table) -> Option<String> {
+    let doc = tables()
+        .into_iter()
+        .find(|t| matches!(t.reader, Reader::Method(n) if n == name))?;
+    let base = doc.minimal();
+    let parses = |t: toml::Table| toml::Value::Table(t).try_into::<MethodConfig>().is_ok();
+    table
+        .iter()
+        .filter(|(k, _)| k.as_str() != "name")
+        .find(|(k, v)| {
+            let mut one = base.clone();
+            one.insert((*k).clone(), (*v).clone());
+            !parses(one)
+        })
+        .map(|(k, _)| k.clone())
 }
 
 /// The keys a table accepts, read from the config types: serde's list of

@@ -123,8 +123,8 @@ impl Lorenz96 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lorenz96Config {
-    /// Number of variables (at least 4).
-    #[serde(default = "size")]
+    /// Number of variables (at least 4); required: there is no standard
+    /// size to fall back on silently.
     pub size: usize,
     /// Forcing F.
     #[serde(default = "forcing")]
@@ -140,9 +140,6 @@ pub struct Lorenz96Config {
     pub noise_std: Option<f64>,
 }
 
-fn size() -> usize {
-    40
-}
 fn forcing() -> f64 {
     8.0
 }
