@@ -825,6 +825,15 @@ fn bad_overrides_and_unwritable_outputs_fail_before_computing() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not-a-dir"), "{stderr}");
+    // NetCDF-4 without the feature: refused before the run.
+    if !cfg!(feature = "netcdf") {
+        let out = rime_run(&file, &dir.join("out-nc4"), &["--format", "netcdf4"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features netcdf"), "{stderr}");
+    }
     assert!(started.elapsed().as_secs() < 30, "the errors came late");
     // --check-expected fails on a stopped method even without [expected].
     let out = rime_run(
