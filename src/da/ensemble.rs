@@ -332,6 +332,9 @@ fn serial_update(
 /// LETKF (Hunt et al. 2007): for every state variable, an ETKF with the
 /// local observations whose whitened anomalies and innovations are scaled by
 /// the square root of their taper coefficients (R-localisation).
+/// States at least this large run their local analyses on several threads.
+const PARALLEL_ROWS: usize = 512;
+
 fn local_update(
     mu: &DVector<f64>,
     a: &DMatrix<f64>,
@@ -340,54 +343,88 @@ fn local_update(
     n1: f64,
     local: &[Vec<(usize, f64)>],
 ) -> Result<DMatrix<f64>, DaError> {
+    use rayon::prelude::*;
     let (nx, n) = a.shape();
-    let mut out = DMatrix::zeros(nx, n);
-    let mut c = DMatrix::<f64>::zeros(n, n);
     // Observation j's member anomalies as a contiguous column.
     let yt = ys.transpose();
-    for i in 0..nx {
-        let obs = &local[i];
-        let ai = a.row(i);
-        if obs.is_empty() {
-            for m in 0..n {
-                out[(i, m)] = mu[i] + ai[m];
+    // The local analyses are independent: rows in parallel (in chunks, so
+    // that small states stay on one thread); each row's arithmetic is the
+    // same whichever thread does it.
+    // Row-major results, one chunk of N per state variable.
+    let mut rows = vec![0.0; nx * n];
+    let row = |c: &mut DMatrix<f64>, (i, out): (usize, &mut [f64])| {
+        local_row(mu[i], a, i, &yt, dys, n1, &local[i], c, out)
+    };
+    if nx < PARALLEL_ROWS {
+        let mut c = DMatrix::<f64>::zeros(n, n);
+        rows.chunks_mut(n)
+            .enumerate()
+            .try_for_each(|job| row(&mut c, job))?;
+    } else {
+        rows.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(PARALLEL_ROWS / 2)
+            .try_for_each_init(|| DMatrix::<f64>::zeros(n, n), row)?;
+    }
+    let out = DMatrix::from_row_slice(nx, n, &rows);
+    Ok(out)
+}
+
+/// The analysis of state variable `i` (mean `mu_i`, anomaly row `i` of
+/// `a`) updated by its local observations, written to `out` (N values).
+#[allow(clippy::too_many_arguments)]
+fn local_row(
+    mu_i: f64,
+    a: &DMatrix<f64>,
+    i: usize,
+    yt: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+    obs: &[(usize, f64)],
+    c: &mut DMatrix<f64>,
+    out: &mut [f64],
+) -> Result<(), DaError> {
+    let ai = a.row(i);
+    let n = ai.len();
+    if obs.is_empty() {
+        for (o, x) in out.iter_mut().zip(ai.iter()) {
+            *o = mu_i + x;
+        }
+        return Ok(());
+    }
+    // C = sum_j c_j Y_j^T Y_j + N1 I, b = sum_j c_j Y_j^T dy_j.
+    c.fill(0.0);
+    let mut b = DVector::<f64>::zeros(n);
+    for &(j, coeff) in obs {
+        let yj = yt.column(j);
+        b.axpy(coeff * dys[j], &yj, 1.0);
+        // Lower triangle only: symmetric_eigen reads no more.
+        for (q, mut col) in c.column_iter_mut().enumerate() {
+            let f = coeff * yj[q];
+            for (cr, yr) in col.as_mut_slice()[q..].iter_mut().zip(&yj.as_slice()[q..]) {
+                *cr += f * yr;
             }
-            continue;
-        }
-        // C = sum_j c_j Y_j^T Y_j + N1 I, b = sum_j c_j Y_j^T dy_j.
-        c.fill(0.0);
-        let mut b = DVector::<f64>::zeros(n);
-        for &(j, coeff) in obs {
-            let yj = yt.column(j);
-            b.axpy(coeff * dys[j], &yj, 1.0);
-            // Lower triangle only: symmetric_eigen reads no more.
-            for (q, mut col) in c.column_iter_mut().enumerate() {
-                let f = coeff * yj[q];
-                for (cr, yr) in col.as_mut_slice()[q..].iter_mut().zip(&yj.as_slice()[q..]) {
-                    *cr += f * yr;
-                }
-            }
-        }
-        for q in 0..n {
-            c[(q, q)] += n1;
-        }
-        // With C = V diag(l) V^T: the mean weights Pw b = V diag(1/l) V^T b
-        // and the anomaly row a_i T = sqrt(N1) (V diag(l^{-1/2}) V^T a_i^T)^T,
-        // both O(N^2) once V is known; only row i is needed.
-        let (l, v) = symmetric_eigen(&c).ok_or_else(|| numerical("LETKF local transform"))?;
-        if l.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
-            return Err(numerical("LETKF local transform"));
-        }
-        let u = v.tr_mul(&ai.transpose());
-        let z = v.tr_mul(&b);
-        let mean = mu[i] + (0..n).map(|k| u[k] * z[k] / l[k]).sum::<f64>();
-        let scaled = DVector::from_fn(n, |k, _| u[k] * (n1 / l[k]).sqrt());
-        let row = &v * scaled;
-        for m in 0..n {
-            out[(i, m)] = mean + row[m];
         }
     }
-    Ok(out)
+    for q in 0..n {
+        c[(q, q)] += n1;
+    }
+    // With C = V diag(l) V^T: the mean weights Pw b = V diag(1/l) V^T b
+    // and the anomaly row a_i T = sqrt(N1) (V diag(l^{-1/2}) V^T a_i^T)^T,
+    // both O(N^2) once V is known; only row i is needed.
+    let (l, v) = symmetric_eigen(c).ok_or_else(|| numerical("LETKF local transform"))?;
+    if l.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
+        return Err(numerical("LETKF local transform"));
+    }
+    let u = v.tr_mul(&ai.transpose());
+    let z = v.tr_mul(&b);
+    let mean = mu_i + (0..n).map(|k| u[k] * z[k] / l[k]).sum::<f64>();
+    let scaled = DVector::from_fn(n, |k, _| u[k] * (n1 / l[k]).sqrt());
+    let row = &v * scaled;
+    for (o, r) in out.iter_mut().zip(row.iter()) {
+        *o = mean + r;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
