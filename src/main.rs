@@ -160,6 +160,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     dir: out.clone(),
                     format,
                 }),
+                // The per-cycle scores are in the NetCDF files.
+                drop_series: true,
             };
             let effective = runner::with_options(&config, &options)?;
             if effective.run.burn_in != config.run.burn_in {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
 use super::output;
 use super::twin::{Built, Chronology, ObsSource, TruthRun, climate};
-use crate::core::{Forecaster, Model, ObsBatch, apply_to_ensemble};
+use crate::core::{Forecaster, ObsBatch, apply_to_ensemble};
 use crate::da::var::MinimisationSummary;
 use crate::da::{ClimateStats, Context, DaError, Estimate, Filter, Gaussian};
 use crate::device::DeviceChoice;
@@ -33,6 +33,10 @@ pub struct RunOptions {
     pub device: Option<DeviceChoice>,
     /// Stream the outputs into this directory as the run goes.
     pub output: Option<output::OutputTarget>,
+    /// Keep no per-cycle scores in memory (they are in the NetCDF files):
+    /// the run's memory then does not grow with its length at all, and
+    /// [`MethodReport::series`] is empty. The CLI sets it.
+    pub drop_series: bool,
 }
 
 /// Why a run could not be done.
@@ -313,7 +317,7 @@ pub struct MethodReport {
     pub status: Status,
     /// Time averages.
     pub summary: Summary,
-    /// Per-cycle values.
+    /// Per-cycle values (empty with [`RunOptions::drop_series`]).
     pub series: Series,
     /// Analysis rank histogram over the cycles after burn-in (ensembles only).
     pub rank_histogram: Option<RankHistogram>,
@@ -594,7 +598,13 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
             None => None,
         };
         runs.push(MethodRun::start(
-            &config, entry, &built, model, &climate, &initial, writer,
+            &config,
+            entry,
+            &built,
+            &climate,
+            &initial,
+            writer,
+            !options.drop_series,
         )?);
     }
 
@@ -641,7 +651,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     }
     let mut methods = Vec::with_capacity(runs.len());
     for r in runs {
-        let (report, path) = r.finish(chronology, has_truth, climatology_std)?;
+        let (report, path) = r.finish(has_truth, climatology_std)?;
         files.extend(path);
         methods.push(report);
     }
@@ -741,6 +751,8 @@ struct MethodRun<'a> {
     context: Context<'a>,
     filter: Box<dyn Filter>,
     series: Series,
+    keep_series: bool,
+    averages: Averages,
     histogram: Option<RankHistogram>,
     burn_in: usize,
     status: Status,
@@ -756,11 +768,12 @@ impl<'a> MethodRun<'a> {
         config: &'a ExperimentConfig,
         entry: &'a MethodEntry,
         built: &'a Built,
-        model: &'a dyn Model,
         climate: &'a ClimateStats,
         initial: &Gaussian,
         writer: Option<output::MethodWriter>,
+        keep_series: bool,
     ) -> Result<Self, DaError> {
+        let model = built.model();
         // The random streams are keyed by the method's settings, not its
         // label: renaming a label changes nothing, and two entries with the
         // same settings give the same numbers.
@@ -785,7 +798,9 @@ impl<'a> MethodRun<'a> {
             expected: config.expected.get(&entry.label).copied(),
             context,
             filter,
-            series: Series::new(chronology.cycles),
+            series: Series::new(if keep_series { chronology.cycles } else { 0 }),
+            keep_series,
+            averages: Averages::default(),
             histogram: entry.method.ensemble_size().map(RankHistogram::new),
             burn_in: chronology.burn_in,
             status: Status::Ok,
@@ -843,7 +858,12 @@ impl<'a> MethodRun<'a> {
         scores.crps_a = a.crps;
         let (d_a, _) = innovation(self.filter.estimate(), obs, &device, false);
         innovation_scores(&mut scores, obs, &d_b, &d_a, hbh);
-        self.series.scores[k] = scores;
+        if self.keep_series {
+            self.series.scores[k] = scores;
+        }
+        if k >= self.burn_in {
+            self.averages.push(&scores);
+        }
 
         if let Some(w) = &mut self.writer {
             let members = match self.filter.estimate() {
@@ -885,17 +905,11 @@ impl<'a> MethodRun<'a> {
 
     fn finish(
         mut self,
-        chronology: Chronology,
         has_truth: bool,
         climatology: Option<f64>,
     ) -> Result<(MethodReport, Option<std::path::PathBuf>), IoError> {
         let summary = if self.status.stopped_at().is_none() {
-            summarise(
-                &self.series,
-                chronology.burn_in,
-                self.entry.method.ensemble_size(),
-                has_truth,
-            )
+            summarise(&self.averages, self.entry.method.ensemble_size(), has_truth)
         } else {
             Summary::default()
         };
@@ -1062,51 +1076,173 @@ fn innovation_scores(
     s.assumed_hbh = hbh;
 }
 
-fn summarise(series: &Series, burn_in: usize, members: Option<usize>, has_truth: bool) -> Summary {
-    let col = |f: fn(&CycleScores) -> f64| series.column(f)[burn_in..].to_vec();
-    let avg = |v: &[f64]| -> MeanWithCi { metrics::mean_with_ci(v) };
-    // Innovation averages skip cycles without observations.
-    let finite_mean = |v: Vec<f64>| {
-        let kept: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
-        (!kept.is_empty()).then(|| kept.iter().sum::<f64>() / kept.len() as f64)
-    };
+/// Running sums of one score over the cycles after burn-in, enough for
+/// its mean, the AR(1) confidence interval of [`metrics::mean_with_ci`]
+/// and the mean of its finite values, in O(1) memory. Values are shifted
+/// by the first one before squaring, so the variance does not lose digits
+/// to cancellation.
+#[derive(Clone, Copy, Debug, Default)]
+struct Running {
+    n: usize,
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    sum_lag: f64,
+    first: f64,
+    last: f64,
+    finite_n: usize,
+    finite_sum: f64,
+}
+
+impl Running {
+    fn push(&mut self, x: f64) {
+        if x.is_finite() {
+            self.finite_n += 1;
+            self.finite_sum += x;
+        }
+        if self.n == 0 {
+            self.shift = x;
+            self.first = 0.0;
+        } else {
+            self.sum_lag += self.last * (x - self.shift);
+        }
+        let y = x - self.shift;
+        self.n += 1;
+        self.sum += x;
+        self.sum_sq += y * y;
+        self.last = y;
+    }
+
+    /// As [`metrics::mean_with_ci`] over the pushed values.
+    fn mean_with_ci(&self) -> MeanWithCi {
+        let n = self.n;
+        if n == 0 {
+            return metrics::mean_with_ci(&[]);
+        }
+        let nf = n as f64;
+        let mean = self.sum / nf;
+        if n < 3 || !mean.is_finite() {
+            return MeanWithCi {
+                mean,
+                ci95: f64::NAN,
+                autocorrelation: f64::NAN,
+                effective_samples: nf,
+            };
+        }
+        // Centred sums from the shifted ones (m: the shifted mean).
+        let m = mean - self.shift;
+        let var = (self.sum_sq / nf - m * m).max(0.0);
+        let rho = if var > 0.0 {
+            let shifted_sum = self.sum - self.shift * nf;
+            let cov =
+                (self.sum_lag - m * (shifted_sum - self.last) - m * (shifted_sum - self.first)
+                    + (nf - 1.0) * m * m)
+                    / nf;
+            (cov / var).clamp(0.0, 0.99)
+        } else {
+            0.0
+        };
+        let effective = (nf * (1.0 - rho) / (1.0 + rho)).max(1.0);
+        let sample_var = var * nf / (nf - 1.0);
+        MeanWithCi {
+            mean,
+            ci95: 1.96 * (sample_var / effective).sqrt(),
+            autocorrelation: rho,
+            effective_samples: effective,
+        }
+    }
+
+    /// The mean of the finite values (cycles without observations skipped).
+    fn finite_mean(&self) -> Option<f64> {
+        (self.finite_n > 0).then(|| self.finite_sum / self.finite_n as f64)
+    }
+}
+
+/// Running sums of every score of [`CycleScores`], after burn-in.
+#[derive(Clone, Debug, Default)]
+struct Averages {
+    scores: [Running; 14],
+}
+
+impl Averages {
+    fn push(&mut self, s: &CycleScores) {
+        for (r, v) in self.scores.iter_mut().zip(s.values()) {
+            r.push(v);
+        }
+    }
+
+    /// The running sums of the score named `name` in [`CycleScores::NAMES`].
+    fn of(&self, name: &str) -> &Running {
+        let i = CycleScores::NAMES
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("a score name");
+        &self.scores[i]
+    }
+}
+
+fn summarise(averages: &Averages, members: Option<usize>, has_truth: bool) -> Summary {
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
     let finite = |x: f64| x.is_finite().then_some(x);
-    let spread_a = avg(&col(|s| s.spread_a)).mean;
-    let innovations = (
-        finite_mean(col(|s| s.omb_rms)),
-        finite_mean(col(|s| s.oma_rms)),
-        ratio(
-            finite_mean(col(|s| s.desroziers_r)),
-            finite_mean(col(|s| s.assumed_r)),
-        ),
-        ratio(
-            finite_mean(col(|s| s.desroziers_hbh)),
-            finite_mean(col(|s| s.assumed_hbh)),
-        ),
-    );
+    let mean = |name: &str| averages.of(name).mean_with_ci().mean;
+    let innovation = |name: &str| averages.of(name).finite_mean();
+    let spread_a = mean("spread_a");
     let mut summary = Summary {
         spread_a: finite(spread_a),
-        spread_f: finite(avg(&col(|s| s.spread_f)).mean),
-        omb_rms: innovations.0,
-        oma_rms: innovations.1,
-        desroziers_r_ratio: innovations.2,
-        desroziers_hbh_ratio: innovations.3,
+        spread_f: finite(mean("spread_f")),
+        omb_rms: innovation("omb_rms"),
+        oma_rms: innovation("oma_rms"),
+        desroziers_r_ratio: ratio(innovation("desroziers_r"), innovation("assumed_r")),
+        desroziers_hbh_ratio: ratio(innovation("desroziers_hbh"), innovation("assumed_hbh")),
         ..Summary::default()
     };
     if has_truth {
-        let rmse_a = avg(&col(|s| s.rmse_a));
+        let rmse_a = averages.of("rmse_a").mean_with_ci();
         summary.rmse_a = finite(rmse_a.mean);
         summary.rmse_a_ci95 = finite(rmse_a.ci95);
-        summary.rmse_f = finite(avg(&col(|s| s.rmse_f)).mean);
-        summary.crps_a = finite(avg(&col(|s| s.crps_a)).mean);
+        summary.rmse_f = finite(mean("rmse_f"));
+        summary.crps_a = finite(mean("crps_a"));
         summary.spread_skill_a = finite(match members {
             Some(m) => metrics::spread_skill(spread_a, rmse_a.mean, m),
             None => spread_a / rmse_a.mean,
         });
     }
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_sums_give_the_two_pass_mean_and_interval() {
+        // An AR(1) series around 5 with autocorrelation 0.6.
+        let mut rng = crate::rng::stream(1, "ar1");
+        let z = crate::rng::standard_normal(&mut rng, 2000);
+        let mut x = vec![5.0];
+        for k in 1..2000 {
+            x.push(5.0 + 0.6 * (x[k - 1] - 5.0) + 0.1 * z[k]);
+        }
+        for n in [0, 1, 2, 3, 10, 2000] {
+            let mut r = Running::default();
+            for &v in &x[..n] {
+                r.push(v);
+            }
+            let (a, b) = (r.mean_with_ci(), metrics::mean_with_ci(&x[..n]));
+            let close =
+                |p: f64, q: f64| (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-10 * q.abs();
+            assert!(close(a.mean, b.mean), "n={n}: {} vs {}", a.mean, b.mean);
+            assert!(close(a.ci95, b.ci95), "n={n}: {} vs {}", a.ci95, b.ci95);
+            assert!(close(a.autocorrelation, b.autocorrelation), "n={n}");
+        }
+        let mut r = Running::default();
+        for v in [1.0, f64::NAN, 3.0] {
+            r.push(v);
+        }
+        assert!(r.mean_with_ci().mean.is_nan());
+        assert_eq!(r.finite_mean(), Some(2.0));
+    }
 }
