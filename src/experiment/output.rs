@@ -366,6 +366,15 @@ impl Stream {
     }
 }
 
+/// Creates the output folder (and its parents) if needed.
+fn create_folder(dir: &Path) -> Result<(), IoError> {
+    std::fs::create_dir_all(dir).map_err(|reason| IoError::Io {
+        path: dir.to_path_buf(),
+        action: "creating the output folder".into(),
+        reason,
+    })
+}
+
 /// A run's claim on its output folder: the file `.rime.lock` holding the
 /// process id, created exclusively, removed when the run ends (also on an
 /// error). A second run into the same folder is refused while the first
@@ -383,11 +392,7 @@ impl OutputLock {
     /// A folder that cannot be created or written, or one another live
     /// rime run is writing into.
     pub fn acquire(dir: &Path) -> Result<Self, IoError> {
-        std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
-            path: dir.to_path_buf(),
-            action: "creating the output folder".into(),
-            reason: source,
-        })?;
+        create_folder(dir)?;
         let path = dir.join(".rime.lock");
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
@@ -972,11 +977,7 @@ fn netcdf_name(label: &str) -> String {
 /// # Errors
 /// A directory or file that cannot be written.
 pub fn write_summary(report: &Report, dir: &Path) -> Result<PathBuf, IoError> {
-    std::fs::create_dir_all(dir).map_err(|source| IoError::Io {
-        path: dir.to_path_buf(),
-        action: "creating the output directory".into(),
-        reason: source,
-    })?;
+    create_folder(dir)?;
     let path = dir.join("summary.json");
     io::write_atomic(&path, summary_json(report).as_bytes())?;
     Ok(path)

@@ -30,7 +30,9 @@ fn parse<T: ModelSpec + serde::de::DeserializeOwned + 'static>(
     Ok(Arc::new(config))
 }
 
-fn read_json<T: serde::de::DeserializeOwned + Serialize>(
+/// A table read into the config type `T` and written back as JSON, with
+/// every default filled in.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned + Serialize>(
     table: toml::Table,
 ) -> Result<serde_json::Value, String> {
     let config: T = toml::Value::Table(table)

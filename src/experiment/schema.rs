@@ -9,9 +9,8 @@
 //! own list of expected fields, or the keys a parsed method writes back),
 //! so the reference cannot drift from the code.
 
-use serde::de::DeserializeOwned;
-
 use super::config::{InitialConfig, ObservationConfig, OutputConfig, RunConfig};
+use super::registry::read_json;
 use crate::da::MethodConfig;
 
 /// One key: name, type, meaning, and for a required key an example value
@@ -73,15 +72,6 @@ pub struct TableDoc {
     pub keys: Vec<KeyDoc>,
     /// How it is read.
     pub reader: Reader,
-}
-
-fn read<T: DeserializeOwned + serde::Serialize>(
-    table: toml::Table,
-) -> Result<serde_json::Value, String> {
-    let value: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    serde_json::to_value(&value).map_err(|e| e.to_string())
 }
 
 const INTEGRATOR: KeyDoc = key(
@@ -262,7 +252,7 @@ pub fn tables() -> Vec<TableDoc> {
                     "the older name of `steps_per_cycle`, still accepted",
                 ),
             ],
-            reader: Reader::Struct(read::<ObservationConfig>),
+            reader: Reader::Struct(read_json::<ObservationConfig>),
         },
         TableDoc {
             header: "[run]",
@@ -307,7 +297,7 @@ pub fn tables() -> Vec<TableDoc> {
                     "the models' float type (absent: f64 on the CPU, f32 on GPUs)",
                 ),
             ],
-            reader: Reader::Struct(read::<RunConfig>),
+            reader: Reader::Struct(read_json::<RunConfig>),
         },
         TableDoc {
             header: "[initial]",
@@ -321,7 +311,7 @@ pub fn tables() -> Vec<TableDoc> {
                 ),
                 required("std", "number ≥ 0", "the initial standard deviation", "0.1"),
             ],
-            reader: Reader::Struct(read::<InitialConfig>),
+            reader: Reader::Struct(read_json::<InitialConfig>),
         },
         TableDoc {
             header: "[output]",
@@ -348,7 +338,7 @@ pub fn tables() -> Vec<TableDoc> {
                     "also write every analysis member of ensemble methods",
                 ),
             ],
-            reader: Reader::Struct(read::<OutputConfig>),
+            reader: Reader::Struct(read_json::<OutputConfig>),
         },
         TableDoc {
             header: "[model] name = \"lorenz63\"",
