@@ -13,7 +13,7 @@ use nalgebra::{DMatrix, DVector};
 
 use super::eigen::symmetric_eigen;
 use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
-use super::localisation::{Taper, local_observations};
+use super::localisation::{LocalObservations, Taper};
 use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
 use crate::core::{ObsBatch, apply_to_ensemble};
 use crate::rng::{Rng, standard_normal};
@@ -43,10 +43,6 @@ pub struct EnsembleFilter {
     /// for the network they were computed for.
     local: Option<(u64, LocalObservations)>,
 }
-
-/// Per state variable, its observations within reach and their taper
-/// coefficients.
-type LocalObservations = Vec<Vec<(usize, f64)>>;
 
 impl EnsembleFilter {
     /// Draws the initial ensemble from `initial`.
@@ -157,16 +153,16 @@ impl Filter for EnsembleFilter {
                     .as_ref()
                     .is_none_or(|(id, _)| *id != obs.network_id);
                 if stale {
-                    let local = local_observations(
+                    let index = LocalObservations::new(
                         context.model.geometry(),
                         obs.operator.locations(),
                         radius,
                         taper,
                     );
-                    self.local = Some((obs.network_id, local));
+                    self.local = Some((obs.network_id, index));
                 }
-                let (_, local) = self.local.as_ref().expect("set above");
-                local_update(&mu, &a, &ys, &dys, n1, local)?
+                let (_, index) = self.local.as_ref().expect("set above");
+                local_update(&mu, &a, &ys, &dys, n1, context.model.geometry(), index)?
             }
         };
         let settings = PostProcess::from(&self.config);
@@ -341,7 +337,8 @@ fn local_update(
     ys: &DMatrix<f64>,
     dys: &DVector<f64>,
     n1: f64,
-    local: &[Vec<(usize, f64)>],
+    geometry: &crate::core::Geometry,
+    index: &LocalObservations,
 ) -> Result<DMatrix<f64>, DaError> {
     use rayon::prelude::*;
     let (nx, n) = a.shape();
@@ -352,19 +349,24 @@ fn local_update(
     // same whichever thread does it.
     // Row-major results, one chunk of N per state variable.
     let mut rows = vec![0.0; nx * n];
-    let row = |c: &mut DMatrix<f64>, (i, out): (usize, &mut [f64])| {
-        local_row(mu[i], a, i, &yt, dys, n1, &local[i], c, out)
+    // Per worker: the N x N matrix, and scratch for the local observations
+    // of the point being analysed (queried, not stored for every point).
+    let scratch = || (DMatrix::<f64>::zeros(n, n), Vec::new(), Vec::new());
+    type Scratch = (DMatrix<f64>, Vec<usize>, Vec<(usize, f64)>);
+    let row = |(c, candidates, obs): &mut Scratch, (i, out): (usize, &mut [f64])| {
+        index.of(geometry, i, candidates, obs);
+        local_row(mu[i], a, i, &yt, dys, n1, obs, c, out)
     };
     if nx < PARALLEL_ROWS {
-        let mut c = DMatrix::<f64>::zeros(n, n);
+        let mut s = scratch();
         rows.chunks_mut(n)
             .enumerate()
-            .try_for_each(|job| row(&mut c, job))?;
+            .try_for_each(|job| row(&mut s, job))?;
     } else {
         rows.par_chunks_mut(n)
             .enumerate()
             .with_min_len(PARALLEL_ROWS / 2)
-            .try_for_each_init(|| DMatrix::<f64>::zeros(n, n), row)?;
+            .try_for_each_init(scratch, row)?;
     }
     let out = DMatrix::from_row_slice(nx, n, &rows);
     Ok(out)
@@ -491,15 +493,25 @@ mod tests {
 
     #[test]
     fn letkf_without_taper_is_the_etkf() {
-        let (e, h, y) = problem(5, 6, 5);
-        let (mu, a) = mean_and_anomalies(&e);
-        let ys = &h * &a / 0.5;
-        let dys = (&y - &h * &mu) / 0.5;
-        let everything: Vec<Vec<(usize, f64)>> =
-            (0..5).map(|_| (0..5).map(|j| (j, 1.0)).collect()).collect();
-        let local = local_update(&mu, &a, &ys, &dys, 5.0, &everything).unwrap();
-        let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
-        assert!((local - global).abs().max() < 1e-12);
+        // A step taper wider than the domain: every point sees every
+        // observation. 5 points (one thread) and 600 (the parallel path).
+        for n in [5, 600] {
+            let (e, h, y) = problem(n, 6, n);
+            let (mu, a) = mean_and_anomalies(&e);
+            let ys = &h * &a / 0.5;
+            let dys = (&y - &h * &mu) / 0.5;
+            let g = crate::core::Geometry::chain(n, false, "x");
+            let locations: Vec<_> = g.locations().collect();
+            let index = LocalObservations::Index(super::super::localisation::LocalIndex::new(
+                &g,
+                &locations,
+                10.0 * n as f64,
+                Taper::Step,
+            ));
+            let local = local_update(&mu, &a, &ys, &dys, 5.0, &g, &index).unwrap();
+            let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
+            assert!((local - global).abs().max() < 1e-10, "n = {n}");
+        }
     }
 
     #[test]

@@ -137,53 +137,148 @@ impl Axis {
     }
 }
 
+/// The observations of one network bucketed on a grid of cells at least
+/// the taper's reach wide (wrapped on periodic axes), so that each state
+/// point looks at the observations of its own and the eight neighbouring
+/// cells only: a query costs O(local observations), not O(p), and the
+/// index itself O(p) memory, so a localised filter never holds an
+/// `n x local` table.
+#[derive(Clone, Debug)]
+pub struct LocalIndex {
+    locations: Vec<Location>,
+    radius: f64,
+    taper: Taper,
+    ax: Axis,
+    ay: Axis,
+    buckets: Vec<Vec<usize>>,
+}
+
+impl LocalIndex {
+    /// The index of `obs_locations` for `radius` and `taper` on the axes
+    /// (and periods) of `geometry`.
+    pub fn new(geometry: &Geometry, obs_locations: &[Location], radius: f64, taper: Taper) -> Self {
+        let reach = taper.reach(radius);
+        let xs = obs_locations.iter().map(|o| o[0]);
+        let ys = obs_locations.iter().map(|o| o[1]);
+        let ax = Axis::new(xs, reach, geometry.period[0]);
+        let ay = Axis::new(ys, reach, geometry.period[1]);
+        let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); ax.cells * ay.cells];
+        for (j, o) in obs_locations.iter().enumerate() {
+            // Observations of a non-periodic axis lie within its range.
+            let cx = ax.cell(o[0]).clamp(0, ax.cells as isize - 1) as usize;
+            let cy = ay.cell(o[1]).clamp(0, ay.cells as isize - 1) as usize;
+            buckets[cy * ax.cells + cx].push(j);
+        }
+        Self {
+            locations: obs_locations.to_vec(),
+            radius,
+            taper,
+            ax,
+            ay,
+            buckets,
+        }
+    }
+
+    /// The observations within reach of `x` and their taper coefficients
+    /// (above [`CUTOFF`]), in observation order (as a scan would give
+    /// them, so the sums of a local analysis are the same to the last
+    /// bit), written into `out`; `candidates` is scratch space.
+    pub fn query(
+        &self,
+        geometry: &Geometry,
+        x: Location,
+        candidates: &mut Vec<usize>,
+        out: &mut Vec<(usize, f64)>,
+    ) {
+        candidates.clear();
+        out.clear();
+        for cy in self.ay.around(self.ay.cell(x[1])) {
+            for cx in self.ax.around(self.ax.cell(x[0])) {
+                candidates.extend_from_slice(&self.buckets[cy * self.ax.cells + cx]);
+            }
+        }
+        candidates.sort_unstable();
+        out.extend(candidates.iter().filter_map(|&j| {
+            let d = geometry.distance(&x, &self.locations[j]);
+            let c = self.taper.coefficient(d, self.radius);
+            (c > CUTOFF).then_some((j, c))
+        }));
+    }
+}
+
+/// The local observations of a network as a filter keeps them: a table
+/// for every point when the state is small (queried once per network), the
+/// index alone, queried point by point, when it is large (the table would
+/// be `n x local` entries).
+#[derive(Clone, Debug)]
+pub enum LocalObservations {
+    /// Every point's list.
+    Table(Vec<Vec<(usize, f64)>>),
+    /// Queried when needed.
+    Index(LocalIndex),
+}
+
+/// States up to this size keep the table.
+pub const TABLE_LIMIT: usize = 1 << 16;
+
+impl LocalObservations {
+    /// The local observations of `obs_locations` on `geometry`.
+    pub fn new(geometry: &Geometry, obs_locations: &[Location], radius: f64, taper: Taper) -> Self {
+        let index = LocalIndex::new(geometry, obs_locations, radius, taper);
+        if geometry.size() <= TABLE_LIMIT {
+            let (mut candidates, mut out) = (Vec::new(), Vec::new());
+            LocalObservations::Table(
+                geometry
+                    .locations()
+                    .map(|x| {
+                        index.query(geometry, x, &mut candidates, &mut out);
+                        out.clone()
+                    })
+                    .collect(),
+            )
+        } else {
+            LocalObservations::Index(index)
+        }
+    }
+
+    /// The local observations of state variable `i` into `out`
+    /// (`candidates` is scratch space).
+    pub fn of(
+        &self,
+        geometry: &Geometry,
+        i: usize,
+        candidates: &mut Vec<usize>,
+        out: &mut Vec<(usize, f64)>,
+    ) {
+        match self {
+            LocalObservations::Table(t) => {
+                out.clear();
+                out.extend_from_slice(&t[i]);
+            }
+            LocalObservations::Index(index) => {
+                index.query(geometry, geometry.location(i), candidates, out)
+            }
+        }
+    }
+}
+
 /// For each state variable, the observations within reach and their taper
-/// coefficients (above [`CUTOFF`]), in observation order.
-///
-/// The observations are bucketed on a grid of cells at least the taper's
-/// reach wide (wrapped on periodic axes), so each point looks at the
-/// observations of its own and the eight neighbouring cells only: the cost
-/// is O(n x local observations), not O(n x p). The result is the same as a
-/// scan over every observation.
+/// coefficients (above [`CUTOFF`]), in observation order: every query of a
+/// [`LocalIndex`] at once (an `n x local` table; filters query point by
+/// point instead).
 pub fn local_observations(
     geometry: &Geometry,
     obs_locations: &[Location],
     radius: f64,
     taper: Taper,
 ) -> Vec<Vec<(usize, f64)>> {
-    let reach = taper.reach(radius);
-    let xs = obs_locations.iter().map(|o| o[0]);
-    let ys = obs_locations.iter().map(|o| o[1]);
-    let ax = Axis::new(xs, reach, geometry.period[0]);
-    let ay = Axis::new(ys, reach, geometry.period[1]);
-    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); ax.cells * ay.cells];
-    for (j, o) in obs_locations.iter().enumerate() {
-        let (cx, cy) = (ax.cell(o[0]), ay.cell(o[1]));
-        // Observations of a non-periodic axis lie within its range.
-        let cx = cx.clamp(0, ax.cells as isize - 1) as usize;
-        let cy = cy.clamp(0, ay.cells as isize - 1) as usize;
-        buckets[cy * ax.cells + cx].push(j);
-    }
-    let mut candidates = Vec::new();
+    let index = LocalIndex::new(geometry, obs_locations, radius, taper);
+    let (mut candidates, mut out) = (Vec::new(), Vec::new());
     geometry
         .locations()
         .map(|x| {
-            candidates.clear();
-            for cy in ay.around(ay.cell(x[1])) {
-                for cx in ax.around(ax.cell(x[0])) {
-                    candidates.extend_from_slice(&buckets[cy * ax.cells + cx]);
-                }
-            }
-            // Observation order, as a scan would give: the sums of the local
-            // analysis are then the same to the last bit.
-            candidates.sort_unstable();
-            candidates
-                .iter()
-                .filter_map(|&j| {
-                    let c = taper.coefficient(geometry.distance(&x, &obs_locations[j]), radius);
-                    (c > CUTOFF).then_some((j, c))
-                })
-                .collect()
+            index.query(geometry, x, &mut candidates, &mut out);
+            out.clone()
         })
         .collect()
 }
