@@ -179,6 +179,18 @@ impl LocalIndex {
         }
     }
 
+    /// Every point's local observations.
+    pub fn table(&self, geometry: &Geometry) -> Vec<Vec<(usize, f64)>> {
+        let (mut candidates, mut out) = (Vec::new(), Vec::new());
+        geometry
+            .locations()
+            .map(|x| {
+                self.query(geometry, x, &mut candidates, &mut out);
+                out.clone()
+            })
+            .collect()
+    }
+
     /// The observations within reach of `x` and their taper coefficients
     /// (above [`CUTOFF`]), in observation order (as a scan would give
     /// them, so the sums of a local analysis are the same to the last
@@ -226,16 +238,7 @@ impl LocalObservations {
     pub fn new(geometry: &Geometry, obs_locations: &[Location], radius: f64, taper: Taper) -> Self {
         let index = LocalIndex::new(geometry, obs_locations, radius, taper);
         if geometry.size() <= TABLE_LIMIT {
-            let (mut candidates, mut out) = (Vec::new(), Vec::new());
-            LocalObservations::Table(
-                geometry
-                    .locations()
-                    .map(|x| {
-                        index.query(geometry, x, &mut candidates, &mut out);
-                        out.clone()
-                    })
-                    .collect(),
-            )
+            LocalObservations::Table(index.table(geometry))
         } else {
             LocalObservations::Index(index)
         }
@@ -272,15 +275,7 @@ pub fn local_observations(
     radius: f64,
     taper: Taper,
 ) -> Vec<Vec<(usize, f64)>> {
-    let index = LocalIndex::new(geometry, obs_locations, radius, taper);
-    let (mut candidates, mut out) = (Vec::new(), Vec::new());
-    geometry
-        .locations()
-        .map(|x| {
-            index.query(geometry, x, &mut candidates, &mut out);
-            out.clone()
-        })
-        .collect()
+    LocalIndex::new(geometry, obs_locations, radius, taper).table(geometry)
 }
 
 #[cfg(test)]
