@@ -117,7 +117,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 config.run.cycles,
                 config.run.device.name()
             );
-            let machine = runner::machine_memory().map_or(String::new(), |(t, _)| {
+            let machine = runner::machine_memory().map_or(String::new(), |t| {
                 format!(
                     " of the machine's {:.1} GiB",
                     t as f64 / (1u64 << 30) as f64

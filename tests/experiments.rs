@@ -413,15 +413,10 @@ fn cli_runs_an_experiment_and_reports_bad_input() {
 
 /// Reads a variable of a classic NetCDF file as f64.
 fn read_f64(ds: &rime::io::Dataset, name: &str) -> Vec<f64> {
-    match &ds
-        .variable(name)
+    ds.variable(name)
         .unwrap_or_else(|| panic!("no variable {name}"))
         .data
-    {
-        rime::io::VarData::F64(v) => v.clone(),
-        rime::io::VarData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        rime::io::VarData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-    }
+        .to_f64()
 }
 
 #[test]

@@ -82,6 +82,20 @@ pub fn apply_to_ensemble(
     }
 }
 
+/// Applies an operator to one host state: `H(x)`, as
+/// [`apply_to_ensemble`] with one member.
+pub fn apply_to_state(
+    op: &dyn ObsOperator,
+    x: &DVector<f64>,
+    time: f64,
+    device: &burn::tensor::Device,
+) -> DVector<f64> {
+    let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
+    apply_to_ensemble(op, &m, time, device)
+        .column(0)
+        .into_owned()
+}
+
 /// The errors of a batch of observations: `R`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ObsError {

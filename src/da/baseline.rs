@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use nalgebra::{DMatrix, DVector};
 
 use super::{Context, DaError, Estimate, Filter, Gaussian};
-use crate::core::{Model, ObsBatch, ObsError, ObsOperator, apply_to_ensemble};
+use crate::core::{Model, ObsBatch, ObsError, ObsOperator, apply_to_state};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 
 /// The climatological mean and variance at every time; ignores observations.
@@ -163,9 +163,13 @@ impl Filter for StaticB {
             self.analysed = false;
             return Ok(());
         }
-        let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
-        let hx = apply_to_ensemble(obs.operator.as_ref(), &x, obs.time, context.device());
-        let innovation = &obs.values - hx.column(0);
+        let hx = apply_to_state(
+            obs.operator.as_ref(),
+            &self.mean,
+            obs.time,
+            context.device(),
+        );
+        let innovation = &obs.values - hx;
         let increment = &self.gain_for(obs)?.gain * innovation;
         self.mean += increment;
         self.analysed = true;
@@ -295,9 +299,13 @@ impl Filter for Ekf {
             DaError::Numerical("EKF innovation covariance is not positive definite".into())
         })?;
         let gain = chol.solve(&(&h * &self.covariance)).transpose();
-        let x = DMatrix::from_column_slice(self.mean.len(), 1, self.mean.as_slice());
-        let hx = apply_to_ensemble(obs.operator.as_ref(), &x, obs.time, context.device());
-        self.mean += &gain * (&obs.values - hx.column(0));
+        let hx = apply_to_state(
+            obs.operator.as_ref(),
+            &self.mean,
+            obs.time,
+            context.device(),
+        );
+        self.mean += &gain * (&obs.values - hx);
         let n = self.mean.len();
         let p_a = (DMatrix::identity(n, n) - &gain * &h) * &self.covariance;
         self.covariance = (&p_a + p_a.transpose()) * 0.5;

@@ -253,6 +253,14 @@ impl InitialConfig {
             InitialMean::Values(v) => (0..n).map(|i| v.get(i).copied().unwrap_or(0.0)).collect(),
         }
     }
+
+    /// `N(mean, std^2 I)` for a state of size `n`.
+    pub fn distribution(&self, n: usize) -> crate::da::Gaussian {
+        crate::da::Gaussian {
+            mean: nalgebra::DVector::from_vec(self.mean_vector(n)),
+            std: nalgebra::DVector::from_element(n, self.std),
+        }
+    }
 }
 
 /// A published score to reproduce.

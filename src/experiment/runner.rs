@@ -5,14 +5,14 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DVector;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
 use super::output;
 use super::twin::{Built, Chronology, ObsSource, TruthRun, climate};
-use crate::core::{Forecaster, ObsBatch, apply_to_ensemble};
+use crate::core::{Forecaster, ObsBatch, apply_to_ensemble, apply_to_state};
 use crate::da::var::MinimisationSummary;
 use crate::da::{ClimateStats, Context, DaError, Estimate, Filter, Gaussian};
 use crate::device::DeviceChoice;
@@ -371,10 +371,14 @@ pub struct Report {
 /// The peak resident set size of this process so far (`VmHWM` of
 /// `/proc/self/status`), in bytes; `None` where the system does not say.
 pub fn peak_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    proc_bytes("/proc/self/status", "VmHWM:")
+}
+
+/// A `Name:  value kB` line of a `/proc` file, in bytes.
+fn proc_bytes(file: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 /// Applies the command-line overrides to a configuration. A `cycles`
@@ -463,7 +467,7 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
         }
     }
     let chronology = built.chronology(config);
-    let kept = (chronology.cycles - chronology.burn_in.min(chronology.cycles)) as u64;
+    let kept = chronology.kept() as u64;
     let sample = if config
         .methods
         .iter()
@@ -482,14 +486,9 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
     MemoryEstimate { parts }
 }
 
-/// The machine's total and available memory (`/proc/meminfo`), bytes.
-pub fn machine_memory() -> Option<(u64, u64)> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = info.lines().find(|l| l.starts_with(name))?;
-        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-    };
-    Some((field("MemTotal:")?, field("MemAvailable:")?))
+/// The machine's total memory (`MemTotal` of `/proc/meminfo`), bytes.
+pub fn machine_memory() -> Option<u64> {
+    proc_bytes("/proc/meminfo", "MemTotal:")
 }
 
 /// Refuses a run whose estimated memory exceeds the machine's, naming
@@ -502,7 +501,7 @@ pub fn check_memory(
     built: &Built,
 ) -> Result<MemoryEstimate, ConfigError> {
     let estimate = memory_estimate(config, built);
-    if let Some((total, _)) = machine_memory()
+    if let Some(total) = machine_memory()
         && estimate.total() > total
     {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -576,8 +575,8 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     };
     // The climatological spread of the truth, once enough of it was seen
     // to estimate it (at least 10 cycles after the burn-in).
-    let kept = chronology.cycles - chronology.burn_in.min(chronology.cycles);
-    let climatology_std = (has_truth && kept >= 10).then(|| climate.variance.mean().sqrt());
+    let climate_std = climate.variance.mean().sqrt();
+    let climatology_std = (has_truth && chronology.kept() >= 10).then_some(climate_std);
     // Divergence: ten climatological standard deviations, but never below
     // ten times the initial spread or the observation error, so that a
     // short run (whose climatology is a few samples) is not held to a
@@ -586,7 +585,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         (Some(d), _) => d,
         (None, true) => {
             let floor = initial.std.mean().max(built.source.typical_error_std());
-            10.0 * climate.variance.mean().sqrt().max(floor)
+            10.0 * climate_std.max(floor)
         }
         (None, false) => f64::INFINITY,
     };
@@ -1042,13 +1041,12 @@ fn innovation(
             (&obs.values - mean, hbh)
         }
         Estimate::Gaussian { mean, variance: v } => {
-            let x = DMatrix::from_column_slice(mean.len(), 1, mean.as_slice());
-            let hx = apply_to_ensemble(op, &x, obs.time, device);
+            let hx = apply_to_state(op, mean, obs.time, device);
             let hbh = match op.linear().and_then(|l| l.selected_indices()) {
                 Some(idx) if variance => idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64,
                 _ => f64::NAN,
             };
-            (&obs.values - hx.column(0), hbh)
+            (&obs.values - hx, hbh)
         }
     }
 }

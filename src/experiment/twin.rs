@@ -41,6 +41,11 @@ impl Chronology {
     pub fn time(&self, k: usize) -> f64 {
         (k + 1) as f64 * self.interval()
     }
+
+    /// The cycles after the burn-in, which time averages use.
+    pub fn kept(&self) -> usize {
+        self.cycles.saturating_sub(self.burn_in)
+    }
 }
 
 /// How a truth state becomes a forecast-model state: field by field, by
@@ -260,11 +265,7 @@ impl Built {
 
     /// The distribution initial ensembles are drawn from.
     pub fn initial(&self, config: &ExperimentConfig) -> Gaussian {
-        let n = self.model().size();
-        Gaussian {
-            mean: DVector::from_vec(config.initial.mean_vector(n)),
-            std: DVector::from_element(n, config.initial.std),
-        }
+        config.initial.distribution(self.model().size())
     }
 
     /// The model the methods cycle.
@@ -399,11 +400,10 @@ impl<'a> TruthRun<'a> {
         let forecaster = Forecaster::new(built.device.clone())
             .with_noise_stream(crate::rng::key(seed, "truth-noise"));
         let n_truth = truth_model.size();
-        let distribution = Gaussian {
-            mean: DVector::from_vec(config.initial.mean_vector(n_truth)),
-            std: DVector::from_element(n_truth, config.initial.std),
-        };
-        let x0 = distribution.sample(1, &mut stream(seed, "truth"));
+        let x0 = config
+            .initial
+            .distribution(n_truth)
+            .sample(1, &mut stream(seed, "truth"));
         Self {
             config,
             built,
@@ -444,9 +444,8 @@ impl<'a> TruthRun<'a> {
         let k = self.cycle - 1;
         let time = self.chronology.time(k);
         let at = network.at(k, time);
-        let x = DMatrix::from_column_slice(truth.len(), 1, truth.as_slice());
-        let hx = crate::core::apply_to_ensemble(at.operator.as_ref(), &x, time, &self.built.device);
-        let mut y = hx.column(0) + at.error.sample(&mut self.noise);
+        let hx = crate::core::apply_to_state(at.operator.as_ref(), truth, time, &self.built.device);
+        let mut y = hx + at.error.sample(&mut self.noise);
         if let Some(f) = self.config.observations.missing_fraction {
             use rand::Rng as _;
             for v in y.iter_mut() {
@@ -480,7 +479,7 @@ pub fn climate(
 ) -> Result<ClimateStats, ConfigError> {
     let chronology = built.chronology(config);
     let n = built.model().size();
-    let kept = chronology.cycles - chronology.burn_in;
+    let kept = chronology.kept();
     let keep = covariance || n.saturating_mul(kept) <= KEEP_SAMPLE_LIMIT;
     let mut run = TruthRun::new(config, built);
     let mut sample = if keep {

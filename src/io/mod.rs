@@ -254,6 +254,15 @@ impl VarData {
         self.len() == 0
     }
 
+    /// The values as `f64` (floats widened, integers converted exactly).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            VarData::F64(d) => d.clone(),
+            VarData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+            VarData::I32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+        }
+    }
+
     /// NetCDF type name: `"double"`, `"float"` or `"int"`.
     pub fn type_name(&self) -> &'static str {
         match self {

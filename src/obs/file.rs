@@ -18,7 +18,7 @@ use nalgebra::DVector;
 
 use super::Selection;
 use crate::core::{Geometry, Location, ObsBatch, ObsError};
-use crate::io::{self, VarData};
+use crate::io;
 
 /// The observations of one cycle: state columns, values, error std.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -266,13 +266,7 @@ fn read_nc(path: &Path) -> Result<Vec<Row>, String> {
     #[cfg(not(feature = "netcdf"))]
     let ds = io::read_classic(path);
     let ds = ds.map_err(|e| e.to_string())?;
-    let var = |name: &str| -> Option<Vec<f64>> {
-        ds.variable(name).map(|v| match &v.data {
-            VarData::F64(d) => d.clone(),
-            VarData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
-            VarData::I32(d) => d.iter().map(|&x| f64::from(x)).collect(),
-        })
-    };
+    let var = |name: &str| -> Option<Vec<f64>> { ds.variable(name).map(|v| v.data.to_f64()) };
     let need = |name: &str| {
         var(name).ok_or_else(|| {
             format!(

@@ -129,9 +129,7 @@ impl VarProblem<'_> {
 
     /// `(J_b, J_q)` of a control vector.
     pub fn prior_terms(&self, p: &[f64]) -> (f64, f64) {
-        let n = self.n();
-        let half_sq = |v: &[f64]| 0.5 * v.iter().map(|x| x * x).sum::<f64>();
-        (half_sq(&p[..n]), half_sq(&p[n..]))
+        prior_terms(p, self.n())
     }
 
     /// Total cost and gradient.
@@ -244,12 +242,9 @@ impl Observe<LbfgsState> for Recorder {
         let Some(p) = state.get_param() else {
             return Ok(());
         };
-        let half_sq = |v: &[f64]| 0.5 * v.iter().map(|x| x * x).sum::<f64>();
-        let (cost_b, cost_q) = (half_sq(&p[..self.n]), half_sq(&p[self.n..]));
+        let (cost_b, cost_q) = prior_terms(p, self.n);
         let cost = state.get_cost();
-        let gradient_norm = state
-            .get_gradient()
-            .map_or(f64::NAN, |g| g.iter().map(|x| x * x).sum::<f64>().sqrt());
+        let gradient_norm = state.get_gradient().map_or(f64::NAN, |g| norm(g));
         {
             let mut best = self.best.lock().expect("recorder lock");
             if cost < best.0 {
@@ -335,7 +330,7 @@ pub fn minimise(
 ) -> Result<Minimised, DaError> {
     let n = problem.n();
     let (j0, g0) = problem.cost_and_gradient(&p0)?;
-    let g0_norm = g0.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let g0_norm = norm(&g0);
     let (jb0, jq0) = problem.prior_terms(&p0);
     let start = IterationRecord {
         iteration: 0,
@@ -459,8 +454,7 @@ pub fn minimise(
         }
         start_grad_norm = problem
             .cost_and_gradient(&start_param)
-            .map(|(_, g)| g.iter().map(|x| x * x).sum::<f64>().sqrt())
-            .unwrap_or(f64::NAN);
+            .map_or(f64::NAN, |(_, g)| norm(&g));
         if !(start_grad_norm.is_finite() && start_grad_norm > 0.0) {
             break;
         }
@@ -469,7 +463,7 @@ pub fn minimise(
     let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
     if best_cost < j0 && best_cost.is_finite() && best_cost < BLOWN_UP {
         return Ok(Minimised {
-            history: with_final(&problem, history, &best_param, best_cost, n),
+            history: with_final(&problem, history, &best_param, best_cost),
             control: best_param,
             converged: false,
         });
@@ -482,6 +476,18 @@ pub fn minimise(
     })
 }
 
+/// The Euclidean norm.
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// `(J_b, J_q) = (1/2 |w|^2, 1/2 |eta|^2)` of a control vector whose first
+/// `n` entries are `w`.
+fn prior_terms(p: &[f64], n: usize) -> (f64, f64) {
+    let half_sq = |v: &[f64]| 0.5 * v.iter().map(|x| x * x).sum::<f64>();
+    (half_sq(&p[..n]), half_sq(&p[n..]))
+}
+
 /// The history, ending with the record of the returned control (the best
 /// iterate, which need not be the last one the solver visited).
 fn with_final(
@@ -489,7 +495,6 @@ fn with_final(
     mut history: Vec<IterationRecord>,
     control: &[f64],
     cost: f64,
-    n: usize,
 ) -> Vec<IterationRecord> {
     let last = history
         .last()
@@ -498,13 +503,10 @@ fn with_final(
     if last.cost == cost {
         return history;
     }
-    let half_sq = |v: &[f64]| 0.5 * v.iter().map(|x| x * x).sum::<f64>();
-    let (cost_b, cost_q) = (half_sq(&control[..n]), half_sq(&control[n..]));
+    let (cost_b, cost_q) = problem.prior_terms(control);
     let gradient_norm = problem
         .cost_and_gradient(control)
-        .map_or(f64::NAN, |(_, g)| {
-            g.iter().map(|x| x * x).sum::<f64>().sqrt()
-        });
+        .map_or(f64::NAN, |(_, g)| norm(&g));
     history.push(IterationRecord {
         iteration: last.iteration,
         cost,

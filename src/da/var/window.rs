@@ -172,10 +172,7 @@ impl Window<'_> {
 
     /// `H(x)` for one state, at the batch's own time.
     pub(crate) fn apply_h(&self, obs: &ObsBatch, x: &DVector<f64>) -> DVector<f64> {
-        let m = DMatrix::from_column_slice(x.len(), 1, x.as_slice());
-        crate::core::apply_to_ensemble(obs.operator.as_ref(), &m, obs.time, &self.device)
-            .column(0)
-            .into_owned()
+        crate::core::apply_to_state(obs.operator.as_ref(), x, obs.time, &self.device)
     }
 
     /// `H'(x)^T R^{-1} (H(x) - y)` and the cost contribution, through the
