@@ -354,7 +354,7 @@ fn local_update(
     let scratch = || (DMatrix::<f64>::zeros(n, n), Vec::new(), Vec::new());
     type Scratch = (DMatrix<f64>, Vec<usize>, Vec<(usize, f64)>);
     let row = |(c, candidates, obs): &mut Scratch, (i, out): (usize, &mut [f64])| {
-        index.of(geometry, i, candidates, obs);
+        let obs = index.of(geometry, i, candidates, obs);
         local_row(mu[i], a, i, &yt, dys, n1, obs, c, out)
     };
     if nx < PARALLEL_ROWS {

@@ -244,22 +244,20 @@ impl LocalObservations {
         }
     }
 
-    /// The local observations of state variable `i` into `out`
-    /// (`candidates` is scratch space).
-    pub fn of(
-        &self,
+    /// The local observations of state variable `i`: a row of the table,
+    /// or queried into `out` (`candidates` is scratch space).
+    pub fn of<'s>(
+        &'s self,
         geometry: &Geometry,
         i: usize,
         candidates: &mut Vec<usize>,
-        out: &mut Vec<(usize, f64)>,
-    ) {
+        out: &'s mut Vec<(usize, f64)>,
+    ) -> &'s [(usize, f64)] {
         match self {
-            LocalObservations::Table(t) => {
-                out.clear();
-                out.extend_from_slice(&t[i]);
-            }
+            LocalObservations::Table(t) => &t[i],
             LocalObservations::Index(index) => {
-                index.query(geometry, geometry.location(i), candidates, out)
+                index.query(geometry, geometry.location(i), candidates, out);
+                out
             }
         }
     }

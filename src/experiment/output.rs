@@ -124,13 +124,8 @@ impl Layout {
                         } else {
                             (uy, sy, "Y", "y coordinate of the grid points")
                         };
-                        let mut var = StreamVar::new(&name, &[name.as_str()], StreamType::F64)
-                            .attr("long_name", long)
-                            .attr("units", units)
-                            .attr("axis", axis_name);
-                        if let Some(s) = standard {
-                            var = var.attr("standard_name", s);
-                        }
+                        let var =
+                            coordinate(&name, &name, long, units, standard).attr("axis", axis_name);
                         layout.dims.push((name.clone(), values.len()));
                         layout.fixed.push((var, values.to_vec()));
                         return name;
@@ -164,20 +159,9 @@ impl Layout {
                     layout.dims.push((dim.clone(), points.len()));
                     for (c, (units, standard)) in [(ux, sx), (uy, sy)].into_iter().enumerate() {
                         let name = format!("{dim}_{}", ["x", "y"][c]);
-                        let mut var = StreamVar::new(&name, &[dim.as_str()], StreamType::F64)
-                            .attr(
-                                "long_name",
-                                format!(
-                                    "{} coordinate of the points of `{}`",
-                                    ["x", "y"][c],
-                                    f.name
-                                )
-                                .as_str(),
-                            )
-                            .attr("units", units);
-                        if let Some(s) = standard {
-                            var = var.attr("standard_name", s);
-                        }
+                        let long =
+                            format!("{} coordinate of the points of `{}`", ["x", "y"][c], f.name);
+                        let var = coordinate(&name, &dim, &long, units, standard);
                         layout
                             .fixed
                             .push((var, points.iter().map(|p| p[c]).collect()));
@@ -247,6 +231,18 @@ impl Layout {
         self.fields
             .iter()
             .map(|f| &state[f.offset..f.offset + f.len])
+    }
+}
+
+/// A coordinate variable `name` over `dim`, with its CF units and, where
+/// the units have one, its standard name.
+fn coordinate(name: &str, dim: &str, long: &str, units: &str, standard: Option<&str>) -> StreamVar {
+    let var = StreamVar::new(name, &[dim], StreamType::F64)
+        .attr("long_name", long)
+        .attr("units", units);
+    match standard {
+        Some(s) => var.attr("standard_name", s),
+        None => var,
     }
 }
 

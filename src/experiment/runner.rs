@@ -866,7 +866,7 @@ impl<'a> MethodRun<'a> {
 
         if let Some(w) = &mut self.writer {
             let members = match self.filter.estimate() {
-                Estimate::Ensemble(e) if w.has_members() => Some(e.clone()),
+                Estimate::Ensemble(e) if w.has_members() => Some(e),
                 _ => None,
             };
             let new = &self.filter.minimisations()[self.minimisations_seen..];
@@ -876,7 +876,7 @@ impl<'a> MethodRun<'a> {
                 time: obs.time,
                 forecast: &forecast,
                 analysis: &a,
-                members: members.as_ref(),
+                members,
                 scores: &scores,
                 minimisation: minimisation.as_ref(),
             };

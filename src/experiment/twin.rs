@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use nalgebra::{DMatrix, DVector};
 
 use super::config::{ConfigError, ExperimentConfig, OperatorKind};
-use crate::core::{Coordinates, Forecaster, Geometry, Model, ObsBatch, ObsOperator};
+use crate::core::{Forecaster, Geometry, Model, ObsBatch, ObsOperator};
 use crate::da::{ClimateStats, Gaussian};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 use crate::obs::Selection;
@@ -383,8 +383,6 @@ pub struct TruthRun<'a> {
     forecaster: Forecaster,
     truth_steps: usize,
     state: Tensor<2>,
-    /// The initial truth, in forecast-model space.
-    pub initial_truth: DVector<f64>,
     noise: Rng,
     missing: Rng,
     cycle: usize,
@@ -411,7 +409,6 @@ impl<'a> TruthRun<'a> {
             forecaster,
             truth_steps,
             state: ensemble_to_tensor(&x0, &built.device),
-            initial_truth: built.projection.apply(x0.as_slice()),
             noise: stream(seed, "observations"),
             missing: stream(seed, "missing"),
             cycle: 0,
@@ -530,13 +527,6 @@ pub fn selected_indices(op: &dyn ObsOperator) -> Option<Vec<usize>> {
     op.linear()
         .and_then(|l| l.selected_indices())
         .map(<[usize]>::to_vec)
-}
-
-/// Whether a geometry's coordinates are points rather than axes.
-pub fn has_point_coordinates(g: &Geometry) -> bool {
-    g.fields
-        .iter()
-        .any(|f| matches!(f.coordinates, Coordinates::Points(_)))
 }
 
 #[cfg(test)]
