@@ -145,12 +145,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Format::Classic => NetcdfFormat::Classic,
                 Format::Netcdf4 => NetcdfFormat::Netcdf4,
             };
-            if format == NetcdfFormat::Netcdf4 && !cfg!(feature = "netcdf") {
-                anyhow::bail!(
-                    "--format netcdf4 needs rime built with `--features netcdf` (libnetcdf); \
-                     the default classic format needs nothing"
-                );
-            }
             let options = RunOptions {
                 cycles,
                 seed,

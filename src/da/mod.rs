@@ -203,6 +203,16 @@ impl MethodConfig {
         }
     }
 
+    /// Whether the method minimises a cost function with L-BFGS and so
+    /// records its minimisations (3D-Var, 4D-Var, En4DVar; the iEnKS
+    /// iterates Gauss-Newton and records none).
+    pub fn minimises(&self) -> bool {
+        matches!(
+            self,
+            MethodConfig::Var3d(_) | MethodConfig::Var4d(_) | MethodConfig::En4dvar(_)
+        )
+    }
+
     /// Whether the method needs the climatology of a truth run at all.
     pub fn needs_climate(&self) -> bool {
         matches!(self, MethodConfig::Climatology(_)) || self.needs_climate_covariance()

@@ -28,7 +28,7 @@
 //! - `<label>.nc`: `forecast_mean`, `forecast_spread`, `analysis_mean`,
 //!   `analysis_spread` (unless `output.states = false`),
 //!   `analysis_members` over `(time, member, ...)` with `output.members`;
-//!   the per-cycle scores of [`CycleScores::NAMES`]; for variational
+//!   the per-cycle scores of [`CycleScores::NAMES`]; for L-BFGS
 //!   methods the minimisation ending at each cycle (`minimiser_iterations`,
 //!   `cost_initial`, `cost_final`, `cost_background_final`,
 //!   `cost_observation_final`, `gradient_norm_final`, `minimiser_converged`);
@@ -493,6 +493,13 @@ impl RunFiles {
         built: &Built,
         chronology: Chronology,
     ) -> Result<Self, IoError> {
+        // Checked before any file is made, not when the first one is
+        // converted at the end of the run.
+        if target.format == NetcdfFormat::Netcdf4 && !cfg!(feature = "netcdf") {
+            return Err(IoError::FeatureDisabled {
+                path: target.dir.clone(),
+            });
+        }
         let lock = OutputLock::acquire(&target.dir)?;
         let stale = remove_stale(&target.dir);
         let model = built.model();
@@ -686,12 +693,6 @@ pub struct MethodWriter {
     member_buffer: Vec<Vec<f64>>,
 }
 
-/// Whether a method minimises a cost function (and has minimisation
-/// records).
-fn is_variational(entry: &MethodEntry) -> bool {
-    matches!(entry.method.name(), "var3d" | "var4d" | "ienks" | "en4dvar")
-}
-
 const MINIMISATION_VARS: [(&str, &str); 7] = [
     (
         "minimiser_iterations",
@@ -717,7 +718,7 @@ impl MethodWriter {
         let layout = files.layout.clone();
         let ensemble = entry.method.ensemble_size();
         let members = ensemble.filter(|_| config.output.members && config.output.states);
-        let variational = is_variational(entry);
+        let variational = entry.method.minimises();
         let mut dims = layout.dims.clone();
         let mut fixed = layout.fixed.clone();
         if let Some(m) = members {
