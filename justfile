@@ -21,6 +21,7 @@ reproduce:
     cargo run -- run experiments/lorenz63/sakov2012.toml --out out/sakov2012 --table paper/tables/sakov2012.md --check-expected
     cargo run -- run experiments/lorenz96/bocquet2013.toml --out out/bocquet2013 --table paper/tables/bocquet2013.md --check-expected
     cargo run -- run experiments/lorenz96_two_scale/wilks2005.toml --out out/wilks2005 --table paper/tables/wilks2005.md
+    cargo run -- run experiments/qg/sakov2008.toml --out out/qg_sakov2008 --table paper/tables/qg_sakov2008.md --check-expected
 
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.
@@ -40,6 +41,7 @@ bench:
 peers:
     bash benches/peers/dapper_cycle.sh
     bash benches/peers/jax_gradient.sh
+    bash benches/peers/dapper_qg.sh
 
 # Regenerates every table of the paper.
 paper: reproduce

@@ -2,7 +2,8 @@
 //! (n = 40, all variables observed, R = I): ETKF with N = 24 and LETKF with
 //! N = 7, the two settings `benches/peers/dapper_cycle.py` times in DAPPER.
 //! Also the forecast alone, to show how the cycle splits, and one 4D-Var
-//! gradient through 100 steps with each gradient strategy.
+//! gradient through 100 steps with each gradient strategy. The QG model and
+//! its two localised filters at DAPPER's 129 x 129 size.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -50,10 +51,7 @@ fn filter_cycle(c: &mut Criterion) {
         &device,
     );
     let x = rime::device::tensor_to_ensemble(model.forecast(spin, 0.0, 1000));
-    let initial = Gaussian {
-        mean: x.column(0).into_owned(),
-        std: DVector::from_element(40, 1.0),
-    };
+    let initial = Gaussian::new(x.column(0).into_owned(), DVector::from_element(40, 1.0));
     let y = DVector::from_vec(standard_normal(&mut stream(1, "bench"), 40)) + x.column(0);
     let y = observe_all(&model, y, 1, 0.05);
 
@@ -140,8 +138,87 @@ fn ens(ensemble_size: usize, localisation_radius: Option<f64>) -> EnsembleConfig
         rtps: None,
         localisation_radius,
         taper: None,
+        batch: None,
+    }
+}
+
+/// The QG model (129 x 129): one member over one DAPPER cycle (4 RK4
+/// steps) on the host path and through burn ops, one RK4 step's adjoint,
+/// and one analysis of 25 members with 300 track observations by the
+/// LETKF (2 x 2 batches, as DAPPER) and the serial local EAKF.
+fn qg(c: &mut Criterion) {
+    use rime::core::HostStepper;
+    use rime::models::QgConfig;
+    let model = QgConfig::default().build().unwrap();
+    let n = model.size();
+    let mut x = vec![0.0; n];
+    HostStepper::forecast(&model, &mut x, 0.0, 4 * 300, 1.25);
+    c.bench_function("qg129/host_cycle_one_member", |b| {
+        b.iter(|| {
+            let mut y = x.clone();
+            HostStepper::forecast(&model, &mut y, 0.0, 4, 1.25);
+            y
+        })
+    });
+    let device = cpu_f64();
+    let t = rime::device::tensor_from_rows(&x, 1, n, &device);
+    c.bench_function("qg129/burn_cycle_one_member", |b| {
+        b.iter(|| rime::device::to_vec(Model::forecast(&model, t.clone(), 0.0, 4)))
+    });
+    c.bench_function("qg129/host_step_adjoint", |b| {
+        b.iter(|| {
+            let mut l = x.clone();
+            model.step_vjp(&x, 0.0, &mut l);
+            l
+        })
+    });
+    // 25 members around x (smooth perturbations from the model itself).
+    let mut members = DMatrix::zeros(n, 25);
+    let mut m = x.clone();
+    for j in 0..25 {
+        HostStepper::forecast(&model, &mut m, 0.0, 8, 1.25);
+        members.set_column(j, &DVector::from_column_slice(&m));
+    }
+    let climate = ClimateStats::from_moments(DVector::zeros(n), DVector::from_element(n, 1.0));
+    let context = Context {
+        model: &model,
+        forecaster: Forecaster::new(device.clone()),
+        steps_per_cycle: 4,
+        climate: &climate,
+    };
+    let locations: Vec<Location> = model.geometry().locations().collect();
+    let indices: Vec<usize> = (0..300).map(|k| k * n / 300 + 7).collect();
+    let truth = DVector::from_column_slice(&x);
+    let values = DVector::from_fn(300, |k, _| truth[indices[k]] + 1.0);
+    let batch = ObsBatch::new(
+        1,
+        5.0,
+        values,
+        ObsError::uniform(2.0, 300),
+        Arc::new(Selection::new(indices, &locations, "tracks").unwrap()),
+        1,
+    );
+    let initial = Gaussian::from_sample(members);
+    let radius = Some(10.0 / 128.0);
+    let letkf = EnsembleConfig {
+        batch: Some(2),
+        ..ens(25, radius)
+    };
+    for (name, method) in [
+        ("letkf_n25_batch2", MethodConfig::Letkf(letkf)),
+        ("sl_eakf_n25", MethodConfig::Ensrf(ens(25, radius))),
+    ] {
+        let mut filter = method.build(&context, &initial, stream(2, name)).unwrap();
+        c.bench_function(&format!("qg129/analysis/{name}"), |b| {
+            b.iter(|| filter.analyse(&context, &batch).unwrap())
+        });
     }
 }
 
 criterion_group!(benches, filter_cycle, gradient);
-criterion_main!(benches);
+criterion_group! {
+    name = qg_benches;
+    config = Criterion::default().sample_size(10);
+    targets = qg
+}
+criterion_main!(benches, qg_benches);

@@ -118,7 +118,7 @@ def report_one(title, dapper_jsonl, rime_summary):
         same = abs(d["rmse_a"] - r_rmse) <= tol
         verdict = f"yes (|diff| <= {tol})" if same else f"NO (|diff| > {tol}): ratio not at equal RMSE"
         if m.get("status", "ok") != "ok":
-            verdict += f"; rime {m['status']} at cycle {m.get('diverged_at_cycle')}"
+            verdict += f"; rime {m['status']} at cycle {m.get('stopped_at_cycle')}"
         print(row.format(m["label"], f"{1e3 * d['time_per_cycle_s']:.3f}", f"{d['rmse_a']:.4f}",
                          f"{1e3 * m['time_per_cycle_s']:.3f}", f"{r_rmse:.4f}",
                          f"{d['time_per_cycle_s'] / m['time_per_cycle_s']:.1f}x", verdict))

@@ -8,6 +8,9 @@ use nalgebra::{DMatrix, DVector};
 use super::model::{Model, NoiseKeys};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 
+/// States at least this large forecast their members on several threads.
+const PARALLEL_MEMBERS_FROM: usize = 4096;
+
 /// A forecast produced a non-finite value.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("the {model} forecast from time {time} over {steps} steps blew up (non-finite values)")]
@@ -96,8 +99,19 @@ impl Forecaster {
         {
             Some(host) => {
                 let mut out = ensemble.clone();
-                for mut member in out.column_iter_mut() {
-                    host.forecast(member.as_mut_slice(), time, steps, model.dt());
+                let n = out.nrows().max(1);
+                let dt = model.dt();
+                // Members are independent: on all cores for large states
+                // (the same arithmetic per member whatever the thread).
+                if n >= PARALLEL_MEMBERS_FROM {
+                    use rayon::prelude::*;
+                    out.as_mut_slice()
+                        .par_chunks_mut(n)
+                        .for_each(|member| host.forecast(member, time, steps, dt));
+                } else {
+                    for member in out.as_mut_slice().chunks_mut(n) {
+                        host.forecast(member, time, steps, dt);
+                    }
                 }
                 out
             }

@@ -13,7 +13,7 @@ use nalgebra::{DMatrix, DVector};
 
 use super::eigen::symmetric_eigen;
 use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
-use super::localisation::{LocalObservations, Taper};
+use super::localisation::{LocalIndex, LocalObservations, Taper};
 use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
 use crate::core::{ObsBatch, apply_to_ensemble};
 use crate::rng::{Rng, standard_normal};
@@ -42,6 +42,10 @@ pub struct EnsembleFilter {
     /// Local observations and taper coefficients of each state variable,
     /// for the network they were computed for.
     local: Option<(u64, LocalObservations)>,
+    /// The state points bucketed for the serial local EAKF.
+    state_index: Option<LocalIndex>,
+    /// The LETKF's batches of points, where it analyses batches.
+    batches: Option<Vec<Vec<usize>>>,
 }
 
 impl EnsembleFilter {
@@ -54,6 +58,8 @@ impl EnsembleFilter {
             ensemble,
             rng,
             local: None,
+            state_index: None,
+            batches: None,
         }
     }
 
@@ -134,7 +140,40 @@ impl Filter for EnsembleFilter {
                 let mean = &mu + &k * &dys;
                 recompose(&mean, &(&a - (k * &ys) * 0.5))
             }
-            Kind::Serial => serial_update(&mu, &a, ys, dys, n1, &mut self.rng),
+            Kind::Serial => match self.config.localisation_radius {
+                None => serial_update(&mu, &a, ys, dys, n1, &mut self.rng),
+                Some(radius) => {
+                    if !obs.error.is_diagonal() {
+                        return Err(DaError::Unsupported {
+                            method: "ensrf",
+                            what:
+                                "independent observation errors (serial updates need a diagonal R)"
+                                    .into(),
+                        });
+                    }
+                    let taper = self.config.taper.unwrap_or(Taper::GaspariCohn);
+                    let geometry = context.model.geometry();
+                    if self.state_index.is_none() {
+                        let points: Vec<_> = geometry.locations().collect();
+                        self.state_index = Some(LocalIndex::new(geometry, &points, radius, taper));
+                    }
+                    let state_index = self.state_index.as_ref().expect("set above");
+                    let obs_index =
+                        LocalIndex::new(geometry, obs.operator.locations(), radius, taper);
+                    serial_local_update(
+                        mu,
+                        &a,
+                        ys,
+                        dys,
+                        n1,
+                        geometry,
+                        obs.operator.locations(),
+                        state_index,
+                        &obs_index,
+                        &mut self.rng,
+                    )
+                }
+            },
             Kind::Local => {
                 if !obs.error.is_diagonal() {
                     return Err(DaError::Unsupported {
@@ -153,16 +192,31 @@ impl Filter for EnsembleFilter {
                     .as_ref()
                     .is_none_or(|(id, _)| *id != obs.network_id);
                 if stale {
-                    let index = LocalObservations::new(
-                        context.model.geometry(),
-                        obs.operator.locations(),
-                        radius,
-                        taper,
-                    );
+                    let geometry = context.model.geometry();
+                    let index = if self.config.batch.is_some_and(|b| b > 1) {
+                        // Batches query the index itself.
+                        LocalObservations::Index(LocalIndex::new(
+                            geometry,
+                            obs.operator.locations(),
+                            radius,
+                            taper,
+                        ))
+                    } else {
+                        LocalObservations::new(geometry, obs.operator.locations(), radius, taper)
+                    };
                     self.local = Some((obs.network_id, index));
                 }
                 let (_, index) = self.local.as_ref().expect("set above");
-                local_update(&mu, &a, &ys, &dys, n1, context.model.geometry(), index)?
+                match (self.config.batch.filter(|&b| b > 1), index) {
+                    (Some(side), LocalObservations::Index(index)) => {
+                        let geometry = context.model.geometry();
+                        let batches = self
+                            .batches
+                            .get_or_insert_with(|| super::localisation::batches(geometry, side));
+                        local_update_batched(&mu, &a, &ys, &dys, n1, geometry, index, batches)?
+                    }
+                    _ => local_update(&mu, &a, &ys, &dys, n1, context.model.geometry(), index)?,
+                }
             }
         };
         let settings = PostProcess::from(&self.config);
@@ -325,6 +379,76 @@ fn serial_update(
     recompose(&(mu + a * w), &(a * t))
 }
 
+/// Serial local EAKF (Anderson 2001 with covariance localisation;
+/// Karspeck & Anderson 2007; DAPPER's `SL_EAKF`): the whitened
+/// observations, in a random order, are assimilated one at a time; each
+/// moves the state and the other observations within the taper's reach by
+/// a tapered regression on its observed anomalies, the mean by the scalar
+/// Kalman update and the anomalies by the EAKF contraction
+/// `sqrt(N1 / (N1 + s))`. The other observations' anomalies and innovations
+/// are updated in observation space, so any operator works; for point
+/// observations of state variables this is exactly DAPPER's recomputation
+/// of `H(E)` after every observation. Cost: O(p (n_local + p_local) N), no
+/// matrix larger than the ensemble.
+#[allow(clippy::too_many_arguments)]
+fn serial_local_update(
+    mut mu: DVector<f64>,
+    a: &DMatrix<f64>,
+    ys: DMatrix<f64>,
+    mut dys: DVector<f64>,
+    n1: f64,
+    geometry: &crate::core::Geometry,
+    obs_locations: &[crate::core::Location],
+    state_index: &LocalIndex,
+    obs_index: &LocalIndex,
+    rng: &mut Rng,
+) -> DMatrix<f64> {
+    use rand::seq::SliceRandom;
+    let (nx, n) = a.shape();
+    let p = ys.nrows();
+    // Row-major copies: the member values of one variable (or one
+    // observation) are contiguous.
+    let mut ar = a.transpose();
+    let mut yr = ys.transpose();
+    let mut order: Vec<usize> = (0..p).collect();
+    order.shuffle(rng);
+    let (mut candidates, mut near) = (Vec::new(), Vec::new());
+    let mut yj = vec![0.0; n];
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>();
+    for j in order {
+        yj.copy_from_slice(yr.column(j).as_slice());
+        let s2 = dot(&yj, &yj);
+        if s2 < 1e-9 {
+            continue;
+        }
+        // Scalar update in observation space: posterior variance, the mean
+        // increment of the observation and the anomaly contraction.
+        let mean_step = s2 / (s2 + n1) * dys[j];
+        let shrink = (n1 / (n1 + s2)).sqrt() - 1.0;
+        let location = obs_locations[j];
+        state_index.query(geometry, location, &mut candidates, &mut near);
+        for &(i, c) in &near {
+            let row = &mut ar.as_mut_slice()[i * n..(i + 1) * n];
+            let regression = c * dot(row, &yj) / s2;
+            mu[i] += regression * mean_step;
+            for (x, y) in row.iter_mut().zip(&yj) {
+                *x += shrink * regression * y;
+            }
+        }
+        obs_index.query(geometry, location, &mut candidates, &mut near);
+        for &(k, c) in &near {
+            let row = &mut yr.as_mut_slice()[k * n..(k + 1) * n];
+            let regression = c * dot(row, &yj) / s2;
+            dys[k] -= regression * mean_step;
+            for (x, y) in row.iter_mut().zip(&yj) {
+                *x += shrink * regression * y;
+            }
+        }
+    }
+    debug_assert_eq!(ar.shape(), (n, nx));
+    recompose(&mu, &ar.transpose())
+}
+
 /// LETKF (Hunt et al. 2007): for every state variable, an ETKF with the
 /// local observations whose whitened anomalies and innovations are scaled by
 /// the square root of their taper coefficients (R-localisation).
@@ -387,13 +511,36 @@ fn local_row(
     out: &mut [f64],
 ) -> Result<(), DaError> {
     let ai = a.row(i);
-    let n = ai.len();
     if obs.is_empty() {
         for (o, x) in out.iter_mut().zip(ai.iter()) {
             *o = mu_i + x;
         }
         return Ok(());
     }
+    let t = local_transform(yt, dys, n1, obs, c)?;
+    t.apply(mu_i, t.v.tr_mul(&ai.transpose()), out);
+    Ok(())
+}
+
+/// The local ETKF transform of a set of tapered observations: with
+/// `C = sum_j c_j Y_j^T Y_j + N1 I = V diag(l) V^T` and
+/// `b = sum_j c_j Y_j^T dy_j`, what every analysed row needs: `l`, `V` and
+/// `z = V^T b`.
+struct LocalTransform {
+    l: DVector<f64>,
+    v: DMatrix<f64>,
+    z: DVector<f64>,
+    n1: f64,
+}
+
+fn local_transform(
+    yt: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+    obs: &[(usize, f64)],
+    c: &mut DMatrix<f64>,
+) -> Result<LocalTransform, DaError> {
+    let n = c.nrows();
     // C = sum_j c_j Y_j^T Y_j + N1 I, b = sum_j c_j Y_j^T dy_j.
     c.fill(0.0);
     let mut b = DVector::<f64>::zeros(n);
@@ -411,22 +558,102 @@ fn local_row(
     for q in 0..n {
         c[(q, q)] += n1;
     }
-    // With C = V diag(l) V^T: the mean weights Pw b = V diag(1/l) V^T b
-    // and the anomaly row a_i T = sqrt(N1) (V diag(l^{-1/2}) V^T a_i^T)^T,
-    // both O(N^2) once V is known; only row i is needed.
     let (l, v) = symmetric_eigen(c).ok_or_else(|| numerical("LETKF local transform"))?;
     if l.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
         return Err(numerical("LETKF local transform"));
     }
-    let u = v.tr_mul(&ai.transpose());
     let z = v.tr_mul(&b);
-    let mean = mu_i + (0..n).map(|k| u[k] * z[k] / l[k]).sum::<f64>();
-    let scaled = DVector::from_fn(n, |k, _| u[k] * (n1 / l[k]).sqrt());
-    let row = &v * scaled;
-    for (o, r) in out.iter_mut().zip(row.iter()) {
-        *o = mean + r;
+    Ok(LocalTransform { l, v, z, n1 })
+}
+
+impl LocalTransform {
+    /// The analysis of a variable with mean `mu_i` and anomalies `a_i`,
+    /// given `u = V^T a_i^T`: the mean weights `Pw b = V diag(1/l) V^T b`
+    /// and the anomaly row `a_i T = sqrt(N1) (V diag(l^{-1/2}) V^T a_i^T)^T`,
+    /// both O(N^2) once `V` is known, written to `out`.
+    fn apply(&self, mu_i: f64, u: DVector<f64>, out: &mut [f64]) {
+        let n = u.len();
+        let mean = mu_i + (0..n).map(|k| u[k] * self.z[k] / self.l[k]).sum::<f64>();
+        let scaled = DVector::from_fn(n, |k, _| u[k] * (self.n1 / self.l[k]).sqrt());
+        let row = &self.v * scaled;
+        for (o, r) in out.iter_mut().zip(row.iter()) {
+            *o = mean + r;
+        }
     }
-    Ok(())
+}
+
+/// The LETKF on batches of points (DAPPER's `batch_shape`): one transform
+/// per batch, from the observations tapered by their mean distance to the
+/// batch, applied to each of its points' own mean and anomalies. Batches
+/// run in parallel above [`PARALLEL_ROWS`] variables.
+#[allow(clippy::too_many_arguments)]
+fn local_update_batched(
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    ys: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+    geometry: &crate::core::Geometry,
+    index: &LocalIndex,
+    batches: &[Vec<usize>],
+) -> Result<DMatrix<f64>, DaError> {
+    use rayon::prelude::*;
+    let (nx, n) = a.shape();
+    let yt = ys.transpose();
+    type Scratch = (
+        DMatrix<f64>,
+        Vec<usize>,
+        Vec<(usize, f64)>,
+        Vec<crate::core::Location>,
+    );
+    let scratch = || -> Scratch { (DMatrix::zeros(n, n), Vec::new(), Vec::new(), Vec::new()) };
+    let one = |(c, candidates, obs, points): &mut Scratch,
+               batch: &Vec<usize>|
+     -> Result<Vec<f64>, DaError> {
+        points.clear();
+        points.extend(batch.iter().map(|&i| geometry.location(i)));
+        index.query_batch(geometry, points, candidates, obs);
+        let mut out = vec![0.0; batch.len() * n];
+        if obs.is_empty() {
+            for (k, &i) in batch.iter().enumerate() {
+                for (o, x) in out[k * n..(k + 1) * n].iter_mut().zip(a.row(i).iter()) {
+                    *o = mu[i] + x;
+                }
+            }
+            return Ok(out);
+        }
+        let t = local_transform(&yt, dys, n1, obs, c)?;
+        for (k, &i) in batch.iter().enumerate() {
+            t.apply(
+                mu[i],
+                t.v.tr_mul(&a.row(i).transpose()),
+                &mut out[k * n..(k + 1) * n],
+            );
+        }
+        Ok(out)
+    };
+    let results: Vec<Vec<f64>> = if nx < PARALLEL_ROWS {
+        let mut s = scratch();
+        batches
+            .iter()
+            .map(|b| one(&mut s, b))
+            .collect::<Result<_, _>>()?
+    } else {
+        batches
+            .par_iter()
+            .with_min_len(16)
+            .map_init(scratch, one)
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = DMatrix::zeros(nx, n);
+    for (batch, values) in batches.iter().zip(&results) {
+        for (k, &i) in batch.iter().enumerate() {
+            for (q, v) in values[k * n..(k + 1) * n].iter().enumerate() {
+                out[(i, q)] = *v;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -511,6 +738,123 @@ mod tests {
             let local = local_update(&mu, &a, &ys, &dys, 5.0, &g, &index).unwrap();
             let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
             assert!((local - global).abs().max() < 1e-10, "n = {n}");
+        }
+    }
+
+    /// Without a taper the serial local EAKF is the serial EnSRF (the same
+    /// observation order from the same stream); with one, observations
+    /// beyond reach change nothing, and the first observation's update is
+    /// the scalar Kalman update at its own location.
+    #[test]
+    fn serial_local_eakf_without_taper_is_the_serial_ensrf_and_tapers_act_locally() {
+        let n = 30;
+        // Observe every third variable.
+        let (e, h_full, y_full) = problem(n, 8, n);
+        let keep: Vec<usize> = (0..n).step_by(3).collect();
+        let h = DMatrix::from_fn(keep.len(), n, |r, c| h_full[(keep[r], c)]);
+        let y = DVector::from_fn(keep.len(), |r, _| y_full[keep[r]]);
+        let (mu, a) = mean_and_anomalies(&e);
+        let ys = &h * &a / 0.5;
+        let dys = (&y - &h * &mu) / 0.5;
+        let g = crate::core::Geometry::chain(n, true, "x");
+        let points: Vec<_> = g.locations().collect();
+        let obs_locations: Vec<_> = keep.iter().map(|&i| points[i]).collect();
+        let wide = 10.0 * n as f64;
+        let local = serial_local_update(
+            mu.clone(),
+            &a,
+            ys.clone(),
+            dys.clone(),
+            7.0,
+            &g,
+            &obs_locations,
+            &LocalIndex::new(&g, &points, wide, Taper::Step),
+            &LocalIndex::new(&g, &obs_locations, wide, Taper::Step),
+            &mut stream(3, "order"),
+        );
+        let global = serial_update(
+            &mu,
+            &a,
+            ys.clone(),
+            dys.clone(),
+            7.0,
+            &mut stream(3, "order"),
+        );
+        assert!((&local - &global).abs().max() < 1e-10);
+        // Localised: a single observation moves only the variables within
+        // the taper's reach, and its own variable by the scalar Kalman update.
+        let one = [obs_locations[2]];
+        let ys1 = ys.rows(2, 1).into_owned();
+        let dys1 = dys.rows(2, 1).into_owned();
+        let radius = 2.0;
+        let out = serial_local_update(
+            mu.clone(),
+            &a,
+            ys1.clone(),
+            dys1.clone(),
+            7.0,
+            &g,
+            &one,
+            &LocalIndex::new(&g, &points, radius, Taper::GaspariCohn),
+            &LocalIndex::new(&g, &one, radius, Taper::GaspariCohn),
+            &mut stream(3, "order"),
+        );
+        let (mu_a, _) = mean_and_anomalies(&out);
+        let reach = Taper::GaspariCohn.reach(radius);
+        let i0 = keep[2];
+        for i in 0..n {
+            let d = g.distance(&points[i], &points[i0]);
+            if d > reach {
+                // Unchanged up to the round-off of splitting and recomposing.
+                assert!(
+                    (mu_a[i] - mu[i]).abs() < 1e-14,
+                    "variable {i} at distance {d}"
+                );
+                assert!((out.row(i) - e.row(i)).abs().max() < 1e-14, "variable {i}");
+            } else if d < 2.5 {
+                assert!(
+                    (mu_a[i] - mu[i]).abs() > 1e-6,
+                    "variable {i} at distance {d}"
+                );
+            }
+        }
+        let s2 = ys1.row(0).norm_squared();
+        let want = mu[i0] + 0.5 * (s2 / (s2 + 7.0)) * dys1[0];
+        assert!((mu_a[i0] - want).abs() < 1e-12, "{} vs {want}", mu_a[i0]);
+    }
+
+    /// Batches of points with a taper wider than the domain: every batch
+    /// has the global transform, so the batched LETKF is the ETKF too; the
+    /// batches cover every point once, on a grid and on a chain.
+    #[test]
+    fn batched_letkf_without_taper_is_the_etkf_and_batches_partition_the_state() {
+        use super::super::localisation::batches;
+        let axis = |n: usize| (0..n).map(|i| i as f64).collect::<Vec<_>>();
+        let grid = crate::core::Geometry::new(
+            vec![crate::core::Field::grid("c", "c", "1", axis(7), axis(5))],
+            [None, None],
+            crate::core::CoordinateUnits::Model,
+        );
+        for (g, side) in [
+            (grid.clone(), 2),
+            (grid, 3),
+            (crate::core::Geometry::chain(600, true, "x"), 4),
+        ] {
+            let n = g.size();
+            let b = batches(&g, side);
+            let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>());
+            assert!(b.iter().all(|x| x.len() <= side * side));
+            let (e, h, y) = problem(n, 6, n);
+            let (mu, a) = mean_and_anomalies(&e);
+            let ys = &h * &a / 0.5;
+            let dys = (&y - &h * &mu) / 0.5;
+            let locations: Vec<_> = g.locations().collect();
+            let index = LocalIndex::new(&g, &locations, 10.0 * n as f64, Taper::Step);
+            let local = local_update_batched(&mu, &a, &ys, &dys, 5.0, &g, &index, &b).unwrap();
+            let global = sqrt_update(&mu, &a, &ys, &dys, 5.0).unwrap();
+            assert!((local - global).abs().max() < 1e-10, "n = {n}, side {side}");
         }
     }
 

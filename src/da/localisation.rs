@@ -218,6 +218,72 @@ impl LocalIndex {
     }
 }
 
+impl LocalIndex {
+    /// The observations within reach of any of `points` and their taper
+    /// coefficients at the mean distance to the points (DAPPER's batches),
+    /// in observation order, written into `out`.
+    pub fn query_batch(
+        &self,
+        geometry: &Geometry,
+        points: &[Location],
+        candidates: &mut Vec<usize>,
+        out: &mut Vec<(usize, f64)>,
+    ) {
+        candidates.clear();
+        out.clear();
+        for x in points {
+            for cy in self.ay.around(self.ay.cell(x[1])) {
+                for cx in self.ax.around(self.ax.cell(x[0])) {
+                    candidates.extend_from_slice(&self.buckets[cy * self.ax.cells + cx]);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let count = points.len() as f64;
+        out.extend(candidates.iter().filter_map(|&j| {
+            let o = &self.locations[j];
+            let d = points.iter().map(|x| geometry.distance(x, o)).sum::<f64>() / count;
+            let c = self.taper.coefficient(d, self.radius);
+            (c > CUTOFF).then_some((j, c))
+        }));
+    }
+}
+
+/// Blocks of `side` x `side` neighbouring grid points of each 2-D field
+/// (`side` consecutive points of a 1-D field; the last block of a row or
+/// column may be smaller), in flat state indices: the batches a localised
+/// filter analyses with one transform (DAPPER's `rectangular_partitioning`).
+pub fn batches(geometry: &Geometry, side: usize) -> Vec<Vec<usize>> {
+    let side = side.max(1);
+    let mut out = Vec::new();
+    for (k, field) in geometry.fields.iter().enumerate() {
+        let offset = geometry.offset(k);
+        match field.shape.as_slice() {
+            [ny, nx] => {
+                for by in (0..*ny).step_by(side) {
+                    for bx in (0..*nx).step_by(side) {
+                        let mut batch = Vec::with_capacity(side * side);
+                        for y in by..(by + side).min(*ny) {
+                            for x in bx..(bx + side).min(*nx) {
+                                batch.push(offset + y * nx + x);
+                            }
+                        }
+                        out.push(batch);
+                    }
+                }
+            }
+            shape => {
+                let len: usize = shape.iter().product();
+                for start in (0..len).step_by(side) {
+                    out.push((offset + start..offset + (start + side).min(len)).collect());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The local observations of a network as a filter keeps them: a table
 /// for every point when the state is small (queried once per network), the
 /// index alone, queried point by point, when it is large (the table would

@@ -53,6 +53,13 @@ pub struct EnsembleConfig {
     /// The taper function (LETKF only).
     #[serde(default)]
     pub taper: Option<Taper>,
+    /// LETKF only: analyse blocks of `batch x batch` grid points (`batch`
+    /// consecutive points of a 1-D field) with one transform, tapered by
+    /// the mean distance to the block (DAPPER's `batch_shape`); absent or 1:
+    /// every point its own. Not written when absent, so the random streams
+    /// of existing settings stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -181,21 +188,33 @@ impl MethodConfig {
                     }
                 }
                 let is_letkf = matches!(self, MethodConfig::Letkf(_));
-                match (is_letkf, c.localisation_radius) {
-                    (true, None) => err("localisation_radius", "is required by letkf".into()),
-                    (true, Some(r)) if !(r > 0.0 && r.is_finite()) => {
+                match c.batch {
+                    Some(0) => return err("batch", "must be at least 1".into()),
+                    Some(_) if !is_letkf => {
+                        return err("batch", format!("does not apply to {}", self.name()));
+                    }
+                    _ => {}
+                }
+                let localisable = is_letkf || matches!(self, MethodConfig::Ensrf(_));
+                match (is_letkf, localisable, c.localisation_radius) {
+                    (true, _, None) => err("localisation_radius", "is required by letkf".into()),
+                    (_, true, Some(r)) if !(r > 0.0 && r.is_finite()) => {
                         err("localisation_radius", format!("must be positive, got {r}"))
                     }
-                    (false, Some(_)) => err(
+                    (_, false, Some(_)) => err(
                         "localisation_radius",
                         format!(
-                            "does not apply to {} (only letkf is localised)",
+                            "does not apply to {} (letkf and ensrf are localised)",
                             self.name()
                         ),
                     ),
-                    (false, None) if c.taper.is_some() => {
-                        err("taper", format!("does not apply to {}", self.name()))
-                    }
+                    (_, _, None) if c.taper.is_some() => err(
+                        "taper",
+                        format!(
+                            "does not apply to {} without localisation_radius",
+                            self.name()
+                        ),
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -284,18 +303,60 @@ impl MethodConfig {
     }
 }
 
-/// A Gaussian with diagonal covariance, used for initial conditions.
+/// The distribution initial conditions are drawn from: a Gaussian with
+/// diagonal covariance, or a climatological sample of model states (then
+/// `mean` and `std` are the sample's, for the methods that start from a
+/// mean and a variance).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gaussian {
     /// Mean.
     pub mean: DVector<f64>,
     /// Standard deviation of each variable.
     pub std: DVector<f64>,
+    /// States to draw from instead (`n x count`), where given.
+    pub draws: Option<std::sync::Arc<DMatrix<f64>>>,
 }
 
 impl Gaussian {
-    /// `members` draws as an `n x members` matrix.
+    /// `N(mean, diag(std^2))`.
+    pub fn new(mean: DVector<f64>, std: DVector<f64>) -> Self {
+        Self {
+            mean,
+            std,
+            draws: None,
+        }
+    }
+
+    /// The empirical distribution of the columns of `states` (`n x count`).
+    pub fn from_sample(states: DMatrix<f64>) -> Self {
+        let count = states.ncols();
+        let mean = states.column_mean();
+        let std = DVector::from_fn(states.nrows(), |i, _| {
+            let row = states.row(i);
+            let ss: f64 = row.iter().map(|v| (v - mean[i]).powi(2)).sum();
+            (ss / (count.max(2) - 1) as f64).sqrt()
+        });
+        Self {
+            mean,
+            std,
+            draws: Some(std::sync::Arc::new(states)),
+        }
+    }
+
+    /// `members` draws as an `n x members` matrix. From a sample, distinct
+    /// states are drawn while there are enough (an ensemble with two equal
+    /// members keeps them equal forever under a deterministic model and a
+    /// square-root filter), then again from the whole sample.
     pub fn sample(&self, members: usize, rng: &mut Rng) -> DMatrix<f64> {
+        if let Some(states) = &self.draws {
+            let count = states.ncols();
+            let mut picks = Vec::with_capacity(members);
+            while picks.len() < members {
+                let take = (members - picks.len()).min(count);
+                picks.extend(rand::seq::index::sample(rng, count, take));
+            }
+            return DMatrix::from_fn(states.nrows(), members, |i, j| states[(i, picks[j])]);
+        }
         let n = self.mean.len();
         let z = crate::rng::standard_normal(rng, n * members);
         DMatrix::from_fn(n, members, |i, j| self.mean[i] + self.std[i] * z[j * n + i])

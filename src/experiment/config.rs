@@ -90,6 +90,10 @@ pub enum OperatorKind {
     Every,
     /// `count` variables drawn at random, anew at every cycle.
     Random,
+    /// `count` variables evenly spaced along the state vector, shifted by a
+    /// random offset at every cycle: on a 2-D grid, satellite-like tracks
+    /// (DAPPER's QG observations).
+    Tracks,
     /// Read from `file` (CSV or NetCDF): real or externally simulated
     /// observations, with no truth.
     File,
@@ -127,7 +131,7 @@ pub struct ObservationConfig {
     /// Stride (`every`).
     #[serde(default)]
     pub stride: Option<usize>,
-    /// Observations per cycle (`random`).
+    /// Observations per cycle (`random`, `tracks`).
     #[serde(default)]
     pub count: Option<usize>,
     /// Observation error standard deviation, one value or one per
@@ -243,6 +247,33 @@ pub struct InitialConfig {
     pub mean: InitialMean,
     /// Standard deviation.
     pub std: f64,
+    /// Draw the truth and the ensembles from a climatological sample of the
+    /// truth model instead: a free run from a draw of `N(mean, std^2)`.
+    #[serde(default)]
+    pub sample: Option<InitialSample>,
+}
+
+/// The `[initial.sample]` table: a free run of the truth model whose states,
+/// every `spacing` cycles after `spinup_cycles`, are the climatological
+/// sample ensembles are drawn from (DAPPER's QG `gen_sample`); the truth
+/// starts from the state `spacing` cycles after the last one, so it is not
+/// in the sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialSample {
+    /// Cycles run before the first kept state.
+    pub spinup_cycles: usize,
+    /// States kept.
+    pub count: usize,
+    /// Cycles between kept states.
+    pub spacing: usize,
+}
+
+impl InitialSample {
+    /// Cycles of the whole free run, truth start included.
+    pub fn cycles(&self) -> usize {
+        self.spinup_cycles + self.count * self.spacing
+    }
 }
 
 impl InitialConfig {
@@ -256,10 +287,10 @@ impl InitialConfig {
 
     /// `N(mean, std^2 I)` for a state of size `n`.
     pub fn distribution(&self, n: usize) -> crate::da::Gaussian {
-        crate::da::Gaussian {
-            mean: nalgebra::DVector::from_vec(self.mean_vector(n)),
-            std: nalgebra::DVector::from_element(n, self.std),
-        }
+        crate::da::Gaussian::new(
+            nalgebra::DVector::from_vec(self.mean_vector(n)),
+            nalgebra::DVector::from_element(n, self.std),
+        )
     }
 }
 
@@ -600,14 +631,19 @@ impl ExperimentConfig {
                     return Err(("observations.stride".into(), "must be at least 1".into()));
                 }
             }
-            OperatorKind::Random => {
-                if o.count.ok_or(needs("count", "random"))? == 0 {
+            OperatorKind::Random | OperatorKind::Tracks => {
+                let kind = if o.operator == OperatorKind::Random {
+                    "random"
+                } else {
+                    "tracks"
+                };
+                if o.count.ok_or(needs("count", kind))? == 0 {
                     return Err(("observations.count".into(), "must be at least 1".into()));
                 }
                 if error_std.len() > 1 {
                     return Err((
                         "observations.error_std".into(),
-                        "a random network takes one error_std for all observations".into(),
+                        format!("a {kind} network takes one error_std for all observations"),
                     ));
                 }
             }
@@ -619,8 +655,8 @@ impl ExperimentConfig {
         if o.operator != OperatorKind::Every && o.stride.is_some() {
             return only("stride", "every");
         }
-        if o.operator != OperatorKind::Random && o.count.is_some() {
-            return only("count", "random");
+        if !matches!(o.operator, OperatorKind::Random | OperatorKind::Tracks) && o.count.is_some() {
+            return only("count", "random\" or \"tracks");
         }
         if self.run.cycles == 0 {
             return Err(("run.cycles".into(), "must be at least 1".into()));
@@ -651,6 +687,17 @@ impl ExperimentConfig {
                 "initial.mean".into(),
                 format!("value {i} is {bad}; every value must be finite"),
             ));
+        }
+        if let Some(sample) = &self.initial.sample {
+            if sample.count < 2 {
+                return Err((
+                    "initial.sample.count".into(),
+                    format!("must be at least 2, got {}", sample.count),
+                ));
+            }
+            if sample.spacing == 0 {
+                return Err(("initial.sample.spacing".into(), "must be at least 1".into()));
+            }
         }
         if !(self.initial.std >= 0.0 && self.initial.std.is_finite()) {
             return Err((

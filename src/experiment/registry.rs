@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::Model;
 use crate::models::{
     Advection2dConfig, BuildError, Lorenz63Config, Lorenz96Config, Lorenz96TruncatedConfig,
-    Lorenz96TwoScaleConfig, ModelSpec,
+    Lorenz96TwoScaleConfig, ModelSpec, QgConfig,
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
@@ -68,6 +68,7 @@ pub const MODELS: &[ModelEntry] = &[
     model::<Lorenz96TwoScaleConfig>("lorenz96_two_scale"),
     model::<Lorenz96TruncatedConfig>("lorenz96_truncated"),
     model::<Advection2dConfig>("advection2d"),
+    model::<QgConfig>("qg"),
 ];
 
 /// The names of the registered models.

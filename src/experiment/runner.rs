@@ -478,6 +478,12 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
         (kept * n).min(1 << 22) * f
     };
     parts.push(("climatology sample of the truth run".into(), sample));
+    if let Some(spec) = &config.initial.sample {
+        parts.push((
+            format!("initial sample: {} states x {n} variables", spec.count),
+            spec.count as u64 * n * f,
+        ));
+    }
     parts.push((
         "truth, forecasts and one output record per file".into(),
         (4 + config.methods.len() as u64) * 5 * n * f,
@@ -534,7 +540,6 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     let model = built.model();
     let chronology = built.chronology(&config);
     let has_truth = built.has_truth();
-    let initial = built.initial(&config);
     check_memory(&config, &built)?;
 
     if !has_truth
@@ -562,6 +567,8 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         )?),
         None => None,
     };
+    built.draw_initial_sample(&config, options.progress)?;
+    let initial = built.initial(&config);
     let climate = if has_truth {
         let covariance = config
             .methods

@@ -9,7 +9,7 @@
 //! own list of expected fields, or the keys a parsed method writes back),
 //! so the reference cannot drift from the code.
 
-use super::config::{InitialConfig, ObservationConfig, OutputConfig, RunConfig};
+use super::config::{InitialConfig, InitialSample, ObservationConfig, OutputConfig, RunConfig};
 use super::registry::read_json;
 use crate::da::MethodConfig;
 
@@ -86,7 +86,7 @@ const NOISE: KeyDoc = key(
 );
 const DT: KeyDoc = key("dt", "number > 0, model time", "model time step");
 
-fn ensemble_keys(letkf: bool) -> Vec<KeyDoc> {
+fn ensemble_keys(letkf: bool, ensrf: bool) -> Vec<KeyDoc> {
     let mut keys = vec![
         required("ensemble_size", "integer ≥ 2", "members N", "20"),
         key(
@@ -122,10 +122,32 @@ fn ensemble_keys(letkf: bool) -> Vec<KeyDoc> {
             "\"gaspari_cohn\", \"gauss\" or \"step\"",
             "shape of the observation-error taper",
         ));
+        keys.push(key(
+            "batch",
+            "integer ≥ 1",
+            "analyse blocks of batch × batch grid points (batch points of a 1-D field) with one transform, tapered by the mean distance to the block (DAPPER's batch_shape; 1: every point)",
+        ));
+    } else if ensrf {
+        keys.push(key(
+            "localisation_radius",
+            "number > 0, model distance",
+            "localises the serial updates (DAPPER's SL_EAKF: each observation updates the state and the other observations within reach, its regression tapered; same radius convention as letkf); absent: the global serial EnSRF",
+        ));
+        keys.push(key(
+            "taper",
+            "\"gaspari_cohn\", \"gauss\" or \"step\"",
+            "shape of the covariance taper (with localisation_radius)",
+        ));
+        keys.push(key("batch", "—", "letkf only (refused here)"));
     } else {
-        // The keys exist for every ensemble filter; only letkf accepts them.
-        keys.push(key("localisation_radius", "—", "letkf only (refused here)"));
-        keys.push(key("taper", "—", "letkf only (refused here)"));
+        // The keys exist for every ensemble filter; only the localised ones accept them.
+        keys.push(key(
+            "localisation_radius",
+            "—",
+            "letkf and ensrf only (refused here)",
+        ));
+        keys.push(key("taper", "—", "letkf and ensrf only (refused here)"));
+        keys.push(key("batch", "—", "letkf only (refused here)"));
     }
     keys
 }
@@ -202,8 +224,8 @@ pub fn tables() -> Vec<TableDoc> {
             keys: vec![
                 required(
                     "operator",
-                    "\"identity\", \"every\", \"partial\", \"random\" or \"file\"",
-                    "every variable; every stride-th; a list of indices; count variables drawn anew each cycle; or a file of observations",
+                    "\"identity\", \"every\", \"partial\", \"random\", \"tracks\" or \"file\"",
+                    "every variable; every stride-th; a list of indices; count variables drawn anew each cycle; count evenly spaced variables shifted by a random offset each cycle (satellite-like tracks on a grid, DAPPER's QG); or a file of observations",
                     "\"identity\"",
                 ),
                 key(
@@ -219,7 +241,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key(
                     "count",
                     "integer ≥ 1",
-                    "operator = \"random\": observations per cycle",
+                    "operator = \"random\" or \"tracks\": observations per cycle",
                 ),
                 key(
                     "error_std",
@@ -310,8 +332,28 @@ pub fn tables() -> Vec<TableDoc> {
                     "[1.0]",
                 ),
                 required("std", "number ≥ 0", "the initial standard deviation", "0.1"),
+                key(
+                    "sample",
+                    "table (below)",
+                    "draw the truth and the ensembles from a climatological sample of a free run instead",
+                ),
             ],
             reader: Reader::Struct(read_json::<InitialConfig>),
+        },
+        TableDoc {
+            header: "[initial.sample]",
+            doc: "A free run of the truth model from a draw of N(mean, std² I): the states every `spacing` cycles after `spinup_cycles` are the sample ensembles are drawn from (distinct members while the sample has enough); the truth starts `spacing` cycles after the last kept state, outside the sample. Methods that start from a mean and a variance take the sample's.",
+            keys: vec![
+                required(
+                    "spinup_cycles",
+                    "integer ≥ 0",
+                    "cycles run before the first kept state",
+                    "700",
+                ),
+                required("count", "integer ≥ 2", "states kept", "400"),
+                required("spacing", "integer ≥ 1", "cycles between kept states", "10"),
+            ],
+            reader: Reader::Struct(read_json::<InitialSample>),
         },
         TableDoc {
             header: "[output]",
@@ -418,6 +460,48 @@ pub fn tables() -> Vec<TableDoc> {
             ],
             reader: Reader::Model("advection2d"),
         },
+        TableDoc {
+            header: "[model] name = \"qg\"",
+            doc: "The 2-D quasi-geostrophic double gyre of Sakov & Oke (2008b) and DAPPER's mods/QG: stream function `psi` of shape [size, size] on the unit square, zero on the boundary; defaults are DAPPER's.",
+            keys: vec![
+                key(
+                    "size",
+                    "integer ≥ 5",
+                    "grid points per side, boundary included (65, 129, 257)",
+                ),
+                key(
+                    "dt",
+                    "number > 0, model time",
+                    "time step (DAPPER: 1.25; output every 5 is 4 steps)",
+                ),
+                key(
+                    "froude",
+                    "number > 0",
+                    "F, the inverse squared deformation radius",
+                ),
+                key(
+                    "rossby",
+                    "number",
+                    "r, the factor of the nonlinear advection (DAPPER's R)",
+                ),
+                key("bottom_friction", "number ≥ 0", "bottom friction rkb"),
+                key("viscosity", "number ≥ 0", "harmonic friction rkh"),
+                key(
+                    "biharmonic_viscosity",
+                    "number ≥ 0",
+                    "biharmonic friction rkh2 (2e-11 steadies small ensembles)",
+                ),
+                key("beta", "number", "planetary vorticity gradient"),
+                key(
+                    "forcing",
+                    "number",
+                    "amplitude of the wind-stress curl -2 pi sin(2 pi y)",
+                ),
+                INTEGRATOR,
+                NOISE,
+            ],
+            reader: Reader::Model("qg"),
+        },
     ];
     for (name, doc) in [
         (
@@ -468,7 +552,7 @@ pub fn tables() -> Vec<TableDoc> {
         (
             "ensrf",
             "[[methods]] name = \"ensrf\"",
-            "serial ensemble square-root filter",
+            "serial ensemble square-root filter (EAKF form, random observation order); with localisation_radius, the serial local EAKF (DAPPER's SL_EAKF)",
         ),
         (
             "letkf",
@@ -479,7 +563,7 @@ pub fn tables() -> Vec<TableDoc> {
         t.push(TableDoc {
             header,
             doc,
-            keys: ensemble_keys(name == "letkf"),
+            keys: ensemble_keys(name == "letkf", name == "ensrf"),
             reader: Reader::Method(name),
         });
     }
@@ -651,16 +735,37 @@ pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
             let entry = super::registry::model_entry(name).ok_or("unregistered model")?;
             probe(&entry.read_json)?
         }
-        Reader::Method(_) => doc
-            .defaults()?
-            .keys()
-            .filter(|k| *k != "name")
-            .cloned()
-            .collect(),
+        Reader::Method(_) => {
+            let mut keys: Vec<String> = doc
+                .defaults()?
+                .keys()
+                .filter(|k| *k != "name")
+                .cloned()
+                .collect();
+            // Keys written back only when set (so that the random streams
+            // keyed by older settings stay as they were): accepted where a
+            // table that sets one parses and writes it back.
+            for key in WRITTEN_ONLY_WHEN_SET {
+                let mut table = doc.minimal();
+                table.insert(key.to_string(), toml::Value::Integer(1));
+                let parsed: Result<MethodConfig, _> = toml::Value::Table(table).try_into();
+                if let Ok(m) = parsed
+                    && serde_json::to_value(&m)
+                        .ok()
+                        .is_some_and(|v| v.get(key).is_some())
+                {
+                    keys.push(key.to_string());
+                }
+            }
+            keys
+        }
     };
     keys.sort();
     Ok(keys)
 }
+
+/// Method keys that are serialised only when set.
+const WRITTEN_ONLY_WHEN_SET: &[&str] = &["batch"];
 
 /// The reference as Markdown: one section per table, one row per key
 /// with its type, default (from the types) and meaning.

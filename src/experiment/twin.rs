@@ -14,7 +14,7 @@ use crate::da::{ClimateStats, Gaussian};
 use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 use crate::obs::Selection;
 use crate::obs::file::FileObservations;
-use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork};
+use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork, TrackNetwork};
 use crate::rng::{Rng, stream};
 
 /// Observation timing: the model time step, the steps between observations,
@@ -155,6 +155,16 @@ pub struct Built {
     pub source: ObsSource,
     /// Truth state to forecast-model state.
     pub projection: Projection,
+    /// The climatological sample initial conditions are drawn from, once
+    /// [`Built::draw_initial_sample`] has run (`[initial.sample]`).
+    initial_sample: std::sync::OnceLock<InitialStates>,
+}
+
+/// Initial conditions from a free run: the sample ensembles draw from (in
+/// forecast-model space) and the truth's start (in truth space).
+struct InitialStates {
+    ensembles: Gaussian,
+    truth_start: DVector<f64>,
 }
 
 impl Built {
@@ -245,7 +255,98 @@ impl Built {
             forecast_model,
             source,
             projection,
+            initial_sample: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs the truth model freely for `[initial.sample]` (no-op without
+    /// it, or when done already): the states every `spacing` cycles after
+    /// the spin-up become the sample initial ensembles are drawn from.
+    ///
+    /// # Errors
+    /// A free run that becomes non-finite, named with its cycle.
+    pub fn draw_initial_sample(
+        &self,
+        config: &ExperimentConfig,
+        progress: bool,
+    ) -> Result<(), ConfigError> {
+        let Some(spec) = &config.initial.sample else {
+            return Ok(());
+        };
+        if self.initial_sample.get().is_some() {
+            return Ok(());
+        }
+        let seed = config.run.seed;
+        let model = self.truth_model.as_ref();
+        let interval = self.chronology(config).interval();
+        let steps = (interval / model.dt()).round() as usize;
+        let forecaster = Forecaster::new(self.device.clone())
+            .with_noise_stream(crate::rng::key(seed, "sample-noise"));
+        let x0 = config
+            .initial
+            .distribution(model.size())
+            .sample(1, &mut stream(seed, "sample"));
+        let mut state: DVector<f64> = x0.column(0).into_owned();
+        let total = spec.cycles();
+        let mut kept = DMatrix::zeros(self.model().size(), spec.count);
+        let started = std::time::Instant::now();
+        let mut last_line = started;
+        if progress {
+            eprintln!(
+                "rime: drawing the initial sample: a free run of {total} cycles ({} spin-up, then {} states {} cycles apart)",
+                spec.spinup_cycles, spec.count, spec.spacing
+            );
+        }
+        for c in 0..total {
+            if c >= spec.spinup_cycles && (c - spec.spinup_cycles) % spec.spacing == 0 {
+                let j = (c - spec.spinup_cycles) / spec.spacing;
+                kept.set_column(j, &self.projection.apply(state.as_slice()));
+            }
+            let time = c as f64 * interval;
+            let next = if model.stochastic().is_some() {
+                Ok(tensor_to_ensemble(forecaster.tensor(
+                    model,
+                    ensemble_to_tensor(
+                        &DMatrix::from_column_slice(state.len(), 1, state.as_slice()),
+                        &self.device,
+                    ),
+                    time,
+                    steps,
+                    0,
+                ))
+                .column(0)
+                .into_owned())
+            } else {
+                forecaster.state(model, &state, time, steps)
+            };
+            state = match next {
+                Ok(x) if x.iter().all(|v| v.is_finite()) => x,
+                _ => {
+                    return Err(config.invalid(
+                        "initial.sample",
+                        format!(
+                            "the free run blew up at cycle {c} (time {time}): the model's dt = {} may be too large for it",
+                            model.dt()
+                        ),
+                    ));
+                }
+            };
+            if progress && last_line.elapsed() >= std::time::Duration::from_secs(10) {
+                last_line = std::time::Instant::now();
+                eprintln!("rime: initial sample: cycle {}/{total}", c + 1);
+            }
+        }
+        if progress {
+            eprintln!(
+                "rime: initial sample drawn in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let _ = self.initial_sample.set(InitialStates {
+            ensembles: Gaussian::from_sample(kept),
+            truth_start: state,
+        });
+        Ok(())
     }
 
     /// Whether the run has a truth (observations simulated, not read).
@@ -264,8 +365,37 @@ impl Built {
     }
 
     /// The distribution initial ensembles are drawn from.
+    ///
+    /// # Panics
+    /// With `[initial.sample]` before [`Built::draw_initial_sample`].
     pub fn initial(&self, config: &ExperimentConfig) -> Gaussian {
+        if config.initial.sample.is_some() {
+            return self
+                .initial_sample
+                .get()
+                .expect("draw_initial_sample runs before the initial ensembles are drawn")
+                .ensembles
+                .clone();
+        }
         config.initial.distribution(self.model().size())
+    }
+
+    /// The truth's first state.
+    fn truth_start(&self, config: &ExperimentConfig) -> DVector<f64> {
+        if config.initial.sample.is_some() {
+            return self
+                .initial_sample
+                .get()
+                .expect("draw_initial_sample runs before the truth starts")
+                .truth_start
+                .clone();
+        }
+        config
+            .initial
+            .distribution(self.truth_model.size())
+            .sample(1, &mut stream(config.run.seed, "truth"))
+            .column(0)
+            .into_owned()
     }
 
     /// The model the methods cycle.
@@ -303,6 +433,21 @@ fn network(
         }
         OperatorKind::Partial => o.indices.clone().expect("validated"),
         OperatorKind::File => unreachable!("file observations have no network"),
+        OperatorKind::Tracks => {
+            let count = o.count.expect("validated");
+            if count > n {
+                return Err(config.invalid(
+                    "observations.count",
+                    format!("{count} exceeds the state size {n}"),
+                ));
+            }
+            return Ok(Box::new(TrackNetwork::new(
+                geometry,
+                count,
+                config.run.seed,
+                errors,
+            )));
+        }
         OperatorKind::Random => {
             let count = o.count.expect("validated");
             if count > n {
@@ -397,11 +542,8 @@ impl<'a> TruthRun<'a> {
         let truth_steps = (chronology.interval() / truth_model.dt()).round() as usize;
         let forecaster = Forecaster::new(built.device.clone())
             .with_noise_stream(crate::rng::key(seed, "truth-noise"));
-        let n_truth = truth_model.size();
-        let x0 = config
-            .initial
-            .distribution(n_truth)
-            .sample(1, &mut stream(seed, "truth"));
+        let x0 = built.truth_start(config);
+        let x0 = DMatrix::from_column_slice(x0.len(), 1, x0.as_slice());
         Self {
             config,
             built,

@@ -12,6 +12,7 @@ pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
 pub mod lorenz96_two_scale;
+pub mod qg;
 
 use burn::tensor::{Device, Tensor};
 
@@ -23,6 +24,7 @@ pub use lorenz96_two_scale::{
     Lorenz96Truncated, Lorenz96TruncatedConfig, Lorenz96TwoScale, Lorenz96TwoScaleConfig,
     Parametrisation,
 };
+pub use qg::{Qg, QgConfig};
 
 use crate::core::Model;
 

@@ -161,3 +161,117 @@ impl ObsNetwork for RandomNetwork {
         self.count.min(self.locations.len())
     }
 }
+
+/// Satellite-like tracks: `count` variables evenly spaced along the state
+/// vector (`floor(k n / count)`, DAPPER's `linspace_int`), all shifted by one
+/// random offset in `[0, spacing)` drawn anew at each cycle (seeded by the
+/// run seed and the cycle, so every method sees the same network). On a
+/// row-major 2-D grid the points fall along slanted lines.
+pub struct TrackNetwork {
+    geometry: Geometry,
+    locations: Vec<Location>,
+    base: Vec<usize>,
+    seed: u64,
+    errors: ErrorModel,
+}
+
+impl TrackNetwork {
+    /// `count` evenly spaced variables out of the geometry's.
+    pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
+        let n = geometry.size();
+        let base = (0..count).map(|k| k * n / count).collect();
+        Self {
+            locations: geometry.locations().collect(),
+            geometry: geometry.clone(),
+            base,
+            seed,
+            errors,
+        }
+    }
+
+    /// The largest offset plus one: the first gap.
+    fn spacing(&self) -> usize {
+        match self.base.as_slice() {
+            [a, b, ..] => b - a,
+            _ => self.locations.len(),
+        }
+    }
+}
+
+impl ObsNetwork for TrackNetwork {
+    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
+        use rand::Rng as _;
+        let mut rng = stream(self.seed, &format!("tracks/{cycle}"));
+        let offset = rng.random_range(0..self.spacing().max(1));
+        let indices: Vec<usize> = self.base.iter().map(|i| i + offset).collect();
+        let op = Selection::new(indices.clone(), &self.locations, "tracks")
+            .expect("offsets stay below the next track point");
+        let error = self
+            .errors
+            .errors(&self.geometry, op.locations_slice(), &indices);
+        NetworkAt {
+            operator: Arc::new(op),
+            error,
+            network_id: cycle as u64 + 1,
+        }
+    }
+    fn is_fixed(&self) -> bool {
+        false
+    }
+    fn max_len(&self) -> usize {
+        self.base.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CoordinateUnits, Field};
+
+    #[test]
+    fn tracks_are_evenly_spaced_and_shift_together_each_cycle() {
+        let axis: Vec<f64> = (0..129).map(|i| i as f64).collect();
+        let geometry = Geometry::new(
+            vec![Field::grid(
+                "psi",
+                "stream function",
+                "1",
+                axis.clone(),
+                axis,
+            )],
+            [None, None],
+            CoordinateUnits::Model,
+        );
+        let errors = ErrorModel {
+            std: vec![2.0],
+            correlation_length: None,
+        };
+        let net = TrackNetwork::new(&geometry, 300, 7, errors);
+        assert_eq!(net.max_len(), 300);
+        assert!(!net.is_fixed());
+        // DAPPER's linspace_int(16641, 300): floor(k * 16641 / 300).
+        assert_eq!(&net.base[..4], &[0, 55, 110, 166]);
+        assert_eq!(net.spacing(), 55);
+        let mut offsets = std::collections::BTreeSet::new();
+        for cycle in 0..40 {
+            let at = net.at(cycle, 0.0);
+            let again = net.at(cycle, 0.0);
+            assert_eq!(at.network_id, again.network_id);
+            // Every point moved by one offset below the spacing; all in range.
+            let index = |l: &Location| (l[1] * 129.0 + l[0]) as usize;
+            let locations = at.operator.locations();
+            let offset = index(&locations[0]);
+            assert!(offset < 55);
+            for (k, l) in locations.iter().enumerate() {
+                assert_eq!(index(l), net.base[k] + offset);
+                assert!(index(l) < 16641);
+            }
+            assert_eq!(at.error.std().len(), 300);
+            offsets.insert(offset);
+        }
+        assert!(
+            offsets.len() > 20,
+            "offsets vary across cycles: {offsets:?}"
+        );
+    }
+}

@@ -660,10 +660,7 @@ mod tests {
         let climate =
             climate_with(&(&z * z.transpose() / n as f64 + DMatrix::identity(n, n) * 0.1));
         let s = context(&model, &climate, 2);
-        let initial = Gaussian {
-            mean: DVector::from_vec(state(n)),
-            std: DVector::from_element(n, 1.0),
-        };
+        let initial = Gaussian::new(DVector::from_vec(state(n)), DVector::from_element(n, 1.0));
         let y = DVector::from_vec(standard_normal(&mut stream(6, "y"), obs.size()));
         let r = DMatrix::identity(obs.size(), obs.size()) * 0.25;
         let b = climate.covariance().unwrap() * 0.5;
@@ -698,10 +695,7 @@ mod tests {
         let climate =
             ClimateStats::from_moments(DVector::zeros(40), DVector::from_element(40, 1.0));
         let s = context(&model, &climate, 2);
-        let initial = Gaussian {
-            mean: DVector::from_vec(state(40)),
-            std: DVector::from_element(40, 1.0),
-        };
+        let initial = Gaussian::new(DVector::from_vec(state(40)), DVector::from_element(40, 1.0));
         let y = DVector::from_vec(standard_normal(&mut stream(7, "y"), obs.size()));
         let config = IenksConfig {
             ensemble_size: 15,
@@ -721,6 +715,7 @@ mod tests {
             rtps: None,
             localisation_radius: None,
             taper: None,
+            batch: None,
         };
         let mut etkf = EnsembleFilter::new(Kind::Sqrt, &ens, &initial, stream(1, "same"));
         for filter in [&mut ienks as &mut dyn Filter, &mut etkf] {
@@ -744,10 +739,7 @@ mod tests {
         let climate =
             ClimateStats::from_moments(DVector::zeros(40), DVector::from_element(40, 1.0));
         let s = context(&model, &climate, 4);
-        let initial = Gaussian {
-            mean: DVector::from_vec(state(40)),
-            std: DVector::from_element(40, 1.0),
-        };
+        let initial = Gaussian::new(DVector::from_vec(state(40)), DVector::from_element(40, 1.0));
         let mut config = var_config(4);
         config.background_covariance = BackgroundCovariance::Identity;
         config.minimiser.max_iterations = 2;
