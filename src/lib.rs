@@ -34,6 +34,7 @@ pub mod io;
 pub mod metrics;
 pub mod models;
 pub mod obs;
+pub mod plot;
 pub mod rng;
 
 pub use crate::core::{Geometry, Model, ObsBatch, ObsOperator};

@@ -49,6 +49,31 @@ enum Command {
     /// Prints the reference of the experiment file: every table and key with
     /// its type, default and meaning (Markdown).
     Schema,
+    /// Draws columns of a CSV table as a PNG line plot (one curve per value of
+    /// `--group`; with `--log`, log-log axes and each curve's fitted power-law
+    /// exponent, also printed).
+    Plot {
+        /// The table (CSV with a header row).
+        csv: PathBuf,
+        /// Column of the x values.
+        #[arg(long)]
+        x: String,
+        /// Column of the y values.
+        #[arg(long)]
+        y: String,
+        /// Column naming the curves.
+        #[arg(long)]
+        group: Option<String>,
+        /// Logarithmic axes and fitted exponents.
+        #[arg(long)]
+        log: bool,
+        /// Title (default: "y against x").
+        #[arg(long)]
+        title: Option<String>,
+        /// The PNG file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Reads and validates an experiment file and builds its models without running it.
     Check {
         /// The experiment file (TOML).
@@ -97,6 +122,35 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Schema => {
             print!("{}", rime::experiment::schema::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot {
+            csv,
+            x,
+            y,
+            group,
+            log,
+            title,
+            out,
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", csv.display()))?;
+            let spec = rime::plot::PlotSpec {
+                title: title.unwrap_or_else(|| format!("{y} against {x}")),
+                x,
+                y,
+                group,
+                log,
+            };
+            let curves = rime::plot::curves(&text, &spec, &csv.display().to_string())?;
+            rime::plot::draw(&curves, &spec, &out)?;
+            for c in &curves {
+                if let Some(b) = c.exponent {
+                    let name = if c.name.is_empty() { "all" } else { &c.name };
+                    println!("{name}: {} ~ {} ^ {b:.3}", spec.y, spec.x);
+                }
+            }
+            println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { file, device } => {

@@ -5,7 +5,8 @@
         same settings) on its Sakov & Oke (2008b) QG twin
         (dapper.mods.QG.sakov2008), the Fortran model built with f2py; prints
         one JSON line per method (the format dapper_cycle.py reports).
-        MP=1 lets the LETKF use DAPPER's multiprocessing on every core.
+        MP=1 lets DAPPER's ensemble forecast and LETKF use its
+        multiprocessing on every core; otherwise both run in this process.
 
 Only DAPPER's public API is called; none of its code is copied here.
 """
@@ -17,9 +18,12 @@ from dapper_cycle import no_progress_bars, time_xps
 
 def time_dapper_qg(cycles, seed, mp):
     from dapper.da_methods import LETKF, SL_EAKF
-    from dapper.mods.QG.sakov2008 import HMM
+    from dapper.mods.QG.sakov2008 import HMM, model
 
     no_progress_bars()
+    # The ensemble forecast spreads members over a process pool unless told
+    # not to (model_config's mp=True default): one core means none.
+    model.mp = mp
     # Ko+1 analyses = rime's --cycles; BurnIn stays 250 time units (50 cycles).
     HMM.tseq.Ko = cycles - 1
     time_xps(HMM, {

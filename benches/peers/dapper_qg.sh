@@ -38,7 +38,8 @@ fi
 if ! "$venv/bin/pip" show --quiet dapper meson ninja >/dev/null 2>&1; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check dapper meson ninja
 fi
-f90=$("$venv/bin/python" -c 'import dapper.mods, os; print(os.path.join(os.path.dirname(dapper.mods.__file__), "QG", "f90"))')
+# (DAPPER prints a warning about live plotting on import: the last line is the path.)
+f90=$("$venv/bin/python" -c 'import dapper.mods, os; print(os.path.join(os.path.dirname(dapper.mods.__file__), "QG", "f90"))' 2>/dev/null | tail -n 1)
 if ! ls "$f90"/py_mod*.so >/dev/null 2>&1; then
     echo "building DAPPER's Fortran QG model with f2py in $f90" >&2
     (cd "$f90" && PATH=$venv/bin:$PATH "$venv/bin/f2py" -c utils.f90 parameters.f90 helmholtz.f90 \

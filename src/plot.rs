@@ -1,0 +1,313 @@
+//! Line plots of a CSV table as PNG (`rime plot`): the figures of paper/,
+//! e.g. the cost of a cycle against the state size, on log-log axes with
+//! the fitted power law of each curve in its legend.
+//!
+//! Drawn by `plotters` into a bitmap with an embedded font (DejaVu Sans), so
+//! no system font library is needed, encoded as PNG and written atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// What to plot from a CSV table.
+#[derive(Clone, Debug)]
+pub struct PlotSpec {
+    /// Column of the x values.
+    pub x: String,
+    /// Column of the y values.
+    pub y: String,
+    /// Column whose values name the curves (absent: one curve).
+    pub group: Option<String>,
+    /// Logarithmic axes (and a fitted power law per curve).
+    pub log: bool,
+    /// Title.
+    pub title: String,
+}
+
+/// One curve: its name, points sorted by x, and for log axes the fitted
+/// exponent `b` of `y = a x^b` (least squares in log-log).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Curve {
+    /// The group value.
+    pub name: String,
+    /// `(x, y)`, sorted by x.
+    pub points: Vec<(f64, f64)>,
+    /// Fitted exponent (log axes, at least two points).
+    pub exponent: Option<f64>,
+}
+
+/// Why a plot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// The table: missing column, bad number, empty.
+    #[error("{path}: {reason}")]
+    Table {
+        /// The CSV file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Drawing or writing the PNG.
+    #[error("{path}: {reason}")]
+    Output {
+        /// The PNG file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The least-squares slope of `ln y` against `ln x`.
+pub fn power_law_exponent(points: &[(f64, f64)]) -> Option<f64> {
+    let logs: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    if logs.len() < 2 {
+        return None;
+    }
+    let n = logs.len() as f64;
+    let (mx, my) = logs
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxy: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = logs.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// Reads the curves of `spec` from the CSV text (header row, comma
+/// separated; empty y values are skipped).
+///
+/// # Errors
+/// A missing column or a value that is not a number, named with its row.
+pub fn curves(csv: &str, spec: &PlotSpec, path: &str) -> Result<Vec<Curve>, PlotError> {
+    let table = |reason: String| PlotError::Table {
+        path: path.to_string(),
+        reason,
+    };
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| table("the table is empty".into()))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let column = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| {
+            table(format!(
+                "no column `{name}` (columns: {})",
+                header.join(", ")
+            ))
+        })
+    };
+    let (ix, iy) = (column(&spec.x)?, column(&spec.y)?);
+    let ig = spec.group.as_deref().map(column).transpose()?;
+    let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (row, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cell = |i: usize| cells.get(i).copied().unwrap_or("");
+        if cell(iy).is_empty() {
+            continue;
+        }
+        let number = |i: usize, name: &str| {
+            cell(i).parse::<f64>().map_err(|_| {
+                table(format!(
+                    "row {}: `{name}` = {:?} is not a number",
+                    row + 2,
+                    cell(i)
+                ))
+            })
+        };
+        let point = (number(ix, &spec.x)?, number(iy, &spec.y)?);
+        let name = ig.map_or(String::new(), |i| cell(i).to_string());
+        groups.entry(name).or_default().push(point);
+    }
+    if groups.is_empty() {
+        return Err(table("no rows with a value".into()));
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let exponent = if spec.log {
+                power_law_exponent(&points)
+            } else {
+                None
+            };
+            Curve {
+                name,
+                points,
+                exponent,
+            }
+        })
+        .collect())
+}
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 600;
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Draws `curves` and writes the PNG to `out` atomically.
+///
+/// # Errors
+/// Drawing or writing the file.
+pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotError> {
+    register_font();
+    let fail = |reason: String| PlotError::Output {
+        path: out.display().to_string(),
+        reason,
+    };
+    let all: Vec<(f64, f64)> = curves.iter().flat_map(|c| c.points.clone()).collect();
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) = all
+            .iter()
+            .map(f)
+            .filter(|v| v.is_finite() && (!spec.log || *v > 0.0))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        if !lo.is_finite() {
+            return (1.0, 10.0);
+        }
+        if spec.log {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            let pad = 0.05 * (hi - lo).max(hi.abs() * 1e-3).max(1e-12);
+            (lo - pad, hi + pad)
+        }
+    };
+    let (x0, x1) = range(|p| p.0);
+    let (y0, y1) = range(|p| p.1);
+    let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(&spec.title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70);
+        let label = |name: &Curve| match name.exponent {
+            Some(b) if name.name.is_empty() => format!("slope {b:.2}"),
+            Some(b) => format!("{} (slope {b:.2})", name.name),
+            None => name.name.clone(),
+        };
+        macro_rules! plot_on {
+            ($chart:expr) => {{
+                let mut chart = $chart.map_err(|e| fail(e.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(spec.x.as_str())
+                    .y_desc(spec.y.as_str())
+                    .label_style(("sans-serif", 15))
+                    .draw()
+                    .map_err(|e| fail(e.to_string()))?;
+                for (k, curve) in curves.iter().enumerate() {
+                    let color = Palette99::pick(k).to_rgba();
+                    chart
+                        .draw_series(LineSeries::new(
+                            curve.points.iter().copied(),
+                            color.stroke_width(2),
+                        ))
+                        .map_err(|e| fail(e.to_string()))?
+                        .label(label(curve))
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(
+                            curve
+                                .points
+                                .iter()
+                                .map(|&p| Circle::new(p, 4, color.filled())),
+                        )
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .label_font(("sans-serif", 15))
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| fail(e.to_string()))?;
+            }};
+        }
+        if spec.log {
+            plot_on!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()));
+        } else {
+            plot_on!(builder.build_cartesian_2d(x0..x1, y0..y1));
+        }
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, buffer)
+        .ok_or_else(|| fail("bitmap of the wrong size".into()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| fail(e.to_string()))?;
+    crate::io::write_atomic(out, png.get_ref()).map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_are_read_grouped_and_fitted() {
+        let csv = "model,n,time\nl96,40,0.001\nl96,400,0.01\nl96,4000,0.1\nqg,4225,1.0\nqg,16641,4.0\nqg,66049,\n";
+        let spec = PlotSpec {
+            x: "n".into(),
+            y: "time".into(),
+            group: Some("model".into()),
+            log: true,
+            title: "t".into(),
+        };
+        let c = curves(csv, &spec, "t.csv").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "l96");
+        assert!((c[0].exponent.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(c[1].points.len(), 2, "the empty value is skipped");
+        let bad = curves(
+            "n,time\n1,x\n",
+            &PlotSpec {
+                group: None,
+                ..spec.clone()
+            },
+            "b.csv",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("b.csv") && bad.contains("row 2"), "{bad}");
+        let missing = curves(
+            csv,
+            &PlotSpec {
+                y: "memory".into(),
+                ..spec.clone()
+            },
+            "t.csv",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("no column `memory`"), "{missing}");
+        // A PNG comes out.
+        let dir = std::env::temp_dir().join(format!("rime-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("t.png");
+        draw(&c, &spec, &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert!(bytes.len() > 5000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
