@@ -156,6 +156,31 @@ fn register_font() {
     });
 }
 
+/// A tick label: compact numbers, and on log axes only at 1, 2 and 5 times
+/// a power of ten (the other grid lines stay unlabelled, so that labels do
+/// not run into each other).
+fn tick(v: f64, log: bool) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if log {
+        let power = v.abs().log10().floor();
+        let mantissa = (v.abs() / 10f64.powf(power)).round() as i64;
+        if ![1, 2, 5].contains(&mantissa) {
+            return String::new();
+        }
+    }
+    let a = v.abs();
+    if !(1e-3..1e5).contains(&a) {
+        format!("{v:.0e}")
+    } else if a >= 1.0 && (v - v.round()).abs() < 1e-9 * a {
+        format!("{}", v.round() as i64)
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// Draws `curves` and writes the PNG to `out` atomically.
 ///
 /// # Errors
@@ -209,6 +234,8 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
                     .configure_mesh()
                     .x_desc(spec.x.as_str())
                     .y_desc(spec.y.as_str())
+                    .x_label_formatter(&|v| tick(*v, spec.log))
+                    .y_label_formatter(&|v| tick(*v, spec.log))
                     .label_style(("sans-serif", 15))
                     .draw()
                     .map_err(|e| fail(e.to_string()))?;
@@ -262,6 +289,16 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_compact_and_sparse_on_log_axes() {
+        assert_eq!(tick(200.0, true), "200");
+        assert_eq!(tick(60.0, true), "");
+        assert_eq!(tick(0.05, true), "0.05");
+        assert_eq!(tick(100000.0, true), "1e5");
+        assert_eq!(tick(0.25, false), "0.25");
+        assert_eq!(tick(3.0, false), "3");
+    }
 
     #[test]
     fn curves_are_read_grouped_and_fitted() {
