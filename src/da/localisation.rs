@@ -202,23 +202,10 @@ impl LocalIndex {
         candidates: &mut Vec<usize>,
         out: &mut Vec<(usize, f64)>,
     ) {
-        candidates.clear();
-        out.clear();
-        for cy in self.ay.around(self.ay.cell(x[1])) {
-            for cx in self.ax.around(self.ax.cell(x[0])) {
-                candidates.extend_from_slice(&self.buckets[cy * self.ax.cells + cx]);
-            }
-        }
-        candidates.sort_unstable();
-        out.extend(candidates.iter().filter_map(|&j| {
-            let d = geometry.distance(&x, &self.locations[j]);
-            let c = self.taper.coefficient(d, self.radius);
-            (c > CUTOFF).then_some((j, c))
-        }));
+        // The mean distance to one point is its distance, exactly.
+        self.query_batch(geometry, std::slice::from_ref(&x), candidates, out);
     }
-}
 
-impl LocalIndex {
     /// The observations within reach of any of `points` and their taper
     /// coefficients at the mean distance to the points (DAPPER's batches),
     /// in observation order, written into `out`.

@@ -303,25 +303,12 @@ impl Built {
                 kept.set_column(j, &self.projection.apply(state.as_slice()));
             }
             let time = c as f64 * interval;
-            let next = if model.stochastic().is_some() {
-                Ok(tensor_to_ensemble(forecaster.tensor(
-                    model,
-                    ensemble_to_tensor(
-                        &DMatrix::from_column_slice(state.len(), 1, state.as_slice()),
-                        &self.device,
-                    ),
-                    time,
-                    steps,
-                    0,
-                ))
-                .column(0)
-                .into_owned())
-            } else {
-                forecaster.state(model, &state, time, steps)
-            };
-            state = match next {
-                Ok(x) if x.iter().all(|v| v.is_finite()) => x,
-                _ => {
+            // The forecaster takes the host path or, for a stochastic model,
+            // draws its noise, and reports a non-finite state.
+            let one = DMatrix::from_column_slice(state.len(), 1, state.as_slice());
+            state = match forecaster.ensemble(model, &one, time, steps) {
+                Ok(x) => x.column(0).into_owned(),
+                Err(_) => {
                     return Err(config.invalid(
                         "initial.sample",
                         format!(
@@ -364,31 +351,33 @@ impl Built {
         }
     }
 
+    /// The free-run sample of `[initial.sample]`, where the file has one.
+    ///
+    /// # Panics
+    /// Before [`Built::draw_initial_sample`].
+    fn sample(&self, config: &ExperimentConfig) -> Option<&InitialStates> {
+        config.initial.sample.as_ref().map(|_| {
+            self.initial_sample
+                .get()
+                .expect("draw_initial_sample runs before the truth and the ensembles start")
+        })
+    }
+
     /// The distribution initial ensembles are drawn from.
     ///
     /// # Panics
     /// With `[initial.sample]` before [`Built::draw_initial_sample`].
     pub fn initial(&self, config: &ExperimentConfig) -> Gaussian {
-        if config.initial.sample.is_some() {
-            return self
-                .initial_sample
-                .get()
-                .expect("draw_initial_sample runs before the initial ensembles are drawn")
-                .ensembles
-                .clone();
+        match self.sample(config) {
+            Some(s) => s.ensembles.clone(),
+            None => config.initial.distribution(self.model().size()),
         }
-        config.initial.distribution(self.model().size())
     }
 
     /// The truth's first state.
     fn truth_start(&self, config: &ExperimentConfig) -> DVector<f64> {
-        if config.initial.sample.is_some() {
-            return self
-                .initial_sample
-                .get()
-                .expect("draw_initial_sample runs before the truth starts")
-                .truth_start
-                .clone();
+        if let Some(s) = self.sample(config) {
+            return s.truth_start.clone();
         }
         config
             .initial
@@ -433,7 +422,7 @@ fn network(
         }
         OperatorKind::Partial => o.indices.clone().expect("validated"),
         OperatorKind::File => unreachable!("file observations have no network"),
-        OperatorKind::Tracks => {
+        OperatorKind::Random | OperatorKind::Tracks => {
             let count = o.count.expect("validated");
             if count > n {
                 return Err(config.invalid(
@@ -441,27 +430,12 @@ fn network(
                     format!("{count} exceeds the state size {n}"),
                 ));
             }
-            return Ok(Box::new(TrackNetwork::new(
-                geometry,
-                count,
-                config.run.seed,
-                errors,
-            )));
-        }
-        OperatorKind::Random => {
-            let count = o.count.expect("validated");
-            if count > n {
-                return Err(config.invalid(
-                    "observations.count",
-                    format!("{count} exceeds the state size {n}"),
-                ));
-            }
-            return Ok(Box::new(RandomNetwork::new(
-                geometry,
-                count,
-                config.run.seed,
-                errors,
-            )));
+            let seed = config.run.seed;
+            return Ok(if o.operator == OperatorKind::Random {
+                Box::new(RandomNetwork::new(geometry, count, seed, errors))
+            } else {
+                Box::new(TrackNetwork::new(geometry, count, seed, errors))
+            });
         }
     };
     let name = match o.operator {

@@ -107,6 +107,9 @@ struct Helmholtz {
     /// A complex FFT of length `2 (n - 1)`: the odd extension of an
     /// interior line.
     fft: Arc<dyn Fft<f64>>,
+    /// The orthonormal sine matrix `sqrt(2 / (k + 1)) sin(pi a b / (k + 1))`
+    /// (`k x k`, symmetric), for the inversion in burn ops.
+    sine: Vec<f64>,
 }
 
 impl Helmholtz {
@@ -122,10 +125,18 @@ impl Helmholtz {
             }
         }
         let fft = FftPlanner::new().plan_fft_forward(2 * (n - 1));
+        let norm = (2.0 / (k + 1) as f64).sqrt();
+        let mut sine = Vec::with_capacity(k * k);
+        for a in 1..=k {
+            for b in 1..=k {
+                sine.push(norm * (std::f64::consts::PI * (a * b) as f64 / (k + 1) as f64).sin());
+            }
+        }
         Self {
             n,
             inverse_eigenvalues,
             fft,
+            sine,
         }
     }
 
@@ -450,14 +461,10 @@ impl QgTendency {
     fn solve_tensor(&self, f: Tensor<3>) -> Tensor<3> {
         let [m, k, _] = f.dims();
         let device = f.device();
-        let norm = (2.0 / (k + 1) as f64).sqrt();
-        let mut s = Vec::with_capacity(k * k);
-        for a in 1..=k {
-            for b in 1..=k {
-                s.push(norm * (std::f64::consts::PI * (a * b) as f64 / (k + 1) as f64).sin());
-            }
-        }
-        let sine = Tensor::<2>::from_data(TensorData::new(s, [k, k]), &device);
+        let sine = Tensor::<2>::from_data(
+            TensorData::new(self.helmholtz.sine.clone(), [k, k]),
+            &device,
+        );
         // Orthonormal S: A^{-1} = S diag(1/lambda) S.
         let along_rows = |g: Tensor<3>| -> Tensor<3> {
             g.reshape([m * k, k])

@@ -113,38 +113,35 @@ impl ObsNetwork for FixedNetwork {
     }
 }
 
-/// A moving network: at each cycle, `count` distinct state variables drawn
-/// at random (seeded by the run seed and the cycle, so every method sees
-/// the same network), observed directly.
-pub struct RandomNetwork {
+/// What the moving networks share: the geometry's points, the seed of the
+/// per-cycle draws and the error model; one cycle's network from the
+/// indices observed.
+struct MovingSelection {
     geometry: Geometry,
     locations: Vec<Location>,
-    count: usize,
     seed: u64,
     errors: ErrorModel,
 }
 
-impl RandomNetwork {
-    /// `count` random variables per cycle out of the geometry's.
-    pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
+impl MovingSelection {
+    fn new(geometry: &Geometry, seed: u64, errors: ErrorModel) -> Self {
         Self {
             locations: geometry.locations().collect(),
             geometry: geometry.clone(),
-            count,
             seed,
             errors,
         }
     }
-}
 
-impl ObsNetwork for RandomNetwork {
-    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
-        let n = self.locations.len();
-        let mut rng = stream(self.seed, &format!("network/{cycle}"));
-        let mut indices = rand::seq::index::sample(&mut rng, n, self.count.min(n)).into_vec();
-        indices.sort_unstable();
-        let op = Selection::new(indices.clone(), &self.locations, "random")
-            .expect("sampled indices are in range");
+    /// The generator of `what` at `cycle`.
+    fn rng(&self, what: &str, cycle: usize) -> crate::rng::Rng {
+        stream(self.seed, &format!("{what}/{cycle}"))
+    }
+
+    /// The network of `cycle` observing `indices` directly.
+    fn at(&self, indices: Vec<usize>, name: &str, cycle: usize) -> NetworkAt {
+        let op = Selection::new(indices.clone(), &self.locations, name)
+            .expect("moving networks draw indices in range");
         let error = self
             .errors
             .errors(&self.geometry, op.locations_slice(), &indices);
@@ -154,11 +151,39 @@ impl ObsNetwork for RandomNetwork {
             network_id: cycle as u64 + 1,
         }
     }
+}
+
+/// A moving network: at each cycle, `count` distinct state variables drawn
+/// at random (seeded by the run seed and the cycle, so every method sees
+/// the same network), observed directly.
+pub struct RandomNetwork {
+    moving: MovingSelection,
+    count: usize,
+}
+
+impl RandomNetwork {
+    /// `count` random variables per cycle out of the geometry's.
+    pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
+        Self {
+            moving: MovingSelection::new(geometry, seed, errors),
+            count,
+        }
+    }
+}
+
+impl ObsNetwork for RandomNetwork {
+    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
+        let n = self.moving.locations.len();
+        let mut rng = self.moving.rng("network", cycle);
+        let mut indices = rand::seq::index::sample(&mut rng, n, self.count.min(n)).into_vec();
+        indices.sort_unstable();
+        self.moving.at(indices, "random", cycle)
+    }
     fn is_fixed(&self) -> bool {
         false
     }
     fn max_len(&self) -> usize {
-        self.count.min(self.locations.len())
+        self.count.min(self.moving.locations.len())
     }
 }
 
@@ -168,24 +193,17 @@ impl ObsNetwork for RandomNetwork {
 /// run seed and the cycle, so every method sees the same network). On a
 /// row-major 2-D grid the points fall along slanted lines.
 pub struct TrackNetwork {
-    geometry: Geometry,
-    locations: Vec<Location>,
+    moving: MovingSelection,
     base: Vec<usize>,
-    seed: u64,
-    errors: ErrorModel,
 }
 
 impl TrackNetwork {
     /// `count` evenly spaced variables out of the geometry's.
     pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
         let n = geometry.size();
-        let base = (0..count).map(|k| k * n / count).collect();
         Self {
-            locations: geometry.locations().collect(),
-            geometry: geometry.clone(),
-            base,
-            seed,
-            errors,
+            moving: MovingSelection::new(geometry, seed, errors),
+            base: (0..count).map(|k| k * n / count).collect(),
         }
     }
 
@@ -193,7 +211,7 @@ impl TrackNetwork {
     fn spacing(&self) -> usize {
         match self.base.as_slice() {
             [a, b, ..] => b - a,
-            _ => self.locations.len(),
+            _ => self.moving.locations.len(),
         }
     }
 }
@@ -201,19 +219,12 @@ impl TrackNetwork {
 impl ObsNetwork for TrackNetwork {
     fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
         use rand::Rng as _;
-        let mut rng = stream(self.seed, &format!("tracks/{cycle}"));
-        let offset = rng.random_range(0..self.spacing().max(1));
-        let indices: Vec<usize> = self.base.iter().map(|i| i + offset).collect();
-        let op = Selection::new(indices.clone(), &self.locations, "tracks")
-            .expect("offsets stay below the next track point");
-        let error = self
-            .errors
-            .errors(&self.geometry, op.locations_slice(), &indices);
-        NetworkAt {
-            operator: Arc::new(op),
-            error,
-            network_id: cycle as u64 + 1,
-        }
+        let offset = self
+            .moving
+            .rng("tracks", cycle)
+            .random_range(0..self.spacing().max(1));
+        let indices = self.base.iter().map(|i| i + offset).collect();
+        self.moving.at(indices, "tracks", cycle)
     }
     fn is_fixed(&self) -> bool {
         false
