@@ -36,5 +36,6 @@ pub mod models;
 pub mod obs;
 pub mod plot;
 pub mod rng;
+pub mod simd;
 
 pub use crate::core::{Geometry, Model, ObsBatch, ObsOperator};

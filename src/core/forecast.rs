@@ -98,22 +98,40 @@ impl Forecaster {
             .filter(|_| self.host_path && model.stochastic().is_none())
         {
             Some(host) => {
-                let mut out = ensemble.clone();
-                let n = out.nrows().max(1);
+                let (n, members) = ensemble.shape();
                 let dt = model.dt();
-                // Members are independent: on all cores for large states
-                // (the same arithmetic per member whatever the thread).
-                if n >= PARALLEL_MEMBERS_FROM {
-                    use rayon::prelude::*;
-                    out.as_mut_slice()
-                        .par_chunks_mut(n)
-                        .for_each(|member| host.forecast(member, time, steps, dt));
-                } else {
-                    for member in out.as_mut_slice().chunks_mut(n) {
-                        host.forecast(member, time, steps, dt);
+                // Small states step all members at once, members innermost
+                // (the transpose of the n x members layout), where the
+                // model vectorises across members; the same numbers as
+                // member by member.
+                let batched = (members > 1 && n < PARALLEL_MEMBERS_FROM)
+                    .then(|| {
+                        let mut t = ensemble.transpose();
+                        host.forecast_members(t.as_mut_slice(), members, time, steps, dt)
+                            .then(|| t.transpose())
+                    })
+                    .flatten();
+                match batched {
+                    Some(out) => out,
+                    None => {
+                        let mut out = ensemble.clone();
+                        let n = n.max(1);
+                        // Members are independent: on all cores for large
+                        // states (the same arithmetic per member whatever
+                        // the thread).
+                        if n >= PARALLEL_MEMBERS_FROM {
+                            use rayon::prelude::*;
+                            out.as_mut_slice()
+                                .par_chunks_mut(n)
+                                .for_each(|member| host.forecast(member, time, steps, dt));
+                        } else {
+                            for member in out.as_mut_slice().chunks_mut(n) {
+                                host.forecast(member, time, steps, dt);
+                            }
+                        }
+                        out
                     }
                 }
-                out
             }
             None => tensor_to_ensemble(self.tensor(
                 model,

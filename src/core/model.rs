@@ -73,6 +73,22 @@ pub trait HostStepper: Send + Sync {
         }
     }
 
+    /// Advances `members` states stored members-innermost
+    /// (`x[i * members + m]` is variable `i` of member `m`) by `steps` steps, with the same
+    /// numbers as [`forecast`](Self::forecast) member by member, and returns
+    /// `true`; or returns `false`, with `x` untouched, where the stepper has
+    /// no batched path that is faster than one member at a time.
+    fn forecast_members(
+        &self,
+        _x: &mut [f64],
+        _members: usize,
+        _t: f64,
+        _steps: usize,
+        _dt: f64,
+    ) -> bool {
+        false
+    }
+
     /// Given `x` (the state at the start of the step) and `lambda` (the
     /// gradient with respect to the state at the end), overwrites `lambda`
     /// with the gradient with respect to `x`: `lambda <- M'(x)^T lambda`.

@@ -12,7 +12,9 @@
 use nalgebra::{DMatrix, DVector};
 
 use super::eigen::symmetric_eigen;
-use super::linalg::{inverse_and_inverse_sqrt, random_mean_preserving_orthogonal};
+use super::linalg::{
+    inverse_and_inverse_sqrt, random_mean_preserving_orthogonal, random_orthogonal,
+};
 use super::localisation::{LocalIndex, LocalObservations, Taper};
 use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
 use crate::core::{ObsBatch, apply_to_ensemble};
@@ -114,7 +116,14 @@ impl Filter for EnsembleFilter {
         // Whitened observed anomalies and innovation: R^{-1/2} Y, R^{-1/2} dy.
         let ys = obs.error.whiten_matrix(&hy);
         let dys = obs.error.whiten(&(&obs.values - &hmu));
+        let mut settings = PostProcess::from(&self.config);
         let analysis = match self.kind {
+            // The rotation commutes with RTPS and inflation (both act on
+            // rows), not with RTPP.
+            Kind::Sqrt if settings.rotation && settings.rtpp.is_none() => {
+                settings.rotation = false;
+                sqrt_update_rotated(&mu, &a, &ys, &dys, n1, &mut self.rng)?
+            }
             Kind::Sqrt => sqrt_update(&mu, &a, &ys, &dys, n1)?,
             Kind::PerturbedObs => {
                 let p = obs.len();
@@ -219,7 +228,6 @@ impl Filter for EnsembleFilter {
                 }
             }
         };
-        let settings = PostProcess::from(&self.config);
         self.ensemble = settings.apply(analysis, Some(&a), &mut self.rng);
         Ok(())
     }
@@ -336,6 +344,88 @@ fn sqrt_update(
     let w = &pw * (ys.transpose() * dys);
     let mean = mu + a * w;
     Ok(recompose(&mean, &(a * pw_sqrt * n1.sqrt())))
+}
+
+/// The ETKF followed by the random mean-preserving rotation, without an
+/// eigendecomposition.
+///
+/// `C = Ys^T Ys + N1 I` maps the ones-vector to `N1` times itself, so it
+/// splits into that direction and its complement, spanned by the columns of
+/// `Om` (`N x (N-1)`, orthonormal, orthogonal to the ones: the last `N - 1`
+/// columns of the Householder reflection `V` taking `e_1` to the ones over
+/// `sqrt N`). With `C' = Om^T C Om = (Ys Om)^T (Ys Om) + N1 I = L L^T`
+/// (Cholesky), the weights are `w = Om C'^{-1} (Ys Om)^T dys` and the
+/// symmetric-root anomalies rotated by `V diag(1, Q) V` (DAPPER's
+/// `genOG_1`, `Q` Haar on `N - 1` dimensions) are
+/// `sqrt(N1) A Om C'^{-1/2} Q^T Om^T`. Here `C'^{-1/2}` is replaced by the
+/// Cholesky root `L^{-T} = C'^{-1/2} U` (`U` orthogonal, fixed by the prior):
+/// `U Q^T` is Haar when `Q` is, so the analysis has exactly the law of the
+/// symmetric root followed by the rotation, the same mean and covariance,
+/// and uses the same random draws. Cost: one `(N-1)^3 / 6` Cholesky and
+/// triangular solves instead of an `N x N` eigendecomposition and its two
+/// reconstructions, and one `n x N x N` product instead of two.
+fn sqrt_update_rotated(
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    ys: &DMatrix<f64>,
+    dys: &DVector<f64>,
+    n1: f64,
+    rng: &mut Rng,
+) -> Result<DMatrix<f64>, DaError> {
+    let n = a.ncols();
+    let mut v = DVector::from_element(n, -1.0 / (n as f64).sqrt());
+    v[0] += 1.0;
+    let scale = 2.0 / v.norm_squared();
+    // X V = X - scale (X v) v^T.
+    let reflect = |x: &mut DMatrix<f64>| {
+        let xv = &*x * &v;
+        x.ger(-scale, &xv, &v, 1.0);
+    };
+    let mut yv = ys.clone();
+    reflect(&mut yv);
+    let y_om = yv.columns(1, n - 1);
+    let mut c = y_om.tr_mul(&y_om);
+    for i in 0..n - 1 {
+        c[(i, i)] += n1;
+    }
+    let chol = c
+        .cholesky()
+        .ok_or_else(|| numerical("ETKF transform (Cholesky)"))?;
+    // w = V [0; C'^{-1} (Ys Om)^T dys].
+    let z = chol.solve(&y_om.tr_mul(dys));
+    let mut w = DVector::zeros(n);
+    w.rows_mut(1, n - 1).copy_from(&z);
+    let vw = v.dot(&w);
+    w.axpy(-scale * vw, &v, 1.0);
+    let mean = mu + a * w;
+    // sqrt(N1) A Om L^{-T} Q^T Om^T = [0 | A Om X^T] V with X = sqrt(N1) Q L^{-1},
+    // solved column by column from the last (contiguous column updates).
+    let l = chol.l_dirty();
+    let d = n - 1;
+    let mut x = random_orthogonal(d, rng) * n1.sqrt();
+    let cols = x.as_mut_slice();
+    for i in (0..d).rev() {
+        let (head, tail) = cols.split_at_mut((i + 1) * d);
+        let xi = &mut head[i * d..];
+        for (k, xk) in tail.chunks_exact(d).enumerate() {
+            let lki = l[(i + 1 + k, i)];
+            for (a, b) in xi.iter_mut().zip(xk) {
+                *a -= lki * b;
+            }
+        }
+        let lii = l[(i, i)];
+        for a in xi.iter_mut() {
+            *a /= lii;
+        }
+    }
+    let m = x.transpose();
+    let mut av = a.clone();
+    reflect(&mut av);
+    let mut out = DMatrix::zeros(a.nrows(), n);
+    out.columns_mut(1, n - 1)
+        .copy_from(&(av.columns(1, n - 1) * m));
+    reflect(&mut out);
+    Ok(recompose(&mean, &out))
 }
 
 /// Serial EnSRF (Whitaker & Hamill 2002) in ensemble space: observations,
@@ -547,10 +637,11 @@ fn local_transform(
     for &(j, coeff) in obs {
         let yj = yt.column(j);
         b.axpy(coeff * dys[j], &yj, 1.0);
-        // Lower triangle only: symmetric_eigen reads no more.
-        for (q, mut col) in c.column_iter_mut().enumerate() {
+        // Whole columns (fixed length, so the loop vectorises); the
+        // eigendecomposition reads the lower triangle.
+        for (q, col) in c.as_mut_slice().chunks_exact_mut(n).enumerate() {
             let f = coeff * yj[q];
-            for (cr, yr) in col.as_mut_slice()[q..].iter_mut().zip(&yj.as_slice()[q..]) {
+            for (cr, yr) in col.iter_mut().zip(yj.iter()) {
                 *cr += f * yr;
             }
         }
@@ -573,11 +664,18 @@ impl LocalTransform {
     /// both O(N^2) once `V` is known, written to `out`.
     fn apply(&self, mu_i: f64, u: DVector<f64>, out: &mut [f64]) {
         let n = u.len();
-        let mean = mu_i + (0..n).map(|k| u[k] * self.z[k] / self.l[k]).sum::<f64>();
-        let scaled = DVector::from_fn(n, |k, _| u[k] * (self.n1 / self.l[k]).sqrt());
-        let row = &self.v * scaled;
-        for (o, r) in out.iter_mut().zip(row.iter()) {
-            *o = mean + r;
+        let mut u = u;
+        let mut mean = mu_i;
+        for k in 0..n {
+            let inv = 1.0 / self.l[k];
+            mean += u[k] * self.z[k] * inv;
+            u[k] *= (self.n1 * inv).sqrt();
+        }
+        out.fill(mean);
+        for (column, &uk) in self.v.column_iter().zip(u.iter()) {
+            for (o, vk) in out.iter_mut().zip(column.iter()) {
+                *o += vk * uk;
+            }
         }
     }
 }
@@ -715,6 +813,52 @@ mod tests {
             let (m, c) = moments(&ea);
             assert!((m - &km).abs().max() < 1e-10, "{name} mean");
             assert!((c - &kc).abs().max() < 1e-10, "{name} covariance");
+        }
+    }
+
+    /// The rotated ETKF by Cholesky has the Kalman moments of the symmetric
+    /// root, centred anomalies and a random rotation: another stream gives
+    /// another ensemble, and the anomalies average to zero over rotations,
+    /// as those of the symmetric root rotated by a Haar mean-preserving
+    /// rotation do. Also with fewer observations than members (rank-deficient
+    /// `Ys`) and more members than variables.
+    #[test]
+    fn rotated_etkf_by_cholesky_has_the_symmetric_root_law() {
+        for (n, members, p) in [(6, 10, 4), (12, 5, 12), (3, 8, 3)] {
+            let (e, h, y) = problem(n, members, p);
+            let sigma = 0.7;
+            let n1 = (members - 1) as f64;
+            let (km, kc) = kalman(&e, &h, &y, sigma);
+            let (mu, a) = mean_and_anomalies(&e);
+            let dys = (&y - &h * &mu) / sigma;
+            let ys = &h * &a / sigma;
+            let symmetric = sqrt_update(&mu, &a, &ys, &dys, n1).unwrap();
+            let mut rng = stream(2, "rotation");
+            let one = sqrt_update_rotated(&mu, &a, &ys, &dys, n1, &mut rng).unwrap();
+            let (m, c) = moments(&one);
+            assert!((&m - &km).abs().max() < 1e-10, "mean, n={n} N={members}");
+            assert!(
+                (&c - &kc).abs().max() < 1e-10,
+                "covariance, n={n} N={members}"
+            );
+            let (_, a_one) = mean_and_anomalies(&one);
+            assert!(a_one.column_sum().abs().max() < 1e-12, "centred");
+            let other = sqrt_update_rotated(&mu, &a, &ys, &dys, n1, &mut rng).unwrap();
+            assert!((&other - &one).abs().max() > 1e-3, "rotated");
+            // E[A T Q] = 0 for Haar Q on the complement of the ones; the
+            // symmetric root alone is far from zero.
+            let draws = 2000;
+            let mut sum = DMatrix::zeros(n, members);
+            for _ in 0..draws {
+                let ea = sqrt_update_rotated(&mu, &a, &ys, &dys, n1, &mut rng).unwrap();
+                sum += mean_and_anomalies(&ea).1;
+            }
+            let (_, a_sym) = mean_and_anomalies(&symmetric);
+            let scale = a_sym.abs().max();
+            assert!(
+                (sum / draws as f64).abs().max() < 0.1 * scale,
+                "Haar average, n={n}"
+            );
         }
     }
 

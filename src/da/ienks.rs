@@ -207,7 +207,12 @@ impl Filter for Ienks {
                 scaled * v.transpose()
             };
             let grad = y0.tr_mul(&dy) - &w * zeta;
-            let dw = power(1.0) * grad;
+            // dw = V diag(1 / (s2 + zeta)) V^T grad, without forming the matrix.
+            let mut g = v.tr_mul(&grad);
+            for (gk, s) in g.iter_mut().zip(&s2) {
+                *gk /= s + zeta;
+            }
+            let dw = &v * g;
             t = power(0.5) * n1.sqrt();
             t_inv = power(-0.5) / n1.sqrt();
             w += &dw;

@@ -165,8 +165,9 @@ fn one_usize() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// Records are flushed to disk every this many cycles: a killed run
-    /// leaves files readable up to the last flush.
+    /// Records are flushed to disk every this many cycles, and at most
+    /// once a second: a killed run leaves files readable up to the last
+    /// flush.
     #[serde(default = "fifty")]
     pub flush_every: usize,
     /// The fields written (absent: all of them).

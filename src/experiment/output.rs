@@ -1,7 +1,7 @@
 //! Run outputs, streamed as the run goes: one CF NetCDF file per method,
 //! `truth.nc` (twins) and `observations.nc`, each appended cycle by cycle
 //! along an unlimited `time` dimension and flushed every
-//! `output.flush_every` cycles; then `summary.json` and the results table.
+//! `output.flush_every` cycles (at most once a second); then `summary.json` and the results table.
 //!
 //! Memory does not grow with the run's length: a file holds one record in
 //! memory at a time. While the run goes each file is `<name>.partial.nc`,
@@ -299,7 +299,13 @@ struct Stream {
     path: PathBuf,
     format: NetcdfFormat,
     flush_every: usize,
+    last_flush: std::time::Instant,
 }
+
+/// Flushes are at least this far apart: each one syncs the file twice,
+/// which costs about a millisecond, as much as tens of cycles of a small
+/// model.
+const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Stream {
     fn create(
@@ -317,14 +323,19 @@ impl Stream {
             path: dir.join(format!("{name}.nc")),
             format,
             flush_every: flush_every.max(1),
+            last_flush: std::time::Instant::now(),
         })
     }
 
-    /// Appends cycle `k`'s record; flushes every `flush_every` cycles.
+    /// Appends cycle `k`'s record; flushes after every `flush_every`-th
+    /// cycle, but not within [`MIN_FLUSH_INTERVAL`] of the last flush.
     fn append(&mut self, k: usize, record: &[&[f64]]) -> Result<(), IoError> {
         self.writer.append(record)?;
-        if (k + 1).is_multiple_of(self.flush_every) {
+        if (k + 1).is_multiple_of(self.flush_every)
+            && self.last_flush.elapsed() >= MIN_FLUSH_INTERVAL
+        {
             self.writer.flush()?;
+            self.last_flush = std::time::Instant::now();
         }
         Ok(())
     }

@@ -825,7 +825,8 @@ impl<'a> MethodRun<'a> {
         let mut scores = CycleScores::nan();
         let device = self.context.device().clone();
         let outcome = self.filter.forecast(&self.context, time).map(|()| {
-            let f = Moments::of(self.filter.estimate(), truth, None);
+            // Only the mean, spread and RMSE of the forecast are kept.
+            let f = Moments::of(self.filter.estimate(), truth, None, false);
             scores.rmse_f = f.rmse;
             scores.spread_f = f.spread;
             let (d_b, hbh) = innovation(self.filter.estimate(), obs, &device, true);
@@ -858,7 +859,7 @@ impl<'a> MethodRun<'a> {
         } else {
             None
         };
-        let a = Moments::of(self.filter.estimate(), truth, histogram);
+        let a = Moments::of(self.filter.estimate(), truth, histogram, true);
         scores.rmse_a = a.rmse;
         scores.spread_a = a.spread;
         scores.crps_a = a.crps;
@@ -966,7 +967,7 @@ impl<'a> MethodRun<'a> {
 }
 
 /// Mean and standard deviation of an estimate, and its scores against the
-/// truth (NaN without one).
+/// truth (NaN without one; the CRPS also NaN unless asked for).
 pub struct Moments {
     /// Mean state.
     pub mean: DVector<f64>,
@@ -985,26 +986,24 @@ impl Moments {
         estimate: Estimate<'_>,
         truth: Option<&DVector<f64>>,
         histogram: Option<&mut RankHistogram>,
+        with_crps: bool,
     ) -> Self {
         let truth = truth.map(|t| t.as_slice());
+        let crps_truth = truth.filter(|_| with_crps);
         match estimate {
             Estimate::Ensemble(e) => {
-                let mean = metrics::ensemble_mean(e);
-                let var = metrics::ensemble_variance(e);
-                if let (Some(h), Some(t)) = (histogram, truth) {
-                    h.add(e, t);
-                }
+                let stats = metrics::ensemble_stats(e, truth, with_crps, histogram);
                 Moments {
-                    rmse: truth.map_or(f64::NAN, |t| metrics::rmse(mean.as_slice(), t)),
-                    spread: metrics::spread_from_variance(var.as_slice()),
-                    crps: truth.map_or(f64::NAN, |t| metrics::crps_ensemble(e, t)),
-                    std: var.map(f64::sqrt),
-                    mean,
+                    rmse: truth.map_or(f64::NAN, |t| metrics::rmse(stats.mean.as_slice(), t)),
+                    spread: metrics::spread_from_variance(stats.variance.as_slice()),
+                    crps: stats.crps,
+                    std: stats.variance.map(f64::sqrt),
+                    mean: stats.mean,
                 }
             }
             Estimate::Gaussian { mean, variance } => {
                 let std = variance.map(|v| v.max(0.0).sqrt());
-                let crps = truth.map_or(f64::NAN, |t| {
+                let crps = crps_truth.map_or(f64::NAN, |t| {
                     t.iter()
                         .enumerate()
                         .map(|(i, &y)| metrics::crps_gaussian(mean[i], std[i], y))

@@ -362,7 +362,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key(
                     "flush_every",
                     "integer ≥ 1, cycles",
-                    "records are flushed to disk this often: a killed run leaves files readable up to the last flush",
+                    "records are flushed to disk this often, and at most once a second: a killed run leaves files readable up to the last flush",
                 ),
                 key(
                     "fields",

@@ -5,13 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use nalgebra::{DMatrix, DVector};
 
 use super::config::{ConfigError, ExperimentConfig, OperatorKind};
 use crate::core::{Forecaster, Geometry, Model, ObsBatch, ObsOperator};
 use crate::da::{ClimateStats, Gaussian};
-use crate::device::{ensemble_to_tensor, tensor_to_ensemble};
 use crate::obs::Selection;
 use crate::obs::file::FileObservations;
 use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork, TrackNetwork};
@@ -501,7 +500,8 @@ pub struct TruthRun<'a> {
     chronology: Chronology,
     forecaster: Forecaster,
     truth_steps: usize,
-    state: Tensor<2>,
+    /// The truth, `n x 1`.
+    state: DMatrix<f64>,
     noise: Rng,
     missing: Rng,
     cycle: usize,
@@ -514,8 +514,13 @@ impl<'a> TruthRun<'a> {
         let truth_model = built.truth_model.as_ref();
         let chronology = built.chronology(config);
         let truth_steps = (chronology.interval() / truth_model.dt()).round() as usize;
-        let forecaster = Forecaster::new(built.device.clone())
-            .with_noise_stream(crate::rng::key(seed, "truth-noise"));
+        // The model's host path where the run allows it, as the methods'
+        // forecasts.
+        let forecaster = Forecaster {
+            host_path: config.run.host_fast_path,
+            ..Forecaster::new(built.device.clone())
+        }
+        .with_noise_stream(crate::rng::key(seed, "truth-noise"));
         let x0 = built.truth_start(config);
         let x0 = DMatrix::from_column_slice(x0.len(), 1, x0.as_slice());
         Self {
@@ -524,7 +529,7 @@ impl<'a> TruthRun<'a> {
             chronology,
             forecaster,
             truth_steps,
-            state: ensemble_to_tensor(&x0, &built.device),
+            state: x0,
             noise: stream(seed, "observations"),
             missing: stream(seed, "missing"),
             cycle: 0,
@@ -535,17 +540,14 @@ impl<'a> TruthRun<'a> {
     /// forecast-model space.
     pub fn advance(&mut self) -> DVector<f64> {
         let t0 = self.cycle as f64 * self.chronology.interval();
-        let next = self.forecaster.tensor(
-            self.built.truth_model.as_ref(),
-            self.state.clone(),
-            t0,
-            self.truth_steps,
-            0,
-        );
-        self.state = next;
+        let model = self.built.truth_model.as_ref();
+        // A blow-up leaves a non-finite truth, which the callers report.
+        self.state = self
+            .forecaster
+            .ensemble(model, &self.state, t0, self.truth_steps)
+            .unwrap_or_else(|_| DMatrix::from_element(self.state.nrows(), 1, f64::NAN));
         self.cycle += 1;
-        let host = tensor_to_ensemble(self.state.clone());
-        self.built.projection.apply(host.as_slice())
+        self.built.projection.apply(self.state.as_slice())
     }
 
     /// Observes `truth` (the state just returned by [`advance`](Self::advance))

@@ -15,6 +15,32 @@ pub trait HostTendency: Send + Sync {
     fn eval(&self, x: &[f64], t: f64, out: &mut [f64]);
     /// `out = (df/dx at x)^T lambda`.
     fn vjp(&self, x: &[f64], t: f64, lambda: &[f64], out: &mut [f64]);
+
+    /// `out = f(x, t)` for `members` states stored members-innermost:
+    /// `x[i * members + m]` is variable `i` of member `m`. Each element must
+    /// come out bit for bit as [`eval`](Self::eval) computes it. The default
+    /// gathers one member at a time and calls `eval`; a model whose stencil
+    /// vectorises across members overrides it and
+    /// [`vectorises_members`](Self::vectorises_members).
+    fn eval_members(&self, x: &[f64], members: usize, t: f64, out: &mut [f64]) {
+        let n = x.len() / members;
+        let (mut state, mut slope) = (vec![0.0; n], vec![0.0; n]);
+        for m in 0..members {
+            for (i, s) in state.iter_mut().enumerate() {
+                *s = x[i * members + m];
+            }
+            self.eval(&state, t, &mut slope);
+            for (i, s) in slope.iter().enumerate() {
+                out[i * members + m] = *s;
+            }
+        }
+    }
+
+    /// Whether [`eval_members`](Self::eval_members) is faster than one
+    /// [`eval`](Self::eval) per member.
+    fn vectorises_members(&self) -> bool {
+        false
+    }
 }
 
 /// Butcher tableau of an explicit method: `(a, b, c)` with `a` strictly
@@ -45,6 +71,21 @@ impl RungeKutta<'_> {
     /// Stage inputs `X_i = x + h sum_j a_ij k_j` and slopes `k_i = f(X_i)`,
     /// written into `inputs` and `slopes` (`stages x n`, row per stage).
     fn stages_into(&self, x: &[f64], t: f64, inputs: &mut [f64], slopes: &mut [f64]) {
+        self.stages_with(x, t, inputs, slopes, |x, t, out| {
+            self.tendency.eval(x, t, out)
+        });
+    }
+
+    /// [`stages_into`](Self::stages_into) with the tendency evaluated by
+    /// `eval`; the stage arithmetic is elementwise, so `x` may hold a batch.
+    fn stages_with(
+        &self,
+        x: &[f64],
+        t: f64,
+        inputs: &mut [f64],
+        slopes: &mut [f64],
+        eval: impl Fn(&[f64], f64, &mut [f64]),
+    ) {
         let (a, _, c) = tableau(self.integrator);
         let n = x.len();
         let h = self.dt;
@@ -54,27 +95,43 @@ impl RungeKutta<'_> {
             xi.copy_from_slice(x);
             for (j, &aij) in row.iter().enumerate() {
                 if aij != 0.0 {
-                    for (v, k) in xi.iter_mut().zip(&done[j * n..(j + 1) * n]) {
-                        *v += h * aij * k;
-                    }
+                    crate::simd::axpy(xi, h * aij, &done[j * n..(j + 1) * n]);
                 }
             }
-            self.tendency.eval(xi, t + c[i] * h, &mut rest[..n]);
+            eval(xi, t + c[i] * h, &mut rest[..n]);
         }
     }
 
     /// Advances `x` by `steps` steps, allocating the stage buffers once.
     pub fn forecast(&self, x: &mut [f64], t: f64, steps: usize) {
+        self.forecast_with(x, t, steps, |x, t, out| self.tendency.eval(x, t, out));
+    }
+
+    /// Advances `members` states stored members-innermost
+    /// (`x[i * members + m]`) by `steps` steps, all members at once: the same arithmetic per
+    /// element as [`forecast`](Self::forecast) member by member, so the same
+    /// numbers to the last bit.
+    pub fn forecast_members(&self, x: &mut [f64], members: usize, t: f64, steps: usize) {
+        self.forecast_with(x, t, steps, |x, t, out| {
+            self.tendency.eval_members(x, members, t, out)
+        });
+    }
+
+    fn forecast_with(
+        &self,
+        x: &mut [f64],
+        t: f64,
+        steps: usize,
+        eval: impl Fn(&[f64], f64, &mut [f64]),
+    ) {
         let (a, b, _) = tableau(self.integrator);
         let n = x.len();
         let mut inputs = vec![0.0; a.len() * n];
         let mut slopes = vec![0.0; a.len() * n];
         for k in 0..steps {
-            self.stages_into(x, t + k as f64 * self.dt, &mut inputs, &mut slopes);
+            self.stages_with(x, t + k as f64 * self.dt, &mut inputs, &mut slopes, &eval);
             for (i, bi) in b.iter().enumerate() {
-                for (v, ki) in x.iter_mut().zip(&slopes[i * n..(i + 1) * n]) {
-                    *v += self.dt * bi * ki;
-                }
+                crate::simd::axpy(x, self.dt * bi, &slopes[i * n..(i + 1) * n]);
             }
         }
     }
@@ -137,8 +194,10 @@ impl RungeKutta<'_> {
 mod tests {
     use burn::tensor::{Tensor, TensorData};
 
+    use super::HostTendency;
     use crate::core::Model;
     use crate::device::{cpu_f64, cpu_f64_autodiff, to_vec};
+    use crate::models::lorenz96::Lorenz96Tendency;
     use crate::models::{Integrator, Lorenz63, Lorenz96, Lorenz96Truncated, Parametrisation};
     use crate::rng::{standard_normal, stream};
 
@@ -199,6 +258,66 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Stepping all members at once, members innermost, gives the numbers of
+    /// stepping them one by one, bit for bit (so that the batched forecast
+    /// changes no score); n = 5 exercises the wrap-around at both ends.
+    #[test]
+    fn batched_members_forecast_equals_member_by_member() {
+        for model in models() {
+            let (n, members) = (model.size(), 6);
+            let host = model.host().expect("toy models have a host path");
+            let states: Vec<Vec<f64>> = (0..members)
+                .map(|m| state(n, &format!("member{m}")))
+                .collect();
+            let mut batch = vec![0.0; n * members];
+            for (m, x) in states.iter().enumerate() {
+                for (i, v) in x.iter().enumerate() {
+                    batch[i * members + m] = *v;
+                }
+            }
+            assert!(
+                host.forecast_members(&mut batch, members, 0.3, 7, model.dt()),
+                "{} has a batched path",
+                model.name()
+            );
+            for (m, x) in states.iter().enumerate() {
+                let mut one = x.clone();
+                host.forecast(&mut one, 0.3, 7, model.dt());
+                for (i, v) in one.iter().enumerate() {
+                    assert_eq!(
+                        batch[i * members + m],
+                        *v,
+                        "{} member {m} variable {i}",
+                        model.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The default batched tendency (gather, evaluate, scatter) is the
+    /// tendency of each member.
+    #[test]
+    fn default_members_tendency_gathers_each_member() {
+        struct Plain(Lorenz96Tendency);
+        impl HostTendency for Plain {
+            fn eval(&self, x: &[f64], t: f64, out: &mut [f64]) {
+                self.0.eval(x, t, out)
+            }
+            fn vjp(&self, x: &[f64], t: f64, lambda: &[f64], out: &mut [f64]) {
+                self.0.vjp(x, t, lambda, out)
+            }
+        }
+        let tendency = Lorenz96Tendency { forcing: 8.0 };
+        let (n, members) = (9, 4);
+        let x = state(n * members, "gather");
+        let (mut fast, mut plain) = (vec![0.0; n * members], vec![0.0; n * members]);
+        tendency.eval_members(&x, members, 0.0, &mut fast);
+        Plain(tendency).eval_members(&x, members, 0.0, &mut plain);
+        assert_eq!(fast, plain);
+        assert!(!Plain(tendency).vectorises_members());
     }
 
     /// The hand-written adjoint equals burn autodiff's vector-Jacobian

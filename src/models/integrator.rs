@@ -155,6 +155,22 @@ impl<T: Tendency> HostStepper for OdeModel<T> {
             .expect("host() is Some only with a host tendency")
             .forecast(x, t, steps);
     }
+    fn forecast_members(
+        &self,
+        x: &mut [f64],
+        members: usize,
+        t: f64,
+        steps: usize,
+        _dt: f64,
+    ) -> bool {
+        match self.runge_kutta() {
+            Some(rk) if rk.tendency.vectorises_members() => {
+                rk.forecast_members(x, members, t, steps);
+                true
+            }
+            _ => false,
+        }
+    }
     fn step_vjp(&self, x: &[f64], t: f64, lambda: &mut [f64]) {
         self.runge_kutta()
             .expect("host() is Some only with a host tendency")

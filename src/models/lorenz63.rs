@@ -51,6 +51,23 @@ impl HostTendency for Lorenz63Tendency {
         out[1] = self.sigma * l[0] - l[1] + x * l[2];
         out[2] = -x * l[1] - self.beta * l[2];
     }
+
+    fn eval_members(&self, s: &[f64], members: usize, _t: f64, out: &mut [f64]) {
+        let (x, rest) = s.split_at(members);
+        let (y, z) = rest.split_at(members);
+        let (o0, rest) = out.split_at_mut(members);
+        let (o1, o2) = rest.split_at_mut(members);
+        for m in 0..members {
+            let (x, y, z) = (x[m], y[m], z[m]);
+            o0[m] = self.sigma * (y - x);
+            o1[m] = x * (self.rho - z) - y;
+            o2[m] = x * y - self.beta * z;
+        }
+    }
+
+    fn vectorises_members(&self) -> bool {
+        true
+    }
 }
 
 /// The three-variable Lorenz-63 system.

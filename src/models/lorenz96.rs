@@ -67,6 +67,34 @@ pub(crate) fn advection(x: &[f64], out: &mut [f64]) {
     }
 }
 
+crate::wide_fn! {
+    /// The advection of [`advection`] for `members` states stored
+    /// members-innermost (`x[i * members + m]`): each variable's row is one
+    /// vector operation across the members, the wrap-around is resolved once
+    /// per row, and every element is computed as `advection` computes it.
+    pub(crate) fn advection_members(x: &[f64], members: usize, out: &mut [f64]) {
+        let n = x.len() / members;
+        let row = |j: usize| &x[j * members..(j + 1) * members];
+        for (i, o) in out.chunks_exact_mut(members).enumerate() {
+            let (xp1, xm2, xm1) = (row((i + 1) % n), row((i + n - 2) % n), row((i + n - 1) % n));
+            for m in 0..o.len() {
+                o[m] = (xp1[m] - xm2[m]) * xm1[m];
+            }
+        }
+    }
+}
+
+crate::wide_fn! {
+    /// The Lorenz-96 tendency for `members` states stored members-innermost,
+    /// each element as [`Lorenz96Tendency::eval`] computes it.
+    fn tendency_members(forcing: f64, x: &[f64], members: usize, out: &mut [f64]) {
+        advection_members(x, members, out);
+        for (o, xi) in out.iter_mut().zip(x) {
+            *o += forcing - xi;
+        }
+    }
+}
+
 /// Adjoint of the advection, accumulated into `out` (n >= 4):
 /// `out_j += l_{j-1} x_{j-2} - l_{j+2} x_{j+1} + l_{j+1} (x_{j+2} - x_{j-1})`.
 pub(crate) fn advection_vjp(x: &[f64], lambda: &[f64], out: &mut [f64]) {
@@ -100,6 +128,14 @@ impl HostTendency for Lorenz96Tendency {
             *o = -l;
         }
         advection_vjp(x, lambda, out);
+    }
+
+    fn eval_members(&self, x: &[f64], members: usize, _t: f64, out: &mut [f64]) {
+        tendency_members(self.forcing, x, members, out);
+    }
+
+    fn vectorises_members(&self) -> bool {
+        true
     }
 }
 

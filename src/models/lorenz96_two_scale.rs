@@ -157,6 +157,17 @@ impl HostTendency for TruncatedTendency {
         }
         super::lorenz96::advection_vjp(x, lambda, out);
     }
+
+    fn eval_members(&self, x: &[f64], members: usize, _t: f64, out: &mut [f64]) {
+        super::lorenz96::advection_members(x, members, out);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o += self.forcing - xi - self.polynomial(xi).0;
+        }
+    }
+
+    fn vectorises_members(&self) -> bool {
+        true
+    }
 }
 
 /// The truncated single-scale model; it runs at dt = 0.05.
