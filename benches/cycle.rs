@@ -139,6 +139,7 @@ fn ens(ensemble_size: usize, localisation_radius: Option<f64>) -> EnsembleConfig
         localisation_radius,
         taper: None,
         batch: None,
+        engine: None,
     }
 }
 
@@ -204,8 +205,13 @@ fn qg(c: &mut Criterion) {
         batch: Some(2),
         ..ens(25, radius)
     };
+    let letkf_device = EnsembleConfig {
+        engine: Some(rime::da::Engine::Device),
+        ..ens(25, radius)
+    };
     for (name, method) in [
         ("letkf_n25_batch2", MethodConfig::Letkf(letkf)),
+        ("letkf_n25_device", MethodConfig::Letkf(letkf_device)),
         ("sl_eakf_n25", MethodConfig::Ensrf(ens(25, radius))),
     ] {
         let mut filter = method.build(&context, &initial, stream(2, name)).unwrap();

@@ -283,6 +283,51 @@ rotation = true
 "#;
 
 #[test]
+fn the_letkf_on_the_device_gives_the_threaded_letkf_numbers() {
+    // Same settings but the engine: the same random draws (the engine is
+    // not part of the streams' key) and the same analyses to round-off.
+    let text = SMALL.split("[[methods]]").next().unwrap().to_string()
+        + r#"
+[[methods]]
+name = "letkf"
+label = "threads"
+ensemble_size = 10
+inflation = 1.05
+rotation = true
+localisation_radius = 3.0
+[[methods]]
+name = "letkf"
+label = "device"
+ensemble_size = 10
+inflation = 1.05
+rotation = true
+localisation_radius = 3.0
+engine = "device"
+"#;
+    let config = ExperimentConfig::from_toml(&text, Path::new("device.toml")).unwrap();
+    let dir = scratch("device-letkf");
+    let report = run(&config, &to(&dir)).unwrap();
+    let (threads, device) = (&report.methods[0], &report.methods[1]);
+    assert_eq!(threads.status, Status::Ok);
+    assert_eq!(device.status, Status::Ok);
+    for (name, a, b) in [
+        ("rmse_a", threads.summary.rmse_a, device.summary.rmse_a),
+        (
+            "spread_a",
+            threads.summary.spread_a,
+            device.summary.spread_a,
+        ),
+    ] {
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!((a - b).abs() < 1e-9 * a, "{name}: {a} vs {b}");
+    }
+    assert!(
+        threads.summary.rmse_a.unwrap() < 1.0,
+        "the LETKF tracks the truth"
+    );
+}
+
+#[test]
 fn a_diverging_method_is_reported_and_the_others_finish() {
     // Climatology's RMSE (about 3.6) exceeds the divergence limit of 2.
     let config = ExperimentConfig::from_toml(SMALL, Path::new("small.toml")).unwrap();

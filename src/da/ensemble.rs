@@ -224,6 +224,18 @@ impl Filter for EnsembleFilter {
                             .get_or_insert_with(|| super::localisation::batches(geometry, side));
                         local_update_batched(&mu, &a, &ys, &dys, n1, geometry, index, batches)?
                     }
+                    _ if self.config.engine == Some(super::Engine::Device) => {
+                        super::letkf_device::local_update_device(
+                            &mu,
+                            &a,
+                            &ys,
+                            &dys,
+                            n1,
+                            context.model.geometry(),
+                            index,
+                            context.device(),
+                        )?
+                    }
                     _ => local_update(&mu, &a, &ys, &dys, n1, context.model.geometry(), index)?,
                 }
             }
@@ -545,7 +557,7 @@ fn serial_local_update(
 /// States at least this large run their local analyses on several threads.
 const PARALLEL_ROWS: usize = 512;
 
-fn local_update(
+pub(super) fn local_update(
     mu: &DVector<f64>,
     a: &DMatrix<f64>,
     ys: &DMatrix<f64>,

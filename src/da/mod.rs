@@ -13,6 +13,7 @@ pub mod baseline;
 pub mod eigen;
 pub mod ensemble;
 pub mod ienks;
+mod letkf_device;
 pub mod linalg;
 pub mod localisation;
 pub mod var;
@@ -60,6 +61,23 @@ pub struct EnsembleConfig {
     /// of existing settings stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// LETKF only: where the local analyses run (absent: `threads`). Not
+    /// written when absent, as `batch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+}
+
+/// Where the LETKF's local analyses run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// On the host, in parallel over grid points (rayon), each by an
+    /// eigendecomposition.
+    #[default]
+    Threads,
+    /// On the run's device, all points of a chunk in batched tensor
+    /// operations (an inverse square root by Newton-Schulz iterations).
+    Device,
 }
 
 fn one() -> f64 {
@@ -135,6 +153,16 @@ impl MethodConfig {
         }
     }
 
+    /// The same settings with the LETKF's `engine` unset (which engine
+    /// runs the analyses does not change what they compute).
+    pub fn without_engine(&self) -> MethodConfig {
+        let mut out = self.clone();
+        if let MethodConfig::Letkf(c) = &mut out {
+            c.engine = None;
+        }
+        out
+    }
+
     /// The ensemble size, for ensemble methods.
     pub fn ensemble_size(&self) -> Option<usize> {
         match self {
@@ -192,6 +220,18 @@ impl MethodConfig {
                     Some(0) => return err("batch", "must be at least 1".into()),
                     Some(_) if !is_letkf => {
                         return err("batch", format!("does not apply to {}", self.name()));
+                    }
+                    _ => {}
+                }
+                match c.engine {
+                    Some(_) if !is_letkf => {
+                        return err("engine", format!("does not apply to {}", self.name()));
+                    }
+                    Some(Engine::Device) if c.batch.is_some_and(|b| b > 1) => {
+                        return err(
+                            "engine",
+                            "\"device\" analyses every point on its own (no batch)".into(),
+                        );
                     }
                     _ => {}
                 }

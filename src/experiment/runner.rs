@@ -782,8 +782,10 @@ impl<'a> MethodRun<'a> {
         let model = built.model();
         // The random streams are keyed by the method's settings, not its
         // label: renaming a label changes nothing, and two entries with the
-        // same settings give the same numbers.
-        let settings = serde_json::to_string(&entry.method).expect("method settings serialise");
+        // same settings give the same numbers. Where the LETKF runs
+        // (`engine`) is not part of the key: both engines draw the same.
+        let settings = serde_json::to_string(&entry.method.without_engine())
+            .expect("method settings serialise");
         let name = format!("method/{settings}");
         let chronology = built.chronology(config);
         let context = Context {

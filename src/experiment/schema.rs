@@ -127,6 +127,11 @@ fn ensemble_keys(letkf: bool, ensrf: bool) -> Vec<KeyDoc> {
             "integer ≥ 1",
             "analyse blocks of batch × batch grid points (batch points of a 1-D field) with one transform, tapered by the mean distance to the block (DAPPER's batch_shape; 1: every point)",
         ));
+        keys.push(key(
+            "engine",
+            "\"threads\" or \"device\"",
+            "where the local analyses run: threads (host, rayon, eigendecompositions) or device (batched tensor ops on the run's device, Newton-Schulz inverse square roots; no batch); absent: threads",
+        ));
     } else if ensrf {
         keys.push(key(
             "localisation_radius",
@@ -139,6 +144,7 @@ fn ensemble_keys(letkf: bool, ensrf: bool) -> Vec<KeyDoc> {
             "shape of the covariance taper (with localisation_radius)",
         ));
         keys.push(key("batch", "—", "letkf only (refused here)"));
+        keys.push(key("engine", "—", "letkf only (refused here)"));
     } else {
         // The keys exist for every ensemble filter; only the localised ones accept them.
         keys.push(key(
@@ -148,6 +154,7 @@ fn ensemble_keys(letkf: bool, ensrf: bool) -> Vec<KeyDoc> {
         ));
         keys.push(key("taper", "—", "letkf and ensrf only (refused here)"));
         keys.push(key("batch", "—", "letkf only (refused here)"));
+        keys.push(key("engine", "—", "letkf only (refused here)"));
     }
     keys
 }
@@ -745,9 +752,13 @@ pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
             // Keys written back only when set (so that the random streams
             // keyed by older settings stay as they were): accepted where a
             // table that sets one parses and writes it back.
-            for key in WRITTEN_ONLY_WHEN_SET {
+            for (key, value) in WRITTEN_ONLY_WHEN_SET {
                 let mut table = doc.minimal();
-                table.insert(key.to_string(), toml::Value::Integer(1));
+                let value = match value {
+                    Ok(i) => toml::Value::Integer(*i),
+                    Err(text) => toml::Value::String(text.to_string()),
+                };
+                table.insert(key.to_string(), value);
                 let parsed: Result<MethodConfig, _> = toml::Value::Table(table).try_into();
                 if let Ok(m) = parsed
                     && serde_json::to_value(&m)
@@ -764,8 +775,10 @@ pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
     Ok(keys)
 }
 
-/// Method keys that are serialised only when set.
-const WRITTEN_ONLY_WHEN_SET: &[&str] = &["batch"];
+/// Method keys that are serialised only when set, with a value that sets
+/// them (an integer, or a string as `Err`).
+const WRITTEN_ONLY_WHEN_SET: &[(&str, Result<i64, &str>)] =
+    &[("batch", Ok(1)), ("engine", Err("threads"))];
 
 /// The reference as Markdown: one section per table, one row per key
 /// with its type, default (from the types) and meaning.

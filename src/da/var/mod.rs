@@ -716,6 +716,7 @@ mod tests {
             localisation_radius: None,
             taper: None,
             batch: None,
+            engine: None,
         };
         let mut etkf = EnsembleFilter::new(Kind::Sqrt, &ens, &initial, stream(1, "same"));
         for filter in [&mut ienks as &mut dyn Filter, &mut etkf] {
