@@ -155,7 +155,8 @@ def report_one(title, dapper_jsonl, rime_summaries):
             next(r for r in run["methods"] if r["label"] == m["label"])["time_per_cycle_s"]
             for run in runs)
     twins = {d.get("twin", "DAPPER's own") for d in dapper.values()}
-    print(f"{title}, {rime['cycles']} cycles, rime's median time of {len(runs)} runs "
+    timing = f", rime's median time of {len(runs)} runs" if len(runs) > 1 else ""
+    print(f"{title}, {rime['cycles']} cycles{timing} "
           f"(RMSE over the last {rime['cycles'] - rime['burn_in']}), seed {rime['seed']}; "
           f"DAPPER on {' and '.join(sorted(twins))} twin\n")
     row = "{:<11}{:>14}{:>14}{:>13}{:>12}{:>15}  {}"
