@@ -13,7 +13,7 @@ use nalgebra::{DMatrix, DVector};
 
 use super::eigen::symmetric_eigen;
 use super::linalg::{
-    inverse_and_inverse_sqrt, random_mean_preserving_orthogonal, random_orthogonal,
+    inverse_and_inverse_sqrt, ones_reflection, random_mean_preserving_orthogonal, random_orthogonal,
 };
 use super::localisation::{LocalIndex, LocalObservations, Taper};
 use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
@@ -385,9 +385,7 @@ fn sqrt_update_rotated(
     rng: &mut Rng,
 ) -> Result<DMatrix<f64>, DaError> {
     let n = a.ncols();
-    let mut v = DVector::from_element(n, -1.0 / (n as f64).sqrt());
-    v[0] += 1.0;
-    let scale = 2.0 / v.norm_squared();
+    let (v, scale) = ones_reflection(n);
     // X V = X - scale (X v) v^T.
     let reflect = |x: &mut DMatrix<f64>| {
         let xv = &*x * &v;

@@ -24,6 +24,7 @@ use nalgebra::{DMatrix, DVector};
 use super::DaError;
 use super::localisation::LocalObservations;
 use crate::core::Geometry;
+use crate::device::to_vec;
 
 /// Points per chunk at most.
 const CHUNK_POINTS: usize = 4096;
@@ -131,13 +132,7 @@ fn chunk(
     let mut converged = false;
     for _ in 0..MAX_ITERATIONS {
         let zy = z.clone().matmul(y.clone());
-        let residual: f64 = (eye.clone() - zy.clone())
-            .abs()
-            .max()
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .map_err(|_| numerical("reading the residual"))?[0];
+        let residual = to_vec((eye.clone() - zy.clone()).abs().max())[0];
         if !residual.is_finite() {
             return Err(numerical("the local matrices are not finite"));
         }
@@ -158,10 +153,7 @@ fn chunk(
     let root = z * inv_norm.sqrt();
     let w = root.clone().matmul(root.clone().matmul(b));
     let out = arow.clone().matmul(w) + arow.matmul(root) * n1.sqrt();
-    out.into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map_err(|_| numerical("reading the analysis"))
+    Ok(to_vec(out))
 }
 
 #[cfg(test)]
@@ -189,27 +181,12 @@ mod tests {
         let locations: Vec<_> = observed.iter().map(|&i| geometry.location(i)).collect();
         for radius in [0.4, 3.0] {
             let index = LocalObservations::new(&geometry, &locations, radius, Taper::GaspariCohn);
-            let host = super::super::ensemble::local_update(
-                &mu,
-                &a,
-                &ys,
-                &dys,
-                (n - 1) as f64,
-                &geometry,
-                &index,
-            )
-            .unwrap();
-            let dev = local_update_device(
-                &mu,
-                &a,
-                &ys,
-                &dys,
-                (n - 1) as f64,
-                &geometry,
-                &index,
-                &device,
-            )
-            .unwrap();
+            let n1 = (n - 1) as f64;
+            let host =
+                super::super::ensemble::local_update(&mu, &a, &ys, &dys, n1, &geometry, &index)
+                    .unwrap();
+            let dev =
+                local_update_device(&mu, &a, &ys, &dys, n1, &geometry, &index, &device).unwrap();
             let diff = (&host - &dev).abs().max();
             assert!(diff < 1e-9, "radius {radius}: {diff}");
             // The observations moved the ensemble (the comparison is not

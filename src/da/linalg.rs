@@ -46,6 +46,16 @@ pub fn random_orthogonal(m: usize, rng: &mut Rng) -> DMatrix<f64> {
     q
 }
 
+/// The Householder reflection `V = I - scale v v^T` that swaps `e_1` and
+/// the ones-vector over `sqrt n`: its last `n - 1` columns are an
+/// orthonormal basis of the vectors orthogonal to the ones.
+pub fn ones_reflection(n: usize) -> (DVector<f64>, f64) {
+    let mut v = DVector::from_element(n, -1.0 / (n as f64).sqrt());
+    v[0] += 1.0;
+    let scale = 2.0 / v.norm_squared();
+    (v, scale)
+}
+
 /// A random orthogonal `n x n` matrix that maps the ones-vector to itself,
 /// so rotating anomalies with it keeps them centred (DAPPER's `genOG_1`).
 ///
@@ -56,9 +66,7 @@ pub fn random_mean_preserving_orthogonal(n: usize, rng: &mut Rng) -> DMatrix<f64
     if n == 1 {
         return DMatrix::identity(1, 1);
     }
-    let mut v = DVector::from_element(n, -1.0 / (n as f64).sqrt());
-    v[0] += 1.0;
-    let scale = 2.0 / v.norm_squared();
+    let (v, scale) = ones_reflection(n);
     let mut m = DMatrix::identity(n, n);
     m.view_mut((1, 1), (n - 1, n - 1))
         .copy_from(&random_orthogonal(n - 1, rng));
