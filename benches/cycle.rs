@@ -221,7 +221,72 @@ fn qg(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, filter_cycle, gradient);
+/// The Lorenz-96 emulator of experiments/lorenz96/emulator_train.toml
+/// (periodic CNN, 32 channels, 4 layers, bilinear; untrained weights time
+/// the same): one ensemble forecast step of 24 members (the ETKF's), a
+/// 4-step gradient through it under autodiff (a 4D-Var window of one
+/// Bocquet cycle), and one training step (batch 128, rollout 2).
+fn emulator(c: &mut Criterion) {
+    use burn::module::Module;
+    use rime::learned::emulator::{Normalisation, ResidualStep};
+    use rime::learned::{Architecture, Emulator};
+    let device = cpu_f64();
+    let arch = Architecture::Cnn1d {
+        channels: 32,
+        layers: 4,
+        kernel: 5,
+        bilinear: true,
+    };
+    let norm = Normalisation {
+        mean: vec![2.3; 40],
+        std: vec![3.6; 40],
+        increment_mean: vec![0.0; 40],
+        increment_std: vec![0.9; 40],
+    };
+    let emulator = Emulator::from_parts(
+        arch.init(40, 1, &device),
+        &norm,
+        rime::core::Geometry::chain(40, true, "x"),
+        0.05,
+    );
+    let x: Vec<f64> = (0..24 * 40)
+        .map(|i| 8.0 * ((i as f64) * 0.37).sin())
+        .collect();
+    c.bench_function("emulator forecast step, 24 members", |b| {
+        b.iter(|| {
+            let t = rime::device::tensor_from_rows(&x, 24, 40, &device);
+            rime::device::to_vec(emulator.step(t, 0.0))
+        })
+    });
+    let ad = device.clone().autodiff();
+    c.bench_function("emulator 4-step gradient, 1 state (autodiff)", |b| {
+        b.iter(|| {
+            let t = rime::device::tensor_from_rows(&x[..40], 1, 40, &ad).require_grad();
+            let y = emulator.forecast(t.clone(), 0.0, 4).sum();
+            rime::device::to_vec(t.grad(&y.backward()).unwrap())
+        })
+    });
+    let residual = ResidualStep::new(&norm);
+    let mut net = arch.init(40, 1, &ad);
+    let mut optim: burn::optim::ModuleOptimizer = burn::optim::AdamConfig::new().init();
+    let batch: Vec<f32> = (0..128 * 40)
+        .map(|i| 8.0 * ((i as f32) * 0.37).sin())
+        .collect();
+    c.bench_function("emulator training step, batch 128, rollout 2", |b| {
+        b.iter(|| {
+            let x0 = rime::learned::net::f32_tensor(batch.clone(), [128, 40], &ad);
+            let y = rime::learned::net::f32_tensor(batch.clone(), [128, 40], &ad);
+            let x1 = residual.step(&net, x0);
+            let x2 = residual.step(&net, x1.clone());
+            let loss = (x1 - y.clone()).square().mean() + (x2 - y).square().mean();
+            let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(1e-4, net.clone(), grads);
+        })
+    });
+    let _ = net.num_params();
+}
+
+criterion_group!(benches, filter_cycle, gradient, emulator);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);

@@ -31,6 +31,7 @@ pub mod da;
 pub mod device;
 pub mod experiment;
 pub mod io;
+pub mod learned;
 pub mod metrics;
 pub mod models;
 pub mod obs;

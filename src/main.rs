@@ -67,12 +67,42 @@ enum Command {
         /// Logarithmic axes and fitted exponents.
         #[arg(long)]
         log: bool,
+        /// A logarithmic y axis only.
+        #[arg(long)]
+        log_y: bool,
         /// Title (default: "y against x").
         #[arg(long)]
         title: Option<String>,
         /// The PNG file.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Runs a model and writes its trajectories (time, trajectory, state) to
+    /// NetCDF, split by time into train, validation and test: the data of
+    /// `rime train`.
+    Simulate {
+        /// The simulation file (TOML: `[model]`, `[initial]`, `[simulate]`).
+        file: PathBuf,
+        /// The NetCDF file to write.
+        #[arg(long, default_value = "trajectories.nc")]
+        out: PathBuf,
+    },
+    /// Trains a neural emulator on a trajectory file: writes `emulator.ckpt`
+    /// (best validation loss), `last.ckpt` (with the optimiser state) and the
+    /// training curve (`training.csv`, `training.nc`, `training.png`).
+    Train {
+        /// The training file (TOML: `[data]`, `[network]`, `[training]`).
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "emulator")]
+        out: PathBuf,
+        /// Continue from `<out>/last.ckpt` up to `training.epochs`.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this epoch (split a long training into jobs; the next
+        /// one passes `--resume`).
+        #[arg(long)]
+        until_epoch: Option<usize>,
     },
     /// Reads and validates an experiment file and builds its models without running it.
     Check {
@@ -130,6 +160,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             y,
             group,
             log,
+            log_y,
             title,
             out,
         } => {
@@ -141,6 +172,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 y,
                 group,
                 log,
+                log_y,
             };
             let curves = rime::plot::curves(&text, &spec, &csv.display().to_string())?;
             rime::plot::draw(&curves, &spec, &out)?;
@@ -151,6 +183,59 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 }
             }
             println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { file, out } => {
+            let config =
+                rime::learned::SimulateConfig::from_file(&file).map_err(anyhow::Error::msg)?;
+            let report = rime::learned::simulate(&config, &file, &out, true)?;
+            println!(
+                "wrote {}: {} trajectories x {} records of {} variables, {} model time apart ({:.1} s)",
+                report.path.display(),
+                report.trajectories,
+                report.records,
+                report.n,
+                report.interval,
+                report.seconds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train {
+            file,
+            out,
+            resume,
+            until_epoch,
+        } => {
+            let config =
+                rime::learned::TrainConfig::from_file(&file).map_err(anyhow::Error::msg)?;
+            let report = rime::learned::train(&config, &file, &out, resume, until_epoch, true)?;
+            let s = &report.state;
+            if let Some(best) = s.history.iter().find(|r| r.epoch == s.best_epoch) {
+                println!(
+                    "best epoch {} of {}: validation loss {:.4e}, one-step validation RMSE {:.4e}{}",
+                    best.epoch,
+                    s.epoch,
+                    best.validation_loss,
+                    best.validation_rmse,
+                    if s.stopped_early {
+                        " (stopped early)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!(
+                "{:.0} training samples per second",
+                report.samples_per_second
+            );
+            println!(
+                "wrote {} and {}",
+                report.best.display(),
+                report.last.display()
+            );
+            for f in &report.files {
+                println!("wrote {}", f.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { file, device } => {

@@ -21,6 +21,8 @@ pub struct PlotSpec {
     pub group: Option<String>,
     /// Logarithmic axes (and a fitted power law per curve).
     pub log: bool,
+    /// A logarithmic y axis only (e.g. loss curves against epochs).
+    pub log_y: bool,
     /// Title.
     pub title: String,
 }
@@ -192,26 +194,27 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
         reason,
     };
     let all: Vec<(f64, f64)> = curves.iter().flat_map(|c| c.points.clone()).collect();
-    let range = |f: fn(&(f64, f64)) -> f64| {
+    let range = |f: fn(&(f64, f64)) -> f64, log: bool| {
         let (lo, hi) = all
             .iter()
             .map(f)
-            .filter(|v| v.is_finite() && (!spec.log || *v > 0.0))
+            .filter(|v| v.is_finite() && (!log || *v > 0.0))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
                 (a.min(v), b.max(v))
             });
         if !lo.is_finite() {
             return (1.0, 10.0);
         }
-        if spec.log {
+        if log {
             (lo / 1.5, hi * 1.5)
         } else {
             let pad = 0.05 * (hi - lo).max(hi.abs() * 1e-3).max(1e-12);
             (lo - pad, hi + pad)
         }
     };
-    let (x0, x1) = range(|p| p.0);
-    let (y0, y1) = range(|p| p.1);
+    let log_y = spec.log || spec.log_y;
+    let (x0, x1) = range(|p| p.0, spec.log);
+    let (y0, y1) = range(|p| p.1, log_y);
     let mut buffer = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (WIDTH, HEIGHT)).into_drawing_area();
@@ -235,7 +238,7 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
                     .x_desc(spec.x.as_str())
                     .y_desc(spec.y.as_str())
                     .x_label_formatter(&|v| tick(*v, spec.log))
-                    .y_label_formatter(&|v| tick(*v, spec.log))
+                    .y_label_formatter(&|v| tick(*v, log_y))
                     .label_style(("sans-serif", 15))
                     .draw()
                     .map_err(|e| fail(e.to_string()))?;
@@ -272,6 +275,8 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
         }
         if spec.log {
             plot_on!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()));
+        } else if log_y {
+            plot_on!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()));
         } else {
             plot_on!(builder.build_cartesian_2d(x0..x1, y0..y1));
         }
@@ -308,6 +313,7 @@ mod tests {
             y: "time".into(),
             group: Some("model".into()),
             log: true,
+            log_y: false,
             title: "t".into(),
         };
         let c = curves(csv, &spec, "t.csv").unwrap();

@@ -1191,3 +1191,140 @@ fn a_write_error_is_reported_in_words_and_loses_no_earlier_data() {
     assert_eq!(std::fs::read(out.join("etkf.nc")).unwrap(), before);
     assert!(!out.join(".rime.lock").exists());
 }
+
+/// Issue 11 from the command line: `rime simulate` writes Lorenz-96
+/// trajectories, `rime train` trains a small emulator on them, a run stopped
+/// after 12 epochs and resumed to 30 ends with the weights of an
+/// uninterrupted 30-epoch run (bit for bit), and the checkpoint, named
+/// relative to an experiment file, is the forecast model of an ETKF twin.
+#[test]
+fn an_emulator_is_simulated_trained_resumed_and_cycled_from_the_command_line() {
+    let dir = scratch("emulator");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let rime = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rime"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rime {args:?}:\n{text}");
+        text
+    };
+    let sim = write(
+        "sim.toml",
+        "[model]\nname = \"lorenz96\"\nsize = 40\n[initial]\nmean = 8.0\nstd = 1.0\n\
+         [simulate]\ntrajectories = 4\nrecords = 500\nspinup_steps = 300\nseed = 5\n",
+    );
+    let data = dir.join("data/l96.nc");
+    let text = rime(&[
+        "simulate".as_ref(),
+        sim.as_os_str(),
+        "--out".as_ref(),
+        data.as_os_str(),
+    ]);
+    assert!(
+        text.contains("4 trajectories x 500 records of 40 variables"),
+        "{text}"
+    );
+    let training = |epochs: usize| {
+        format!(
+            "[data]\nfile = \"data/l96.nc\"\n[network]\nkind = \"cnn1d\"\nchannels = 8\nlayers = 3\n\
+             [training]\nepochs = {epochs}\nbatch_size = 32\nlearning_rate = 3e-3\n\
+             learning_rate_final = 1e-4\nrollout = 2\nseed = 9\n"
+        )
+    };
+    let six = write("train.toml", &training(30));
+    let whole = dir.join("whole");
+    let split = dir.join("split");
+    let text = rime(&[
+        "train".as_ref(),
+        six.as_os_str(),
+        "--out".as_ref(),
+        whole.as_os_str(),
+    ]);
+    assert!(
+        text.contains("samples per second") && text.contains("best epoch"),
+        "{text}"
+    );
+    rime(&[
+        "train".as_ref(),
+        six.as_os_str(),
+        "--out".as_ref(),
+        split.as_os_str(),
+        "--until-epoch".as_ref(),
+        "12".as_ref(),
+    ]);
+    rime(&[
+        "train".as_ref(),
+        six.as_os_str(),
+        "--out".as_ref(),
+        split.as_os_str(),
+        "--resume".as_ref(),
+    ]);
+    let a = rime::learned::Checkpoint::load(&whole.join("last.ckpt")).unwrap();
+    let b = rime::learned::Checkpoint::load(&split.join("last.ckpt")).unwrap();
+    assert_eq!(a.header.training.epoch, 30);
+    assert_eq!(b.header.training.epoch, 30);
+    // The weights' values (the files also hold parameter ids, which differ).
+    let device = rime::device::cpu_f64();
+    let forecast = |c: &rime::learned::Checkpoint| {
+        use rime::core::Model;
+        let e = rime::learned::Emulator::new(c, &device).unwrap();
+        let x0: Vec<f64> = (0..80)
+            .map(|i| 8.0 + 4.0 * (0.37 * i as f64).sin())
+            .collect();
+        rime::device::to_vec(e.forecast(
+            rime::device::tensor_from_rows(&x0, 2, 40, &device),
+            0.0,
+            3,
+        ))
+    };
+    assert_eq!(
+        forecast(&a),
+        forecast(&b),
+        "a resumed run differs from an uninterrupted one"
+    );
+    let losses = |c: &rime::learned::Checkpoint| -> Vec<(f64, f64)> {
+        let h = &c.header.training.history;
+        h.iter()
+            .map(|r| (r.train_loss, r.validation_loss))
+            .collect()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(a.header.training.history.len(), 30);
+    for f in [
+        "training.csv",
+        "training.nc",
+        "training.png",
+        "emulator.ckpt",
+    ] {
+        assert!(whole.join(f).exists(), "{f}");
+    }
+
+    // The emulator drives an ETKF twin (truth: the physical model).
+    let twin = write(
+        "twin.toml",
+        "[model]\nname = \"lorenz96\"\nsize = 40\n\
+         [forecast_model]\nname = \"emulator\"\ncheckpoint = \"whole/emulator.ckpt\"\n\
+         [observations]\noperator = \"identity\"\nerror_std = 1.0\nsteps_per_cycle = 1\n\
+         [run]\ncycles = 300\nburn_in = 100\nseed = 1\n\
+         [initial]\nmean = 8.0\nstd = 1.0\n\
+         [[methods]]\nname = \"etkf\"\nensemble_size = 20\ninflation = 1.1\n",
+    );
+    let config = ExperimentConfig::from_file(&twin).unwrap();
+    let report = run(&config, &RunOptions::default()).unwrap();
+    let m = &report.methods[0];
+    assert_eq!(m.status, Status::Ok);
+    let rmse = m.summary.rmse_a.unwrap();
+    println!("ETKF with the emulator: analysis RMSE {rmse:.3}");
+    assert!(rmse < 0.5, "analysis RMSE {rmse} (observation error 1)");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -484,12 +484,22 @@ impl ExperimentConfig {
             ));
         }
 
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut model = raw.model;
+        model
+            .resolve_paths(base)
+            .map_err(|e| parse(format!("[model]: {e}")))?;
+        let mut forecast_model = raw.forecast_model;
+        if let Some(m) = &mut forecast_model {
+            m.resolve_paths(base)
+                .map_err(|e| parse(format!("[forecast_model]: {e}")))?;
+        }
         let config = ExperimentConfig {
             path: path.to_path_buf(),
             description: raw.description,
             reference: raw.reference,
-            model: raw.model,
-            forecast_model: raw.forecast_model,
+            model,
+            forecast_model,
             observations: raw.observations,
             run: raw.run,
             initial: raw.initial,

@@ -200,13 +200,13 @@ impl Layout {
 
     /// One record variable per field: `<kind>[_<field>]` over
     /// `(time, [member,] field dims)`.
-    fn state_vars(&self, kind: &str, long: &str, member: bool) -> Vec<StreamVar> {
+    fn state_vars(&self, kind: &str, long: &str, member: Option<&str>) -> Vec<StreamVar> {
         self.fields
             .iter()
             .map(|f| {
                 let mut dims = vec!["time"];
-                if member {
-                    dims.push("member");
+                if let Some(m) = member {
+                    dims.push(m);
                 }
                 dims.extend(f.dims.iter().map(String::as_str));
                 let mut var =
@@ -520,7 +520,7 @@ impl RunFiles {
         let flush = config.output.flush_every;
         let truth = if built.has_truth() && write_states {
             let mut records = vec![time_var()];
-            records.extend(layout.state_vars("truth", "true state", false));
+            records.extend(layout.state_vars("truth", "true state", None));
             let header = StreamHeader {
                 record_dim: "time".into(),
                 dims: layout.dims.clone(),
@@ -756,20 +756,24 @@ impl MethodWriter {
         ));
         let mut records = vec![time_var()];
         if config.output.states {
-            records.extend(layout.state_vars("forecast_mean", "forecast (prior) mean", false));
+            records.extend(layout.state_vars("forecast_mean", "forecast (prior) mean", None));
             records.extend(layout.state_vars(
                 "forecast_spread",
                 "forecast standard deviation",
-                false,
+                None,
             ));
-            records.extend(layout.state_vars("analysis_mean", "analysis (posterior) mean", false));
+            records.extend(layout.state_vars("analysis_mean", "analysis (posterior) mean", None));
             records.extend(layout.state_vars(
                 "analysis_spread",
                 "analysis standard deviation",
-                false,
+                None,
             ));
             if members.is_some() {
-                records.extend(layout.state_vars("analysis_members", "analysis member", true));
+                records.extend(layout.state_vars(
+                    "analysis_members",
+                    "analysis member",
+                    Some("member"),
+                ));
             }
         }
         for (name, long) in CycleScores::NAMES {
@@ -1136,6 +1140,125 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// A file of model trajectories, as `rime simulate` writes it: the
+/// state over `(time, trajectory, field dims)` (the layout of `truth.nc`
+/// with a `trajectory` dimension: independent runs stepped together), an
+/// integer `split` per time (0 train, 1 validation, 2 test) and the
+/// caller's global attributes. Streamed record by record as
+/// `<name>.partial.nc`, renamed to `<name>.nc` when complete.
+pub struct TrajectoryFile {
+    stream: Stream,
+    layout: Layout,
+    buffers: Vec<Vec<f64>>,
+}
+
+impl TrajectoryFile {
+    /// Creates `path` (which must end in `.nc`) for `runs` trajectories of
+    /// states laid out as `geometry` says; `state_name` names the
+    /// variable(s) (`state` or `state_<field>`).
+    ///
+    /// # Errors
+    /// A path without a `.nc` name, or a file that cannot be created.
+    pub fn create(
+        path: &Path,
+        geometry: &Geometry,
+        runs: usize,
+        attributes: Vec<(String, StreamAttr)>,
+        format: NetcdfFormat,
+    ) -> Result<Self, IoError> {
+        let bad = || IoError::InvalidDataset {
+            path: Some(path.to_path_buf()),
+            reason: "the output file's name must end in `.nc`".into(),
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".nc"))
+            .filter(|n| !n.is_empty())
+            .ok_or_else(bad)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if format == NetcdfFormat::Netcdf4 && !cfg!(feature = "netcdf") {
+            return Err(IoError::FeatureDisabled { path: dir });
+        }
+        create_folder(&dir)?;
+        let layout = Layout::new(geometry, None);
+        let mut dims = layout.dims.clone();
+        dims.insert(0, ("trajectory".into(), runs.max(1)));
+        let mut fixed = layout.fixed.clone();
+        fixed.push((
+            StreamVar::new("trajectory", &["trajectory"], StreamType::I32)
+                .attr("long_name", "index of the independent run"),
+            (0..runs).map(|r| r as f64).collect(),
+        ));
+        let mut records = vec![
+            StreamVar::new("time", &["time"], StreamType::F64)
+                .attr("long_name", "model time")
+                .attr("units", "1")
+                .attr("axis", "T")
+                .attr("standard_name", "time"),
+            StreamVar::new("split", &["time"], StreamType::I32)
+                .attr("long_name", "which split the time belongs to")
+                .attr("flag_values", StreamAttr::I32(vec![0, 1, 2]))
+                .attr("flag_meanings", "train validation test"),
+        ];
+        records.extend(layout.state_vars("state", "model state", Some("trajectory")));
+        let header = StreamHeader {
+            record_dim: "time".into(),
+            dims,
+            attributes,
+            fixed,
+            records,
+        };
+        let stream = Stream::create(&dir, name, header, format, 100)?;
+        let buffers = layout
+            .fields
+            .iter()
+            .map(|f| vec![0.0; f.len * runs])
+            .collect();
+        Ok(Self {
+            stream,
+            layout,
+            buffers,
+        })
+    }
+
+    /// Appends record `k`: its time, split code and the states, `n x runs`
+    /// (one trajectory per column).
+    ///
+    /// # Errors
+    /// A write that fails.
+    pub fn append(
+        &mut self,
+        k: usize,
+        time: f64,
+        split: i32,
+        states: &DMatrix<f64>,
+    ) -> Result<(), IoError> {
+        for (f, buffer) in self.layout.fields.iter().zip(&mut self.buffers) {
+            for (r, column) in states.column_iter().enumerate() {
+                buffer[r * f.len..(r + 1) * f.len]
+                    .copy_from_slice(&column.as_slice()[f.offset..f.offset + f.len]);
+            }
+        }
+        let split = f64::from(split);
+        let mut record: Vec<&[f64]> =
+            vec![std::slice::from_ref(&time), std::slice::from_ref(&split)];
+        record.extend(self.buffers.iter().map(Vec::as_slice));
+        self.stream.append(k, &record)
+    }
+
+    /// Flushes the file and moves it to its final name.
+    ///
+    /// # Errors
+    /// A write or rename that fails.
+    pub fn finish(self) -> Result<PathBuf, IoError> {
+        self.stream.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1173,7 +1296,7 @@ mod tests {
                 .iter()
                 .any(|(v, d)| v.name == "mask_h" && d[1] == 0.0)
         );
-        let vars = l.state_vars("truth", "true state", false);
+        let vars = l.state_vars("truth", "true state", None);
         assert_eq!(vars[2].name, "truth_u");
         // One field written: no suffix, its own axes named x and y.
         let l = Layout::new(&g, Some(&["u".to_string()]));

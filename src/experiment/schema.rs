@@ -509,6 +509,17 @@ pub fn tables() -> Vec<TableDoc> {
             ],
             reader: Reader::Model("qg"),
         },
+        TableDoc {
+            header: "[model] name = \"emulator\"",
+            doc: "A neural emulator trained by `rime train`: one network step advances the state by the record interval of its training data (residual learning, f32 network, cast at the seam). Its geometry is that of the model the data came from. Usually the `[forecast_model]` of a twin whose `[model]` is the physical model.",
+            keys: vec![required(
+                "checkpoint",
+                "path",
+                "the checkpoint (`emulator.ckpt` in the output folder of `rime train`), relative to the experiment file",
+                "\"emulator.ckpt\"",
+            )],
+            reader: Reader::Model("emulator"),
+        },
     ];
     for (name, doc) in [
         (

@@ -1,0 +1,34 @@
+"""Reads the files of `rime simulate` and `rime train` with xarray.
+
+trajectories.nc: state(time, trajectory, x) with CF attributes, a split
+per time (train, then validation, then test), the source model's table.
+The training folder: training.nc and training.csv agree epoch by epoch,
+the validation loss is finite and falls, the PNG and checkpoints exist.
+"""
+
+import csv
+import pathlib
+import sys
+
+import numpy as np
+import xarray as xr
+
+trajectories, folder = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+with xr.open_dataset(trajectories) as d:
+    assert d["state"].dims == ("time", "trajectory", "x"), d["state"].dims
+    assert d.attrs["Conventions"].startswith("CF-")
+    assert "lorenz96" in d.attrs["rime_model"]
+    assert np.isfinite(d["state"].values).all()
+    split = d["split"].values
+    assert (np.diff(split) >= 0).all() and set(np.unique(split)) == {0, 1, 2}, split
+    dt = np.diff(d["time"].values)
+    np.testing.assert_allclose(dt, d.attrs["record_interval"])
+with xr.open_dataset(folder / "training.nc") as c:
+    rows = list(csv.DictReader(open(folder / "training.csv")))
+    assert c.sizes["epoch"] == len(rows) > 0
+    np.testing.assert_allclose(c["validation_loss"].values, [float(r["validation_loss"]) for r in rows])
+    v = c["validation_loss"].values
+    assert np.isfinite(v).all() and v[-1] < v[0], v
+for name in ("training.png", "emulator.ckpt", "last.ckpt"):
+    assert (folder / name).stat().st_size > 0, name
+print(f"read {trajectories} and {folder}: {len(rows)} epochs, validation loss {v[0]:.3g} -> {v[-1]:.3g}")
