@@ -24,14 +24,22 @@ reproduce:
     cargo run -- run experiments/qg/sakov2008.toml --out out/qg_sakov2008 --table paper/tables/qg_sakov2008.md --check-expected
 
 # The Lorenz-96 emulator end to end: data, training (12 epochs, ~13 min on
-# two cores), then the twins with the emulator as forecast model; tables to
-# paper/tables/. Fails if the ETKF with the emulator misses its target.
+# two cores), the twins with the emulator as forecast model, the diffusion
+# surrogate (~6 min) and the evaluation of both; tables to paper/tables/,
+# figures to paper/figures/. Fails if the ETKF with the emulator misses its
+# target.
 emulator:
     cargo run -- simulate experiments/lorenz96/emulator_simulate.toml --out out/emulator_l96/trajectories.nc
     cargo run -- train experiments/lorenz96/emulator_train.toml --out out/emulator_l96
     cargo run -- run experiments/lorenz96/emulator_sakov2008.toml --out out/emulator_sakov2008 --table paper/tables/emulator_sakov2008.md --check-expected
     cargo run -- run experiments/lorenz96/emulator_bocquet2013.toml --out out/emulator_bocquet2013 --table paper/tables/emulator_bocquet2013.md
     cp out/emulator_l96/training.png paper/figures/emulator_training.png
+    cargo run -- train experiments/lorenz96/surrogate_train.toml --out out/surrogate_l96
+    cargo run -- evaluate experiments/lorenz96/emulator_evaluate.toml --out out/emulator_evaluate --table paper/tables/emulator_evaluate.md
+    cp out/emulator_evaluate/rmse.png paper/figures/emulator_rmse.png
+    cp out/emulator_evaluate/spread_skill.png paper/figures/surrogate_spread_skill.png
+    cp out/emulator_evaluate/rank_histogram.png paper/figures/surrogate_rank_histogram.png
+    cp out/emulator_evaluate/spectra.png paper/figures/emulator_spectra.png
 
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.

@@ -4,6 +4,8 @@ trajectories.nc: state(time, trajectory, x) with CF attributes, a split
 per time (train, then validation, then test), the source model's table.
 The training folder: training.nc and training.csv agree epoch by epoch,
 the validation loss is finite and falls, the PNG and checkpoints exist.
+The evaluation folder: evaluation.nc agrees with evaluation.csv; the
+physical model that made the data has zero error; persistence's grows.
 """
 
 import csv
@@ -31,4 +33,17 @@ with xr.open_dataset(folder / "training.nc") as c:
     assert np.isfinite(v).all() and v[-1] < v[0], v
 for name in ("training.png", "emulator.ckpt", "last.ckpt"):
     assert (folder / name).stat().st_size > 0, name
+if len(sys.argv) > 3:
+    ev = pathlib.Path(sys.argv[3])
+    with xr.open_dataset(ev / "evaluation.nc") as e:
+        labels = e.attrs["model_labels"].split()
+        assert labels[:2] == ["persistence", "climatology"], labels
+        rmse = e["rmse"].values
+        rows = list(csv.DictReader(open(ev / "evaluation.csv")))
+        assert len(rows) == rmse.size
+        np.testing.assert_allclose(rmse.ravel(), [float(r["rmse"]) for r in rows])
+        assert (rmse[labels.index("physical")] == 0).all(), rmse
+        p = rmse[0]
+        assert p[-1] > p[0], p
+    print(f"read {ev}: models {labels}")
 print(f"read {trajectories} and {folder}: {len(rows)} epochs, validation loss {v[0]:.3g} -> {v[-1]:.3g}")

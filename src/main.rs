@@ -104,6 +104,21 @@ enum Command {
         #[arg(long)]
         until_epoch: Option<usize>,
     },
+    /// Scores models (emulators, surrogates, physical models) against the
+    /// test split of a trajectory file, lead by lead, beside persistence and
+    /// climatology: RMSE, anomaly correlation, and for ensembles CRPS,
+    /// spread-skill and rank histograms; spectra and free-run statistics.
+    /// Writes evaluation.csv, evaluation.nc and PNG plots.
+    Evaluate {
+        /// The evaluation file (TOML: `[data]`, `[evaluate]`, `[[models]]`).
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "evaluation")]
+        out: PathBuf,
+        /// Also write the summary table (Markdown) to this file.
+        #[arg(long)]
+        table: Option<PathBuf>,
+    },
     /// Reads and validates an experiment file and builds its models without running it.
     Check {
         /// The experiment file (TOML).
@@ -234,6 +249,25 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 report.last.display()
             );
             for f in &report.files {
+                println!("wrote {}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evaluate { file, out, table } => {
+            let config = rime::learned::evaluate::EvaluateConfig::from_file(&file)
+                .map_err(anyhow::Error::msg)?;
+            let ev = rime::learned::evaluate::evaluate(&config, &out, true)?;
+            let markdown = rime::learned::evaluate::table(&ev);
+            print!("{markdown}");
+            if let Some(path) = table {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let header = format!("Evaluation `{}`.\n\n", file.display());
+                rime::io::write_atomic(&path, (header + &markdown).as_bytes())?;
+            }
+            for f in &ev.files {
                 println!("wrote {}", f.display());
             }
             Ok(ExitCode::SUCCESS)

@@ -131,6 +131,18 @@ pub struct CheckpointHeader {
     pub config: String,
     /// Where training stands.
     pub training: TrainingState,
+    /// The generative model, for a surrogate (absent: a deterministic
+    /// emulator).
+    #[serde(default)]
+    pub generative: Option<super::generative::GenerativeConfig>,
+}
+
+impl CheckpointHeader {
+    /// Input channels of the network: 1 for an emulator, 3 for a
+    /// generative surrogate (noisy sample, condition, noise level).
+    pub fn inputs(&self) -> usize {
+        if self.generative.is_some() { 3 } else { 1 }
+    }
 }
 
 /// A checkpoint in memory.
@@ -238,7 +250,12 @@ impl Checkpoint {
         .map_err(|e| e.to_string())?;
         self.header
             .architecture
-            .init(self.header.n, self.header.seed, device)
+            .init_with_inputs(
+                self.header.inputs(),
+                self.header.n,
+                self.header.seed,
+                device,
+            )
             .try_load_record(record)
             .map_err(|e| e.to_string())
     }
@@ -299,7 +316,47 @@ impl ModelSpec for EmulatorConfig {
             reason,
         };
         let checkpoint = Checkpoint::load(&self.checkpoint).map_err(&file)?;
+        if let Some(config) = &checkpoint.header.generative {
+            let geometry = source_geometry(&checkpoint.header, device).map_err(&file)?;
+            let network = checkpoint.network(device).map_err(&file)?;
+            let generative = super::generative::Generative::new(
+                config.clone(),
+                &checkpoint.header.normalisation,
+            );
+            return Ok(Box::new(super::generative::Surrogate::new(
+                network,
+                generative,
+                geometry,
+                checkpoint.header.interval,
+            )));
+        }
         Ok(Box::new(Emulator::new(&checkpoint, device).map_err(file)?))
+    }
+}
+
+/// The geometry of the model a checkpoint's data came from, or a periodic
+/// chain of `n` points where the data did not say.
+///
+/// # Errors
+/// A source model that cannot be built or does not have `n` variables.
+pub fn source_geometry(h: &CheckpointHeader, device: &Device) -> Result<Geometry, String> {
+    match &h.model {
+        Some(text) => {
+            let source = ModelConfig::from_toml(text)
+                .map_err(|e| format!("the source model in the checkpoint: {e}"))?;
+            let model = source
+                .init(device)
+                .map_err(|e| format!("the source model in the checkpoint: {e}"))?;
+            if model.size() != h.n {
+                return Err(format!(
+                    "the source model has {} variables, the network {}",
+                    model.size(),
+                    h.n
+                ));
+            }
+            Ok(model.geometry().clone())
+        }
+        None => Ok(Geometry::chain(h.n, true, "x")),
     }
 }
 
@@ -320,25 +377,11 @@ impl Emulator {
     /// Weights that do not fit, or a source model that cannot be built.
     pub fn new(checkpoint: &Checkpoint, device: &Device) -> Result<Self, String> {
         let h = &checkpoint.header;
+        if h.generative.is_some() {
+            return Err("a generative surrogate, not a deterministic emulator".into());
+        }
         let network = checkpoint.network(device)?;
-        let geometry = match &h.model {
-            Some(text) => {
-                let source = ModelConfig::from_toml(text)
-                    .map_err(|e| format!("the source model in the checkpoint: {e}"))?;
-                let model = source
-                    .init(device)
-                    .map_err(|e| format!("the source model in the checkpoint: {e}"))?;
-                if model.size() != h.n {
-                    return Err(format!(
-                        "the source model has {} variables, the network {}",
-                        model.size(),
-                        h.n
-                    ));
-                }
-                model.geometry().clone()
-            }
-            None => Geometry::chain(h.n, true, "x"),
-        };
+        let geometry = source_geometry(h, device)?;
         Ok(Self {
             network,
             residual: ResidualStep::new(&h.normalisation),

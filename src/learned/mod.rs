@@ -8,16 +8,23 @@
 //!   burn, f32, seeded.
 //! - [`emulator`]: residual (tendency) emulators as models, normalisation
 //!   and checkpoints.
+//! - [`generative`]: diffusion (EDM, Heun sampler) and flow-matching
+//!   surrogates that sample the next state, as stochastic models.
+//! - [`evaluate`]: `rime evaluate`: scores against lead time beside
+//!   persistence and climatology, ensemble calibration, spectra, free runs.
 //! - [`train`]: `rime train`: rollout loss, Adam, validation, early
 //!   stopping, checkpoints and resume, the training curve.
 
 pub mod data;
 pub mod emulator;
+pub mod evaluate;
+pub mod generative;
 pub mod net;
 pub mod progress;
 pub mod train;
 
 pub use data::{SimulateConfig, Trajectories, simulate};
 pub use emulator::{Checkpoint, Emulator, EmulatorConfig};
+pub use generative::{Generative, GenerativeConfig, Surrogate};
 pub use net::{Architecture, Network};
 pub use train::{TrainConfig, train};

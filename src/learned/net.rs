@@ -83,6 +83,12 @@ impl Architecture {
     /// Builds the network for states of `n` variables, weights drawn from
     /// the streams of `seed`.
     pub fn init(&self, n: usize, seed: u64, device: &Device) -> Network {
+        self.init_with_inputs(1, n, seed, device)
+    }
+
+    /// The network with `inputs` channels in (a generative model's noisy
+    /// state, condition and noise level), one out.
+    pub fn init_with_inputs(&self, inputs: usize, n: usize, seed: u64, device: &Device) -> Network {
         match self {
             Architecture::Cnn1d {
                 channels,
@@ -90,7 +96,7 @@ impl Architecture {
                 kernel,
                 bilinear,
             } => Network::Cnn1d(Cnn1d::new(
-                *channels, *layers, *kernel, *bilinear, n, seed, device,
+                inputs, *channels, *layers, *kernel, *bilinear, n, seed, device,
             )),
         }
     }
@@ -164,7 +170,9 @@ pub struct Cnn1d {
 }
 
 impl Cnn1d {
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        inputs: usize,
         channels: usize,
         layers: usize,
         kernel: usize,
@@ -175,7 +183,7 @@ impl Cnn1d {
     ) -> Self {
         let c = channels;
         let (first_out, after_first) = if bilinear { (3 * c, 2 * c) } else { (c, c) };
-        let first = PeriodicConv1d::new(1, first_out, kernel, seed, "first", device);
+        let first = PeriodicConv1d::new(inputs, first_out, kernel, seed, "first", device);
         let hidden = (0..layers - 2)
             .map(|l| {
                 let inputs = if l == 0 { after_first } else { c };
@@ -196,7 +204,12 @@ impl Cnn1d {
     /// `[batch, n] -> [batch, n]`, in f32.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [b, n] = x.dims();
-        let x = x.cast(FloatDType::F32).reshape([b, 1, n]);
+        self.forward_channels(x.reshape([b, 1, n])).reshape([b, n])
+    }
+
+    /// `[batch, inputs, n] -> [batch, 1, n]`, in f32.
+    pub fn forward_channels(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.cast(FloatDType::F32);
         let h = self.first.forward(x);
         let mut h = if self.bilinear {
             let c = self.channels;
@@ -209,7 +222,7 @@ impl Cnn1d {
         for layer in &self.hidden {
             h = gelu(layer.forward(h));
         }
-        self.last.forward(h).reshape([b, n])
+        self.last.forward(h)
     }
 }
 
@@ -225,6 +238,13 @@ impl Network {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Network::Cnn1d(net) => net.forward(x),
+        }
+    }
+
+    /// `[batch, inputs, n] -> [batch, 1, n]`, in f32.
+    pub fn forward_channels(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Network::Cnn1d(net) => net.forward_channels(x),
         }
     }
 }

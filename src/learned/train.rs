@@ -27,6 +27,7 @@ use super::data::Trajectories;
 use super::emulator::{
     Checkpoint, CheckpointHeader, EpochRecord, Normalisation, ResidualStep, TrainingState,
 };
+use super::generative::{Generative, GenerativeConfig};
 use super::net::{Architecture, Network, f32_tensor};
 use super::progress::Progress;
 use crate::device::{DeviceChoice, DeviceError, Precision, to_vec};
@@ -112,6 +113,10 @@ pub struct TrainConfig {
     pub network: Architecture,
     /// The optimisation.
     pub training: TrainingSettings,
+    /// A generative surrogate instead of a deterministic emulator
+    /// (`kind = "diffusion"` or `"flow_matching"` and their sampler).
+    #[serde(default)]
+    pub generative: Option<GenerativeConfig>,
 }
 
 impl TrainConfig {
@@ -128,6 +133,19 @@ impl TrainConfig {
             .network
             .check()
             .map_err(|(k, r)| bad(&format!("network.{k}"), r))?;
+        if let Some(g) = &config.generative {
+            g.check()
+                .map_err(|(k, r)| bad(&format!("generative.{k}"), r))?;
+            if config.training.rollout != 1 {
+                return Err(bad(
+                    "training.rollout",
+                    format!(
+                        "a generative surrogate trains on one-step pairs; rollout must be 1, got {}",
+                        config.training.rollout
+                    ),
+                ));
+            }
+        }
         let t = &config.training;
         if t.epochs == 0 {
             return Err(bad("training.epochs", "must be at least 1".into()));
@@ -226,6 +244,92 @@ fn rollout_loss(
     loss.expect("rollout >= 1") * (1.0 / rollout as f64)
 }
 
+/// What the network is trained for: a deterministic residual step, or a
+/// generative model of the next state.
+enum Objective {
+    Residual(ResidualStep),
+    Generative(Generative),
+}
+
+impl Objective {
+    /// The loss of a batch; a generative model draws its noise levels and
+    /// noise from the stream `name` of `seed`.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        network: &Network,
+        data: &Trajectories,
+        samples: &[(usize, usize)],
+        rollout: usize,
+        seed: u64,
+        name: &str,
+        device: &Device,
+    ) -> Tensor<1> {
+        match self {
+            Objective::Residual(r) => rollout_loss(network, r, data, samples, rollout, device),
+            Objective::Generative(g) => {
+                let mut rng = crate::rng::stream(seed, name);
+                let b = samples.len();
+                let levels: Vec<f64> = match g.config {
+                    GenerativeConfig::Diffusion { .. } => crate::rng::standard_normal(&mut rng, b),
+                    GenerativeConfig::FlowMatching { .. } => {
+                        use rand::Rng;
+                        (0..b).map(|_| rng.random::<f64>()).collect()
+                    }
+                };
+                let noise: Vec<f32> = crate::rng::standard_normal(&mut rng, b * data.n)
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                g.loss(
+                    network,
+                    gather(data, samples, 0, device),
+                    gather(data, samples, 1, device),
+                    &levels,
+                    f32_tensor(noise, [b, data.n], device),
+                )
+            }
+        }
+    }
+
+    /// Validation: the loss (with noise fixed by the seed) and the one-step
+    /// RMSE in state units (a generative model's zero-noise sample, on at
+    /// most 512 samples).
+    fn validate(
+        &self,
+        network: &Network,
+        data: &Trajectories,
+        samples: &[(usize, usize)],
+        rollout: usize,
+        seed: u64,
+        device: &Device,
+    ) -> (f64, f64) {
+        match self {
+            Objective::Residual(r) => validate(network, r, data, samples, rollout, device),
+            Objective::Generative(g) => {
+                if samples.is_empty() {
+                    return (f64::NAN, f64::NAN);
+                }
+                let mut loss = 0.0;
+                for (k, chunk) in samples.chunks(1024).enumerate() {
+                    let name = format!("validation/{k}");
+                    let l = self.loss(network, data, chunk, 1, seed, &name, device);
+                    loss += to_vec(l)[0] * chunk.len() as f64;
+                }
+                let few = &samples[..samples.len().min(512)];
+                let x = gather(data, few, 0, device);
+                let z = f32_tensor(vec![0.0; few.len() * data.n], [few.len(), data.n], device);
+                let e = g.sample(network, x, z) - gather(data, few, 1, device);
+                let sq = to_vec(e.square().sum())[0];
+                (
+                    loss / samples.len() as f64,
+                    (sq / (few.len() * data.n) as f64).sqrt(),
+                )
+            }
+        }
+    }
+}
+
 /// Validation: the rollout loss and the one-step RMSE in state units.
 fn validate(
     network: &Network,
@@ -296,7 +400,6 @@ pub fn train(
     };
     let ad = device.clone().autodiff();
     let normalisation = Normalisation::pooled(&data.statistics());
-    let residual = ResidualStep::new(&normalisation);
     let best_path = out.join("emulator.ckpt");
     let last_path = out.join("last.ckpt");
     let mut header = CheckpointHeader {
@@ -314,10 +417,20 @@ pub fn train(
             best_validation: f64::INFINITY,
             ..TrainingState::default()
         },
+        generative: config.generative.clone(),
     };
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let mut network = if resume {
         let last = Checkpoint::load(&last_path).map_err(|e| anyhow::anyhow!("--resume: {e}"))?;
+        if last.header.generative != config.generative {
+            anyhow::bail!(
+                "--resume: {} holds {:?}; {} asks for {:?}",
+                last_path.display(),
+                last.header.generative,
+                file.display(),
+                config.generative
+            );
+        }
         if last.header.architecture != config.network || last.header.n != data.n {
             anyhow::bail!(
                 "--resume: {} holds a {:?} network for {} variables; {} asks for {:?} on {} variables",
@@ -350,12 +463,13 @@ pub fn train(
         header.training = last.header.training.clone();
         net
     } else {
-        config.network.init(data.n, t.seed, &ad)
+        config
+            .network
+            .init_with_inputs(header.inputs(), data.n, t.seed, &ad)
     };
-    let residual = if resume {
-        ResidualStep::new(&header.normalisation)
-    } else {
-        residual
+    let objective = match &config.generative {
+        Some(g) => Objective::Generative(Generative::new(g.clone(), &header.normalisation)),
+        None => Objective::Residual(ResidualStep::new(&header.normalisation)),
     };
     let start_epoch = header.training.epoch + 1;
     let end_epoch = until.map_or(t.epochs, |u| u.min(t.epochs));
@@ -382,7 +496,8 @@ pub fn train(
             .take(batches_per_epoch)
             .enumerate()
         {
-            let loss = rollout_loss(&network, &residual, &data, batch, t.rollout, &ad);
+            let name = format!("batch/{epoch}/{b}");
+            let loss = objective.loss(&network, &data, batch, t.rollout, t.seed, &name, &ad);
             let grads = loss.backward();
             let value = to_vec(loss)[0];
             if !value.is_finite() {
@@ -401,7 +516,7 @@ pub fn train(
         }
         let plain = network.valid();
         let (validation_loss, validation_rmse) =
-            validate(&plain, &residual, &data, &valid_samples, t.rollout, &device);
+            objective.validate(&plain, &data, &valid_samples, t.rollout, t.seed, &device);
         let record = EpochRecord {
             epoch,
             train_loss: total / batches_per_epoch as f64,
@@ -529,7 +644,7 @@ fn plot_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Option<PathBu
     };
     let spec = crate::plot::PlotSpec {
         x: "epoch".into(),
-        y: "rollout loss".into(),
+        y: "loss".into(),
         group: None,
         log: false,
         log_y: true,
@@ -640,6 +755,137 @@ mod tests {
             .sum::<f64>()
             / 40.0;
         assert!(err.sqrt() < 0.3 * persistence, "{}", err.sqrt());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `rime evaluate` on the tiny emulator: the physical model that made
+    /// the data scores zero error (the same arithmetic), the emulator beats
+    /// persistence at every lead up to one model time unit, persistence's
+    /// error grows, and the files come out; bad files name the key.
+    #[test]
+    fn evaluation_scores_models_against_the_test_split() {
+        use crate::learned::evaluate::{EvaluateConfig, evaluate};
+        let (dir, file) = setup(
+            "evaluate",
+            "epochs = 30\nbatch_size = 32\nlearning_rate = 3e-3\nlearning_rate_final = 1e-4\nseed = 2\n",
+        );
+        let config = TrainConfig::from_file(&file).unwrap();
+        train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        // The data: 250 records, split 0.8 / 0.2 / 0: a test split is
+        // needed, so a second file with a test split.
+        let sim = dir.join("sim2.toml");
+        std::fs::write(
+            &sim,
+            "[model]\nname = \"lorenz96\"\nsize = 40\n[initial]\nmean = 8.0\nstd = 1.0\n\
+             [simulate]\ntrajectories = 2\nrecords = 100\nspinup_steps = 300\nseed = 8\nsplit = [0.2, 0.1]\n",
+        )
+        .unwrap();
+        crate::learned::simulate(
+            &SimulateConfig::from_file(&sim).unwrap(),
+            &sim,
+            &dir.join("test.nc"),
+            false,
+        )
+        .unwrap();
+        let eval = dir.join("eval.toml");
+        let text = "[data]\nfile = \"test.nc\"\n[evaluate]\nleads = 20\nstarts = 10\nfree_run = 200\n\
+             [[models]]\nlabel = \"physical\"\nname = \"lorenz96\"\nsize = 40\n\
+             [[models]]\nlabel = \"emulator\"\nname = \"emulator\"\ncheckpoint = \"out/emulator.ckpt\"\n";
+        std::fs::write(&eval, text).unwrap();
+        let config = EvaluateConfig::from_file(&eval).unwrap();
+        let ev = evaluate(&config, &dir.join("evaluation"), false).unwrap();
+        let labels: Vec<&str> = ev.models.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["persistence", "climatology", "physical", "emulator"]
+        );
+        let (persistence, physical, emulator) = (&ev.models[0], &ev.models[2], &ev.models[3]);
+        assert!(
+            physical.rmse.iter().all(|&r| r == 0.0),
+            "{:?}",
+            physical.rmse
+        );
+        assert!(persistence.rmse[19] > persistence.rmse[0]);
+        for k in 0..20 {
+            assert!(
+                emulator.rmse[k] < persistence.rmse[k],
+                "lead {k}: {:?}",
+                emulator.rmse
+            );
+        }
+        assert!(emulator.acc[19] > 0.9, "{:?}", emulator.acc);
+        let (mean, var) = emulator.free_run.unwrap();
+        assert!(mean.is_finite() && var > 1.0, "free run {mean} {var}");
+        for f in [
+            "evaluation.csv",
+            "evaluation.nc",
+            "rmse.png",
+            "acc.png",
+            "spectra.png",
+        ] {
+            assert!(dir.join("evaluation").join(f).exists(), "{f}");
+        }
+        let table = crate::learned::evaluate::table(&ev);
+        assert!(table.contains("| emulator |"), "{table}");
+        std::fs::write(
+            &eval,
+            text.replace("label = \"physical\"", "label = \"persistence\""),
+        )
+        .unwrap();
+        let e = EvaluateConfig::from_file(&eval).unwrap_err();
+        assert!(e.contains("models[0].label") && e.contains("taken"), "{e}");
+        std::fs::write(&eval, text.replace("leads = 20", "leads = 0")).unwrap();
+        let e = EvaluateConfig::from_file(&eval).unwrap_err();
+        assert!(e.contains("evaluate.leads"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `[generative]` trains a surrogate with the same loop; its checkpoint
+    /// builds a stochastic model whose members spread, with the same numbers
+    /// for the same seed.
+    #[test]
+    fn a_generative_surrogate_trains_and_forecasts_an_ensemble() {
+        let (dir, file) = setup(
+            "generative",
+            "epochs = 2\nbatch_size = 64\nmax_batches = 5\nseed = 4\n[generative]\nkind = \"diffusion\"\nsteps = 6\n",
+        );
+        let config = TrainConfig::from_file(&file).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        assert_eq!(report.state.history.len(), 2);
+        assert!(
+            report
+                .state
+                .history
+                .iter()
+                .all(|r| r.validation_loss.is_finite())
+        );
+        let spec = crate::learned::EmulatorConfig {
+            checkpoint: report.best.clone(),
+        };
+        let device = cpu_f64();
+        let model = crate::models::ModelSpec::init(&spec, &device).unwrap();
+        assert!(model.stochastic().is_some());
+        assert_eq!((model.name(), model.size()), ("surrogate", 40));
+        let x0 = nalgebra::DMatrix::from_fn(40, 6, |i, _| 8.0 + (i as f64 * 0.9).sin());
+        let f = crate::core::Forecaster::new(device).with_noise_stream(7);
+        let a = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
+        let b = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
+        assert_eq!(a, b);
+        let spread = (a.column(0) - a.column(1)).norm();
+        assert!(spread > 0.0 && spread.is_finite(), "{spread}");
+        let e = TrainConfig::from_file(&{
+            let p = dir.join("bad.toml");
+            std::fs::write(
+                &p,
+                std::fs::read_to_string(&file)
+                    .unwrap()
+                    .replace("seed = 4", "seed = 4\nrollout = 2"),
+            )
+            .unwrap();
+            p
+        })
+        .unwrap_err();
+        assert!(e.contains("training.rollout"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
