@@ -39,9 +39,9 @@ if len(sys.argv) > 3:
         labels = e.attrs["model_labels"].split()
         assert labels[:2] == ["persistence", "climatology"], labels
         rmse = e["rmse"].values
-        rows = list(csv.DictReader(open(ev / "evaluation.csv")))
-        assert len(rows) == rmse.size
-        np.testing.assert_allclose(rmse.ravel(), [float(r["rmse"]) for r in rows])
+        table = list(csv.DictReader(open(ev / "evaluation.csv")))
+        assert len(table) == rmse.size
+        np.testing.assert_allclose(rmse.ravel(), [float(r["rmse"]) for r in table])
         assert (rmse[labels.index("physical")] == 0).all(), rmse
         p = rmse[0]
         assert p[-1] > p[0], p
