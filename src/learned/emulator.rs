@@ -315,7 +315,13 @@ impl ModelSpec for EmulatorConfig {
             path: self.checkpoint.clone(),
             reason,
         };
-        let checkpoint = Checkpoint::load(&self.checkpoint).map_err(&file)?;
+        // The loader's message already names the file.
+        let checkpoint = Checkpoint::load(&self.checkpoint).map_err(|e| {
+            BuildError::invalid(
+                "checkpoint",
+                format!("{e} (`rime train` writes checkpoints)"),
+            )
+        })?;
         if let Some(config) = &checkpoint.header.generative {
             let geometry = source_geometry(&checkpoint.header, device).map_err(&file)?;
             let network = checkpoint.network(device).map_err(&file)?;
