@@ -35,6 +35,7 @@ emulator:
     cargo run -- run experiments/lorenz96/emulator_bocquet2013.toml --out out/emulator_bocquet2013 --table paper/tables/emulator_bocquet2013.md
     cp out/emulator_l96/training.png paper/figures/emulator_training.png
     cargo run -- train experiments/lorenz96/surrogate_train.toml --out out/surrogate_l96
+    cargo run -- run experiments/lorenz96/surrogate_sakov2008.toml --out out/surrogate_sakov2008 --table paper/tables/surrogate_sakov2008.md
     cargo run -- evaluate experiments/lorenz96/emulator_evaluate.toml --out out/emulator_evaluate --table paper/tables/emulator_evaluate.md
     cp out/emulator_evaluate/rmse.png paper/figures/emulator_rmse.png
     cp out/emulator_evaluate/spread_skill.png paper/figures/surrogate_spread_skill.png
