@@ -153,6 +153,15 @@ fn partial_files(dir: &std::path::Path, since: std::time::SystemTime) -> Vec<Str
     names
 }
 
+/// Writes a results table (Markdown), creating its folder.
+fn write_table(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    rime::io::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
@@ -260,12 +269,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let markdown = rime::learned::evaluate::table(&ev);
             print!("{markdown}");
             if let Some(path) = table {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
                 let header = format!("Evaluation `{}`.\n\n", file.display());
-                rime::io::write_atomic(&path, (header + &markdown).as_bytes())?;
+                write_table(&path, &(header + &markdown))?;
             }
             for f in &ev.files {
                 println!("wrote {}", f.display());
@@ -369,10 +374,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 println!("peak resident memory: {:.1} MiB", bytes as f64 / 1048576.0);
             }
             if let Some(path) = table {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
                 let header = format!(
                     "Experiment `{}`, seed {}, {} cycles, burn-in {}.\n\n",
                     file.display(),
@@ -380,7 +381,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     report.config.run.cycles,
                     report.config.run.burn_in
                 );
-                rime::io::write_atomic(&path, (header + &markdown).as_bytes())?;
+                write_table(&path, &(header + &markdown))?;
             }
             for m in &report.methods {
                 match &m.status {

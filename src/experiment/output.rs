@@ -247,8 +247,13 @@ fn coordinate(name: &str, dim: &str, long: &str, units: &str, standard: Option<&
 }
 
 fn time_var() -> StreamVar {
+    time_var_named("model time of the observations")
+}
+
+/// The CF `time` coordinate with its long name.
+fn time_var_named(long_name: &str) -> StreamVar {
     StreamVar::new("time", &["time"], StreamType::F64)
-        .attr("long_name", "model time of the observations")
+        .attr("long_name", long_name)
         .attr("units", "1")
         .attr("axis", "T")
         .attr("standard_name", "time")
@@ -1194,11 +1199,7 @@ impl TrajectoryFile {
             (0..runs).map(|r| r as f64).collect(),
         ));
         let mut records = vec![
-            StreamVar::new("time", &["time"], StreamType::F64)
-                .attr("long_name", "model time")
-                .attr("units", "1")
-                .attr("axis", "T")
-                .attr("standard_name", "time"),
+            time_var_named("model time"),
             StreamVar::new("split", &["time"], StreamType::I32)
                 .attr("long_name", "which split the time belongs to")
                 .attr("flag_values", StreamAttr::I32(vec![0, 1, 2]))

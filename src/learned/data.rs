@@ -99,9 +99,7 @@ impl SimulateConfig {
     /// # Errors
     /// An unreadable file, malformed TOML, an unknown key or a bad value.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let config: Self = super::read_toml(path)?;
         let s = &config.simulate;
         let bad = |key: &str, reason: String| {
             format!("{}: key `simulate.{key}`: {reason}", path.display())

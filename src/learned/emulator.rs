@@ -261,42 +261,94 @@ impl Checkpoint {
     }
 }
 
-/// The residual step of a network with its normalisation, in f32 tensor
-/// ops (the piece training and the [`Emulator`] share).
+/// A [`Normalisation`] as f32 rows for tensor ops on `[batch, n]` f32
+/// states: what the deterministic emulator and the generative models share.
 #[derive(Clone, Debug)]
-pub struct ResidualStep {
+pub struct Scaling {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     increment_mean: Vec<f32>,
     increment_std: Vec<f32>,
+    inv_increment_std: Vec<f32>,
+}
+
+impl Scaling {
+    /// From a normalisation.
+    pub fn new(norm: &Normalisation) -> Self {
+        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+        let increment_std = f(&norm.increment_std);
+        Self {
+            mean: f(&norm.mean),
+            inv_std: norm.std.iter().map(|&s| (1.0 / s) as f32).collect(),
+            increment_mean: f(&norm.increment_mean),
+            inv_increment_std: increment_std.iter().map(|s| 1.0 / s).collect(),
+            increment_std,
+        }
+    }
+
+    fn row(v: &[f32], device: &Device) -> Tensor<2> {
+        f32_tensor(v.to_vec(), [1, v.len()], device)
+    }
+
+    /// `(x - mu) / sigma`.
+    pub fn normalise(&self, x: Tensor<2>) -> Tensor<2> {
+        let device = x.device();
+        (x - Self::row(&self.mean, &device)) * Self::row(&self.inv_std, &device)
+    }
+
+    /// `x + mu_d + sigma_d y`: the state after the normalised increment `y`.
+    pub fn advance(&self, x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
+        let device = x.device();
+        x + Self::row(&self.increment_mean, &device) + y * Self::row(&self.increment_std, &device)
+    }
+
+    /// `(next - x - mu_d) / sigma_d`: the normalised increment.
+    pub fn increment(&self, x: Tensor<2>, next: Tensor<2>) -> Tensor<2> {
+        let device = x.device();
+        (next - x - Self::row(&self.increment_mean, &device)) * self.inverse_increment_std(&device)
+    }
+
+    /// `1 / sigma_d` as a row, to measure errors in increment units.
+    pub fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
+        Self::row(&self.inv_increment_std, device)
+    }
+}
+
+/// The residual step of a network with its normalisation, in f32 tensor
+/// ops (the piece training and the [`Emulator`] share).
+#[derive(Clone, Debug)]
+pub struct ResidualStep {
+    scaling: Scaling,
 }
 
 impl ResidualStep {
     /// From a normalisation.
     pub fn new(norm: &Normalisation) -> Self {
-        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
         Self {
-            mean: f(&norm.mean),
-            inv_std: norm.std.iter().map(|&s| (1.0 / s) as f32).collect(),
-            increment_mean: f(&norm.increment_mean),
-            increment_std: f(&norm.increment_std),
+            scaling: Scaling::new(norm),
         }
     }
 
     /// One step of `[batch, n]` f32 states.
     pub fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        let n = self.mean.len();
-        let row = |v: &[f32]| f32_tensor(v.to_vec(), [1, n], &device);
-        let z = (x.clone() - row(&self.mean)) * row(&self.inv_std);
-        x + row(&self.increment_mean) + network.forward(z) * row(&self.increment_std)
+        let z = self.scaling.normalise(x.clone());
+        self.scaling.advance(x, network.forward(z))
     }
 
     /// `1 / sigma_d` as a row, to measure errors in increment units.
     pub fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
-        let v: Vec<f32> = self.increment_std.iter().map(|s| 1.0 / s).collect();
-        let n = v.len();
-        f32_tensor(v, [1, n], device)
+        self.scaling.inverse_increment_std(device)
+    }
+}
+
+/// The float type of a tensor, to cast a network's f32 output back to the
+/// caller's at the seam.
+pub fn float_dtype(t: &Tensor<2>) -> FloatDType {
+    match t.dtype() {
+        DType::F64 => FloatDType::F64,
+        DType::F16 => FloatDType::F16,
+        DType::BF16 => FloatDType::BF16,
+        _ => FloatDType::F32,
     }
 }
 
@@ -422,12 +474,7 @@ impl Emulator {
 
 impl Model for Emulator {
     fn step(&self, state: Tensor<2>, _time: f64) -> Tensor<2> {
-        let dtype = match state.dtype() {
-            DType::F64 => FloatDType::F64,
-            DType::F16 => FloatDType::F16,
-            DType::BF16 => FloatDType::BF16,
-            _ => FloatDType::F32,
-        };
+        let dtype = float_dtype(&state);
         let x = state.cast(FloatDType::F32);
         self.residual.step(&self.network, x).cast(dtype)
     }

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use nalgebra::DMatrix;
 use serde::Deserialize;
 
-use super::data::Trajectories;
 use super::train::DataConfig;
 use crate::core::Forecaster;
 use crate::device::DeviceChoice;
@@ -92,9 +91,7 @@ impl EvaluateConfig {
     /// # Errors
     /// An unreadable file, malformed TOML, an unknown key or a bad value.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let raw: RawEvaluate = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let raw: RawEvaluate = super::read_toml(path)?;
         let bad = |key: &str, reason: String| format!("{}: key `{key}`: {reason}", path.display());
         let e = &raw.evaluate;
         if e.leads == 0 {
@@ -242,10 +239,7 @@ fn rmse_acc(f: &DMatrix<f64>, truth: &DMatrix<f64>, clim: &[f64]) -> (f64, f64) 
 pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::Result<Evaluation> {
     let file = &config.path;
     let e = &config.evaluate;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let data_path = base.join(&config.data.file);
-    let data = Trajectories::read(&data_path, config.data.split)
-        .map_err(|m| anyhow::anyhow!("{}: key `data.file`: {m}", file.display()))?;
+    let (data_path, data) = config.data.load(file)?;
     let candidates = data.samples(2, e.leads);
     if candidates.is_empty() {
         anyhow::bail!(

@@ -29,10 +29,10 @@
 //! Bounded variables are censored (as GenSIM): with `lower` or `upper`, the
 //! sampled state is clipped to them.
 
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::emulator::Normalisation;
+use super::emulator::{Normalisation, Scaling, float_dtype};
 use super::net::{Network, f32_tensor};
 use crate::core::{Geometry, Model, NoiseKeys, StochasticModel};
 
@@ -194,48 +194,31 @@ fn column(values: Vec<f32>, device: &Device) -> Tensor<2> {
 pub struct Generative {
     /// Which model and its sampler.
     pub config: GenerativeConfig,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-    increment_mean: Vec<f32>,
-    increment_std: Vec<f32>,
+    scaling: Scaling,
 }
 
 impl Generative {
     /// A generative model of `config` with `norm`.
     pub fn new(config: GenerativeConfig, norm: &Normalisation) -> Self {
-        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
         Self {
             config,
-            mean: f(&norm.mean),
-            inv_std: norm.std.iter().map(|&s| (1.0 / s) as f32).collect(),
-            increment_mean: f(&norm.increment_mean),
-            increment_std: f(&norm.increment_std),
+            scaling: Scaling::new(norm),
         }
-    }
-
-    fn row(&self, v: &[f32], device: &Device) -> Tensor<2> {
-        f32_tensor(v.to_vec(), [1, v.len()], device)
     }
 
     /// The normalised condition of f32 states `[B, n]`.
     pub fn condition(&self, x: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        (x - self.row(&self.mean, &device)) * self.row(&self.inv_std, &device)
+        self.scaling.normalise(x)
     }
 
     /// The normalised increment from `x` to `next` (f32 `[B, n]`).
     pub fn target(&self, x: Tensor<2>, next: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        let inv: Vec<f32> = self.increment_std.iter().map(|s| 1.0 / s).collect();
-        (next - x - self.row(&self.increment_mean, &device)) * self.row(&inv, &device)
+        self.scaling.increment(x, next)
     }
 
     /// The state after an increment `y` (normalised) from `x`, censored.
     pub fn state(&self, x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        let out = x
-            + self.row(&self.increment_mean, &device)
-            + y * self.row(&self.increment_std, &device);
+        let out = self.scaling.advance(x, y);
         match self.config.bounds() {
             (None, None) => out,
             (lo, hi) => out.clamp(
@@ -411,10 +394,7 @@ impl Surrogate {
     }
 
     fn sample_as(&self, state: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
-        let dtype = match state.dtype() {
-            DType::F64 => FloatDType::F64,
-            _ => FloatDType::F32,
-        };
+        let dtype = float_dtype(&state);
         let x = state.cast(FloatDType::F32);
         self.generative
             .sample(&self.network, x, z.cast(FloatDType::F32))

@@ -28,3 +28,12 @@ pub use emulator::{Checkpoint, Emulator, EmulatorConfig};
 pub use generative::{Generative, GenerativeConfig, Surrogate};
 pub use net::{Architecture, Network};
 pub use train::{TrainConfig, train};
+
+/// Reads a TOML file into `T`; errors name the file (and, from the parser,
+/// the key and line).
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+}

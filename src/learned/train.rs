@@ -49,6 +49,22 @@ fn default_split() -> [f64; 2] {
     [0.8, 0.1]
 }
 
+impl DataConfig {
+    /// Reads the trajectories named in `config_file` (the training or
+    /// evaluation file, whose folder relative paths start from); returns
+    /// their path too, for messages.
+    ///
+    /// # Errors
+    /// The loader's error, under the key `data.file` of `config_file`.
+    pub fn load(&self, config_file: &Path) -> anyhow::Result<(PathBuf, Trajectories)> {
+        let base = config_file.parent().unwrap_or(Path::new("."));
+        let path = base.join(&self.file);
+        let data = Trajectories::read(&path, self.split)
+            .map_err(|e| anyhow::anyhow!("{}: key `data.file`: {e}", config_file.display()))?;
+        Ok((path, data))
+    }
+}
+
 /// The `[training]` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,9 +141,7 @@ impl TrainConfig {
     /// # Errors
     /// An unreadable file, malformed TOML, an unknown key or a bad value.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let config: Self = super::read_toml(path)?;
         let bad = |key: &str, reason: String| format!("{}: key `{key}`: {reason}", path.display());
         config
             .network
@@ -373,10 +387,7 @@ pub fn train(
     progress: bool,
 ) -> anyhow::Result<TrainReport> {
     let t = &config.training;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let data_path = base.join(&config.data.file);
-    let data = Trajectories::read(&data_path, config.data.split)
-        .map_err(|e| anyhow::anyhow!("{}: key `data.file`: {e}", file.display()))?;
+    let (data_path, data) = config.data.load(file)?;
     let train_samples = data.samples(0, t.rollout);
     let valid_samples = data.samples(1, t.rollout);
     if train_samples.is_empty() {
