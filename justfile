@@ -36,11 +36,38 @@ emulator:
     cp out/emulator_l96/training.png paper/figures/emulator_training.png
     cargo run -- train experiments/lorenz96/surrogate_train.toml --out out/surrogate_l96
     cargo run -- run experiments/lorenz96/surrogate_sakov2008.toml --out out/surrogate_sakov2008 --table paper/tables/surrogate_sakov2008.md
+    cargo run -- evaluate experiments/lorenz96/surrogate_calibrate.toml --out out/surrogate_calibrate --table paper/tables/surrogate_calibrate.md
     cargo run -- evaluate experiments/lorenz96/emulator_evaluate.toml --out out/emulator_evaluate --table paper/tables/emulator_evaluate.md
     cp out/emulator_evaluate/rmse.png paper/figures/emulator_rmse.png
     cp out/emulator_evaluate/spread_skill.png paper/figures/surrogate_spread_skill.png
     cp out/emulator_evaluate/rank_histogram.png paper/figures/surrogate_rank_histogram.png
     cp out/emulator_evaluate/spectra.png paper/figures/emulator_spectra.png
+
+# Hybrid models of the two-scale Lorenz-96: data (both scales), a learned
+# tendency term in place of Wilks' polynomial trained through the truncated
+# model (~30 min on two cores), the evaluation beside the polynomial and the
+# bare model, and the twins with all three as forecast models.
+hybrid:
+    cargo run -- simulate experiments/lorenz96_two_scale/hybrid_simulate.toml --out out/hybrid_l96/trajectories.nc
+    cargo run -- train experiments/lorenz96_two_scale/hybrid_train.toml --out out/hybrid_l96
+    cp out/hybrid_l96/training.png paper/figures/hybrid_training.png
+    cargo run -- evaluate experiments/lorenz96_two_scale/hybrid_evaluate.toml --out out/hybrid_evaluate --table paper/tables/hybrid_evaluate.md
+    cp out/hybrid_evaluate/rmse.png paper/figures/hybrid_rmse.png
+    cargo run -- run experiments/lorenz96_two_scale/hybrid_wilks2005.toml --out out/hybrid_wilks2005 --table paper/tables/hybrid_wilks2005.md
+    cargo run -- run experiments/lorenz96_two_scale/bare_wilks2005.toml --out out/bare_wilks2005 --table paper/tables/bare_wilks2005.md
+    cargo run -- run experiments/lorenz96_two_scale/wilks2005.toml --out out/wilks2005 --table paper/tables/wilks2005.md
+
+# The QG emulator: data on the 65 x 65 grid, a U-Net trained on them (~35
+# min on two cores), the 65 x 65 twin with the physical model and with the
+# emulator as forecast model; tables to paper/tables/.
+qg-emulator:
+    cargo run -- simulate experiments/qg/emulator_simulate.toml --out out/emulator_qg/trajectories.nc
+    cargo run -- train experiments/qg/emulator_train.toml --out out/emulator_qg
+    cp out/emulator_qg/training.png paper/figures/qg_emulator_training.png
+    cargo run -- evaluate experiments/qg/emulator_evaluate.toml --out out/qg_emulator_evaluate --table paper/tables/qg_emulator_evaluate.md
+    cp out/qg_emulator_evaluate/rmse.png paper/figures/qg_emulator_rmse.png
+    cargo run -- run experiments/qg/grid65.toml --out out/qg_grid65 --table paper/tables/qg_grid65.md
+    cargo run -- run experiments/qg/emulator_grid65.toml --out out/qg_emulator_grid65 --table paper/tables/qg_emulator_grid65.md
 
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.

@@ -242,6 +242,7 @@ fn emulator(c: &mut Criterion) {
         std: vec![3.6; 40],
         increment_mean: vec![0.0; 40],
         increment_std: vec![0.9; 40],
+        fixed: Vec::new(),
     };
     let emulator = Emulator::from_parts(
         arch.init(40, 1, &device),

@@ -57,6 +57,14 @@ pub trait Model: Send + Sync {
     fn max_stable_dt(&self) -> Option<f64> {
         None
     }
+
+    /// The model as an ordinary differential equation, where it is one:
+    /// its tendency and integrator (stepped at [`dt`](Model::dt)). A hybrid
+    /// model adds a learned term to this tendency
+    /// ([`crate::learned::hybrid`]).
+    fn ode(&self) -> Option<crate::models::integrator::Ode<'_>> {
+        None
+    }
 }
 
 /// A model step and its adjoint on the host, one state at a time: the fast

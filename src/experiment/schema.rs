@@ -511,13 +511,20 @@ pub fn tables() -> Vec<TableDoc> {
         },
         TableDoc {
             header: "[model] name = \"emulator\"",
-            doc: "A neural emulator trained by `rime train`: one network step advances the state by the record interval of its training data (residual learning, f32 network, cast at the seam). Its geometry is that of the model the data came from. Usually the `[forecast_model]` of a twin whose `[model]` is the physical model.",
-            keys: vec![required(
-                "checkpoint",
-                "path",
-                "the checkpoint (`emulator.ckpt` in the output folder of `rime train`), relative to the experiment file",
-                "\"emulator.ckpt\"",
-            )],
+            doc: "A model trained by `rime train`, whichever the checkpoint holds: a neural emulator (one network step advances the state by the record interval of its training data; residual learning, f32 network, cast at the seam), a generative surrogate (a stochastic model whose samples make the ensemble) or a hybrid model (its physical model with the learned tendency term or state correction). Its geometry is that of the model the data came from (a hybrid's: its physical model's). Usually the `[forecast_model]` of a twin whose `[model]` is the physical model.",
+            keys: vec![
+                required(
+                    "checkpoint",
+                    "path",
+                    "the checkpoint (`emulator.ckpt` in the output folder of `rime train`), relative to the experiment file",
+                    "\"emulator.ckpt\"",
+                ),
+                key(
+                    "temperature",
+                    "number > 0",
+                    "generative surrogates only: the scale of the sampling noise (1: as trained; below 1 narrows the ensemble), a calibration to choose on validation data",
+                ),
+            ],
             reader: Reader::Model("emulator"),
         },
     ];

@@ -285,6 +285,9 @@ pub struct Trajectories {
     pub runs: usize,
     /// State size.
     pub n: usize,
+    /// The state's shape: the dimensions of its one field (after time and
+    /// trajectory), or `[n]` for several fields.
+    pub shape: Vec<usize>,
     /// The state variables read, in order.
     pub variables: Vec<String>,
     /// Values, `values[(t * runs + r) * n + i]`.
@@ -303,6 +306,22 @@ impl Trajectories {
     /// A missing or unreadable file, or one without state variables over
     /// `(time, ...)`; messages name the file and variable.
     pub fn read(path: &Path, fallback_split: [f64; 2]) -> Result<Self, String> {
+        Self::read_variables(path, fallback_split, &[])
+    }
+
+    /// Reads the state variables `variables` of a trajectory file, in that
+    /// order (all of them, in file order, if empty): the slow variables of a
+    /// two-scale run, for instance. A file's `rime_model` then describes a
+    /// larger state, so it is kept only when every state variable is read.
+    ///
+    /// # Errors
+    /// As [`Trajectories::read`], and a requested variable that is not a
+    /// state variable of the file (the message lists those there are).
+    pub fn read_variables(
+        path: &Path,
+        fallback_split: [f64; 2],
+        variables: &[String],
+    ) -> Result<Self, String> {
         #[cfg(feature = "netcdf")]
         let ds = crate::io::read_netcdf(path).map_err(|e| e.to_string())?;
         #[cfg(not(feature = "netcdf"))]
@@ -318,8 +337,10 @@ impl Trajectories {
             return Err(err(format!("{records} record(s): at least 2 are needed")));
         }
         let runs = ds.dim_len("trajectory").unwrap_or(1);
+        let wanted = variables;
         let mut variables = Vec::new();
         let mut fields: Vec<(usize, Vec<f64>)> = Vec::new();
+        let mut shapes: Vec<Vec<usize>> = Vec::new();
         for v in &ds.variables {
             if v.dimensions.first().map(String::as_str) != Some("time")
                 || v.dimensions.len() < 2
@@ -328,10 +349,11 @@ impl Trajectories {
                 continue;
             }
             let with_runs = v.dimensions.get(1).map(String::as_str) == Some("trajectory");
-            let inner: usize = v.dimensions[if with_runs { 2 } else { 1 }..]
+            let dims: Vec<usize> = v.dimensions[if with_runs { 2 } else { 1 }..]
                 .iter()
                 .map(|d| ds.dim_len(d).unwrap_or(1))
-                .product();
+                .collect();
+            let inner: usize = dims.iter().product();
             if !with_runs && runs > 1 {
                 return Err(err(format!(
                     "variable `{}` has no `trajectory` dimension but the file has {runs} trajectories",
@@ -340,13 +362,49 @@ impl Trajectories {
             }
             variables.push(v.name.clone());
             fields.push((inner, v.data.to_f64()));
+            shapes.push(dims);
         }
         if fields.is_empty() {
             return Err(err(
                 "no state variable over (time, [trajectory,] ...) found".into(),
             ));
         }
+        let every_variable = wanted.is_empty() || {
+            let mut all = variables.clone();
+            let mut some = wanted.to_vec();
+            all.sort();
+            some.sort();
+            all == some
+        };
+        if !wanted.is_empty() {
+            let mut picked = Vec::with_capacity(wanted.len());
+            for name in wanted {
+                if picked.iter().any(|(p, _): &(String, _)| p == name) {
+                    return Err(err(format!("variable `{name}` is asked for twice")));
+                }
+                let k = variables.iter().position(|v| v == name).ok_or_else(|| {
+                    err(format!(
+                        "no state variable `{name}`; the file has {}",
+                        variables.join(", ")
+                    ))
+                })?;
+                picked.push((
+                    name.clone(),
+                    (
+                        std::mem::take(&mut fields[k]),
+                        std::mem::take(&mut shapes[k]),
+                    ),
+                ));
+            }
+            let (names, parts): (Vec<_>, Vec<_>) = picked.into_iter().unzip();
+            variables = names;
+            (fields, shapes) = parts.into_iter().unzip();
+        }
         let n: usize = fields.iter().map(|f| f.0).sum();
+        let shape = match shapes.as_slice() {
+            [one] if !one.is_empty() => one.clone(),
+            _ => vec![n],
+        };
         let mut values = vec![0.0; records * runs * n];
         let mut offset = 0;
         for (len, data) in &fields {
@@ -373,7 +431,7 @@ impl Trajectories {
             _ => times[1] - times[0],
         };
         let model = match ds.attribute("rime_model") {
-            Some(AttrValue::Text(t)) if !t.is_empty() => Some(t.clone()),
+            Some(AttrValue::Text(t)) if !t.is_empty() && every_variable => Some(t.clone()),
             _ => None,
         };
         Ok(Self {
@@ -382,6 +440,7 @@ impl Trajectories {
             split,
             runs,
             n,
+            shape,
             variables,
             values,
             interval,

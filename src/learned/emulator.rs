@@ -42,32 +42,45 @@ pub struct Normalisation {
     pub increment_mean: Vec<f64>,
     /// Standard deviation of the one-step increments.
     pub increment_std: Vec<f64>,
+    /// Variables that never changed in the training data (land, a fixed
+    /// boundary such as QG's `psi = 0`): a learned model leaves them as
+    /// they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fixed: Vec<usize>,
 }
 
 impl Normalisation {
-    /// Moments pooled over all variables (a homogeneous field, such as a
-    /// Lorenz-96 ring, where every variable has the same statistics), so
-    /// that a shift-equivariant network stays equivariant.
+    /// Moments pooled over all variables that change (a homogeneous field,
+    /// such as a Lorenz-96 ring, where every variable has the same
+    /// statistics), so that a shift-equivariant network stays equivariant;
+    /// variables whose increments are exactly zero in the training data are
+    /// [`fixed`](Normalisation::fixed) and left out of the pool.
     pub fn pooled(stats: &super::data::Statistics) -> Self {
-        let n = stats.mean.len().max(1) as f64;
+        let len = stats.mean.len();
+        let fixed: Vec<usize> = (0..len)
+            .filter(|&i| stats.increment_std[i] == 0.0 && stats.increment_mean[i] == 0.0)
+            .collect();
+        let free: Vec<usize> = (0..len).filter(|i| !fixed.contains(i)).collect();
+        let n = free.len().max(1) as f64;
         let pool = |m: &[f64], s: &[f64]| -> (f64, f64) {
-            let mean = m.iter().sum::<f64>() / n;
-            let var = m
+            let mean = free.iter().map(|&i| m[i]).sum::<f64>() / n;
+            let var = free
                 .iter()
-                .zip(s)
-                .map(|(m, s)| s * s + (m - mean) * (m - mean))
+                .map(|&i| s[i] * s[i] + (m[i] - mean) * (m[i] - mean))
                 .sum::<f64>()
                 / n;
             (mean, var.sqrt().max(1e-12))
         };
         let (mu, sigma) = pool(&stats.mean, &stats.std);
         let (dmu, dsigma) = pool(&stats.increment_mean, &stats.increment_std);
-        let len = stats.mean.len();
+        // Every variable fixed: nothing to learn, nothing to mask.
+        let fixed = if free.is_empty() { Vec::new() } else { fixed };
         Self {
             mean: vec![mu; len],
             std: vec![sigma; len],
             increment_mean: vec![dmu; len],
             increment_std: vec![dsigma; len],
+            fixed,
         }
     }
 }
@@ -135,6 +148,15 @@ pub struct CheckpointHeader {
     /// emulator).
     #[serde(default)]
     pub generative: Option<super::generative::GenerativeConfig>,
+    /// The physical model and coupling, for a hybrid (absent: a pure
+    /// emulator); the normalisation's increments are then the physical
+    /// model's one-interval errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hybrid: Option<super::hybrid::HybridConfig>,
+    /// The shape of the state the network sees (one field's dimensions,
+    /// `[n]` if absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
 }
 
 impl CheckpointHeader {
@@ -142,6 +164,15 @@ impl CheckpointHeader {
     /// generative surrogate (noisy sample, condition, noise level).
     pub fn inputs(&self) -> usize {
         if self.generative.is_some() { 3 } else { 1 }
+    }
+
+    /// The shape of the state the network sees.
+    pub fn shape(&self) -> Vec<usize> {
+        if self.shape.is_empty() {
+            vec![self.n]
+        } else {
+            self.shape.clone()
+        }
     }
 }
 
@@ -248,14 +279,11 @@ impl Checkpoint {
             self.weights.clone(),
         ))
         .map_err(|e| e.to_string())?;
+        let shape = self.header.shape();
+        self.header.architecture.fits(&shape)?;
         self.header
             .architecture
-            .init_with_inputs(
-                self.header.inputs(),
-                self.header.n,
-                self.header.seed,
-                device,
-            )
+            .init_with_inputs(self.header.inputs(), &shape, self.header.seed, device)
             .try_load_record(record)
             .map_err(|e| e.to_string())
     }
@@ -270,6 +298,9 @@ pub struct Scaling {
     increment_mean: Vec<f32>,
     increment_std: Vec<f32>,
     inv_increment_std: Vec<f32>,
+    /// 1 where a variable may change, 0 where it is fixed; `None` when
+    /// none is fixed (no extra operation).
+    free: Option<Vec<f32>>,
 }
 
 impl Scaling {
@@ -283,6 +314,13 @@ impl Scaling {
             increment_mean: f(&norm.increment_mean),
             inv_increment_std: increment_std.iter().map(|s| 1.0 / s).collect(),
             increment_std,
+            free: (!norm.fixed.is_empty()).then(|| {
+                let mut free = vec![1.0; norm.mean.len()];
+                for &i in &norm.fixed {
+                    free[i] = 0.0;
+                }
+                free
+            }),
         }
     }
 
@@ -297,9 +335,28 @@ impl Scaling {
     }
 
     /// `x + mu_d + sigma_d y`: the state after the normalised increment `y`.
+    /// Fixed variables keep their value.
     pub fn advance(&self, x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
         let device = x.device();
-        x + Self::row(&self.increment_mean, &device) + y * Self::row(&self.increment_std, &device)
+        match &self.free {
+            None => {
+                x + Self::row(&self.increment_mean, &device)
+                    + y * Self::row(&self.increment_std, &device)
+            }
+            Some(_) => x + self.correction(y),
+        }
+    }
+
+    /// `mu_d + sigma_d y`: the increment of the normalised increment `y`
+    /// (zero at fixed variables).
+    pub fn correction(&self, y: Tensor<2>) -> Tensor<2> {
+        let device = y.device();
+        let c =
+            Self::row(&self.increment_mean, &device) + y * Self::row(&self.increment_std, &device);
+        match &self.free {
+            None => c,
+            Some(free) => c * Self::row(free, &device),
+        }
     }
 
     /// `(next - x - mu_d) / sigma_d`: the normalised increment.
@@ -352,13 +409,20 @@ pub fn float_dtype(t: &Tensor<2>) -> FloatDType {
     }
 }
 
-/// The `[model] name = "emulator"` table: a trained checkpoint.
+/// The `[model] name = "emulator"` table: a trained checkpoint (a
+/// deterministic emulator, a generative surrogate or a hybrid model,
+/// whichever the checkpoint holds).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmulatorConfig {
     /// The checkpoint (`rime train` writes `emulator.ckpt`); a relative path
     /// is taken from the experiment file's folder.
     pub checkpoint: PathBuf,
+    /// For a generative surrogate: the scale of its sampling noise (1: as
+    /// trained; below 1 narrows the ensemble). A calibration chosen on
+    /// validation data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 impl ModelSpec for EmulatorConfig {
@@ -374,6 +438,21 @@ impl ModelSpec for EmulatorConfig {
                 format!("{e} (`rime train` writes checkpoints)"),
             )
         })?;
+        if let Some(t) = self.temperature
+            && (checkpoint.header.generative.is_none() || !(t > 0.0 && t.is_finite()))
+        {
+            return Err(BuildError::invalid(
+                "temperature",
+                format!(
+                    "must be a positive number for a generative surrogate; got {t} for {} checkpoint",
+                    if checkpoint.header.generative.is_some() {
+                        "a generative"
+                    } else {
+                        "a deterministic"
+                    }
+                ),
+            ));
+        }
         if let Some(config) = &checkpoint.header.generative {
             let geometry = source_geometry(&checkpoint.header, device).map_err(&file)?;
             let network = checkpoint.network(device).map_err(&file)?;
@@ -381,12 +460,20 @@ impl ModelSpec for EmulatorConfig {
                 config.clone(),
                 &checkpoint.header.normalisation,
             );
-            return Ok(Box::new(super::generative::Surrogate::new(
-                network,
-                generative,
-                geometry,
-                checkpoint.header.interval,
-            )));
+            return Ok(Box::new(
+                super::generative::Surrogate::new(
+                    network,
+                    generative,
+                    geometry,
+                    checkpoint.header.interval,
+                )
+                .with_temperature(self.temperature.unwrap_or(1.0)),
+            ));
+        }
+        if checkpoint.header.hybrid.is_some() {
+            return Ok(Box::new(
+                super::hybrid::Hybrid::new(&checkpoint, device).map_err(file)?,
+            ));
         }
         Ok(Box::new(Emulator::new(&checkpoint, device).map_err(file)?))
     }
@@ -437,6 +524,9 @@ impl Emulator {
         let h = &checkpoint.header;
         if h.generative.is_some() {
             return Err("a generative surrogate, not a deterministic emulator".into());
+        }
+        if h.hybrid.is_some() {
+            return Err("a hybrid model (load it with `Hybrid::new`), not a pure emulator".into());
         }
         let network = checkpoint.network(device)?;
         let geometry = source_geometry(h, device)?;
@@ -489,5 +579,41 @@ impl Model for Emulator {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{cpu_f64, tensor_from_rows, to_vec};
+    use crate::learned::data::Statistics;
+
+    /// A variable that never changed in the data (a fixed boundary, land)
+    /// is left out of the pooled moments and kept as it is by the emulator.
+    #[test]
+    fn variables_fixed_in_the_data_stay_fixed() {
+        let stats = Statistics {
+            mean: vec![1.0, 3.0, 0.0, 2.0],
+            std: vec![1.0, 1.0, 0.0, 1.0],
+            increment_mean: vec![0.1, 0.3, 0.0, 0.2],
+            increment_std: vec![0.5, 0.5, 0.0, 0.5],
+        };
+        let norm = Normalisation::pooled(&stats);
+        assert_eq!(norm.fixed, vec![2]);
+        assert!((norm.mean[0] - 2.0).abs() < 1e-12, "{:?}", norm.mean);
+        assert!((norm.increment_mean[2] - 0.2).abs() < 1e-12);
+        let device = cpu_f64();
+        let network = Architecture::Cnn1d {
+            channels: 4,
+            layers: 2,
+            kernel: 3,
+            bilinear: false,
+        }
+        .init(4, 1, &device);
+        let emulator = Emulator::from_parts(network, &norm, Geometry::chain(4, true, "x"), 1.0);
+        let x = [0.5, -1.0, 0.25, 2.0];
+        let y = to_vec(emulator.step(tensor_from_rows(&x, 1, 4, &device), 0.0));
+        assert_eq!(y[2], 0.25);
+        assert!(y.iter().zip(&x).filter(|(a, b)| a != b).count() == 3);
     }
 }

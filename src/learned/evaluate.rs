@@ -49,6 +49,38 @@ pub struct EvaluateSettings {
     /// Where the models run.
     #[serde(default)]
     pub device: DeviceChoice,
+    /// The split the forecasts start from and are scored on: `"test"`
+    /// (default), or `"validation"` to choose a setting (a surrogate's
+    /// `temperature`) without looking at the test split.
+    #[serde(default)]
+    pub split: EvaluationSplit,
+}
+
+/// The split an evaluation uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluationSplit {
+    /// Records never trained or validated on.
+    #[default]
+    Test,
+    /// The validation records.
+    Validation,
+}
+
+impl EvaluationSplit {
+    fn code(self) -> i32 {
+        match self {
+            EvaluationSplit::Test => 2,
+            EvaluationSplit::Validation => 1,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EvaluationSplit::Test => "test",
+            EvaluationSplit::Validation => "validation",
+        }
+    }
 }
 
 fn default_starts() -> usize {
@@ -240,11 +272,12 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
     let file = &config.path;
     let e = &config.evaluate;
     let (data_path, data) = config.data.load(file)?;
-    let candidates = data.samples(2, e.leads);
+    let candidates = data.samples(e.split.code(), e.leads);
     if candidates.is_empty() {
         anyhow::bail!(
-            "{}: the test split of {} has no run of {} records (evaluate.leads + 1)",
+            "{}: the {} split of {} has no run of {} records (evaluate.leads + 1)",
             file.display(),
+            e.split.name(),
             data_path.display(),
             e.leads + 1
         );

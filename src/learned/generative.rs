@@ -380,6 +380,7 @@ pub struct Surrogate {
     generative: Generative,
     geometry: Geometry,
     dt: f64,
+    temperature: f64,
 }
 
 impl Surrogate {
@@ -390,10 +391,26 @@ impl Surrogate {
             generative,
             geometry,
             dt,
+            temperature: 1.0,
         }
     }
 
+    /// The same surrogate sampling from noise scaled by `temperature`
+    /// (1: the trained model; below 1 the samples draw in towards the
+    /// zero-noise one). A post-hoc calibration of the ensemble's spread,
+    /// to be chosen on validation data (`rime evaluate` with
+    /// `[evaluate] split = "validation"`), never on the test split.
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
     fn sample_as(&self, state: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        let z = if self.temperature == 1.0 {
+            z
+        } else {
+            z * self.temperature
+        };
         let dtype = float_dtype(&state);
         let x = state.cast(FloatDType::F32);
         self.generative
@@ -449,6 +466,7 @@ mod tests {
             std: vec![1.0; n],
             increment_mean: vec![0.0; n],
             increment_std: vec![1.0; n],
+            fixed: Vec::new(),
         }
     }
 
@@ -477,7 +495,7 @@ mod tests {
             bilinear: false,
         };
         let g = Generative::new(config.clone(), &identity(n));
-        let mut net = arch.init_with_inputs(3, n, 1, &ad);
+        let mut net = arch.init_with_inputs(3, &[n], 1, &ad);
         let mut optim: ModuleOptimizer = AdamConfig::new().init();
         let b = 256;
         for k in 0..steps {
@@ -595,7 +613,7 @@ mod tests {
         let mut norm = identity(n);
         norm.increment_std = vec![3.0; n];
         let surrogate = Surrogate::new(
-            arch.init_with_inputs(3, n, 2, &device),
+            arch.init_with_inputs(3, &[n], 2, &device),
             Generative::new(config, &norm),
             Geometry::chain(n, true, "x"),
             0.1,

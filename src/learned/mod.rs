@@ -8,6 +8,8 @@
 //!   burn, f32, seeded.
 //! - [`emulator`]: residual (tendency) emulators as models, normalisation
 //!   and checkpoints.
+//! - [`hybrid`]: a physical model with a learned tendency term or state
+//!   correction, trained through the physics.
 //! - [`generative`]: diffusion (EDM, Heun sampler) and flow-matching
 //!   surrogates that sample the next state, as stochastic models.
 //! - [`evaluate`]: `rime evaluate`: scores against lead time beside
@@ -19,6 +21,7 @@ pub mod data;
 pub mod emulator;
 pub mod evaluate;
 pub mod generative;
+pub mod hybrid;
 pub mod net;
 pub mod progress;
 pub mod train;
@@ -26,6 +29,7 @@ pub mod train;
 pub use data::{SimulateConfig, Trajectories, simulate};
 pub use emulator::{Checkpoint, Emulator, EmulatorConfig};
 pub use generative::{Generative, GenerativeConfig, Surrogate};
+pub use hybrid::{Coupling, Hybrid, HybridConfig};
 pub use net::{Architecture, Network};
 pub use train::{TrainConfig, train};
 

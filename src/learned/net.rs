@@ -38,6 +38,29 @@ pub enum Architecture {
         #[serde(default = "yes")]
         bilinear: bool,
     },
+    /// A U-Net for one 2-D field (Ronneberger et al. 2015): at each of
+    /// `levels` resolutions two 3x3 convolutions with GELU, halving the grid
+    /// by 2x2 averages on the way down and doubling it (nearest neighbour,
+    /// then the two convolutions on the skip connection's channels beside
+    /// the upsampled ones) on the way up; `channels` at the finest level,
+    /// doubled at each coarser one. Zero padding (a closed domain such as
+    /// the QG basin); the field is padded with zeros to a multiple of
+    /// `2^(levels - 1)` and cropped back.
+    Unet2d {
+        /// Channels at the finest level.
+        #[serde(default = "default_unet_channels")]
+        channels: usize,
+        /// Resolutions, ≥ 1 (1: no downsampling).
+        #[serde(default = "default_levels")]
+        levels: usize,
+    },
+}
+
+fn default_unet_channels() -> usize {
+    16
+}
+fn default_levels() -> usize {
+    3
 }
 
 fn default_channels() -> usize {
@@ -77,18 +100,58 @@ impl Architecture {
                 }
                 Ok(())
             }
+            Architecture::Unet2d { channels, levels } => {
+                if *channels == 0 {
+                    return Err(("channels".into(), "must be at least 1".into()));
+                }
+                if !(1..=6).contains(levels) {
+                    return Err(("levels".into(), format!("must be 1 to 6, got {levels}")));
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Builds the network for states of `n` variables, weights drawn from
-    /// the streams of `seed`.
+    /// Whether the network takes states of this shape (a field's
+    /// dimensions, `[n]` for a line or several fields).
+    ///
+    /// # Errors
+    /// A 2-D network on a state that is not one 2-D field, named by what it
+    /// is.
+    pub fn fits(&self, shape: &[usize]) -> Result<(), String> {
+        match self {
+            Architecture::Cnn1d { .. } => Ok(()),
+            Architecture::Unet2d { .. } if shape.len() == 2 && shape.iter().all(|&d| d > 0) => {
+                Ok(())
+            }
+            Architecture::Unet2d { .. } => Err(format!(
+                "kind = \"unet2d\" needs a state of one 2-D field; this one has shape {shape:?}"
+            )),
+        }
+    }
+
+    /// Builds the network for states of `n` variables on a line, weights
+    /// drawn from the streams of `seed`.
     pub fn init(&self, n: usize, seed: u64, device: &Device) -> Network {
-        self.init_with_inputs(1, n, seed, device)
+        self.init_with_inputs(1, &[n], seed, device)
     }
 
     /// The network with `inputs` channels in (a generative model's noisy
-    /// state, condition and noise level), one out.
-    pub fn init_with_inputs(&self, inputs: usize, n: usize, seed: u64, device: &Device) -> Network {
+    /// state, condition and noise level), one out, for states of `shape`
+    /// (see [`Architecture::fits`]).
+    ///
+    /// # Panics
+    /// A shape the network does not fit.
+    pub fn init_with_inputs(
+        &self,
+        inputs: usize,
+        shape: &[usize],
+        seed: u64,
+        device: &Device,
+    ) -> Network {
+        if let Err(e) = self.fits(shape) {
+            panic!("{e}");
+        }
         match self {
             Architecture::Cnn1d {
                 channels,
@@ -96,10 +159,36 @@ impl Architecture {
                 kernel,
                 bilinear,
             } => Network::Cnn1d(Cnn1d::new(
-                inputs, *channels, *layers, *kernel, *bilinear, n, seed, device,
+                inputs,
+                *channels,
+                *layers,
+                *kernel,
+                *bilinear,
+                shape.iter().product(),
+                seed,
+                device,
+            )),
+            Architecture::Unet2d { channels, levels } => Network::Unet2d(Unet2d::new(
+                inputs,
+                *channels,
+                *levels,
+                [shape[0], shape[1]],
+                seed,
+                device,
             )),
         }
     }
+}
+
+/// PyTorch's default initialisation, uniform in `±1/sqrt(fan_in)`, from
+/// the stream `init/{name}/{what}` of `seed`.
+fn uniform_init(seed: u64, name: &str, what: &str, len: usize, fan_in: usize) -> Vec<f32> {
+    use rand::Rng;
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    let mut rng = stream(seed, &format!("init/{name}/{what}"));
+    (0..len)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect()
 }
 
 /// One periodic 1-D convolution: weights `[out, in, kernel]`, bias `[out]`.
@@ -120,16 +209,9 @@ impl PeriodicConv1d {
         name: &str,
         device: &Device,
     ) -> Self {
-        let bound = 1.0 / ((inputs * kernel) as f64).sqrt();
-        let uniform = |what: &str, len: usize| -> Vec<f32> {
-            use rand::Rng;
-            let mut rng = stream(seed, &format!("init/{name}/{what}"));
-            (0..len)
-                .map(|_| rng.random_range(-bound..bound) as f32)
-                .collect()
-        };
-        let w = uniform("weight", outputs * inputs * kernel);
-        let b = uniform("bias", outputs);
+        let fan_in = inputs * kernel;
+        let w = uniform_init(seed, name, "weight", outputs * inputs * kernel, fan_in);
+        let b = uniform_init(seed, name, "bias", outputs, fan_in);
         Self {
             weight: Param::from_tensor(f32_tensor(w, [outputs, inputs, kernel], device)),
             bias: Param::from_tensor(f32_tensor(b, [outputs], device)),
@@ -226,11 +308,172 @@ impl Cnn1d {
     }
 }
 
+/// A 2-D convolution with zero padding that keeps the grid: weights
+/// `[out, in, k, k]`, bias `[out]`.
+#[derive(Module, Debug)]
+pub struct Conv2dSame {
+    weight: Param<Tensor<4>>,
+    bias: Param<Tensor<1>>,
+    kernel: usize,
+}
+
+impl Conv2dSame {
+    fn new(
+        inputs: usize,
+        outputs: usize,
+        kernel: usize,
+        seed: u64,
+        name: &str,
+        device: &Device,
+    ) -> Self {
+        let fan_in = inputs * kernel * kernel;
+        let w = uniform_init(seed, name, "weight", outputs * fan_in, fan_in);
+        let b = uniform_init(seed, name, "bias", outputs, fan_in);
+        Self {
+            weight: Param::from_tensor(f32_tensor(w, [outputs, inputs, kernel, kernel], device)),
+            bias: Param::from_tensor(f32_tensor(b, [outputs], device)),
+            kernel,
+        }
+    }
+
+    /// `[batch, in, ny, nx] -> [batch, out, ny, nx]`.
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let p = self.kernel / 2;
+        let options = burn::tensor::ops::ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+        burn::tensor::module::conv2d(x, self.weight.val(), Some(self.bias.val()), options)
+    }
+}
+
+/// Two 3x3 convolutions, each followed by GELU.
+#[derive(Module, Debug)]
+pub struct DoubleConv {
+    a: Conv2dSame,
+    b: Conv2dSame,
+}
+
+impl DoubleConv {
+    fn new(inputs: usize, outputs: usize, seed: u64, name: &str, device: &Device) -> Self {
+        Self {
+            a: Conv2dSame::new(inputs, outputs, 3, seed, &format!("{name}/a"), device),
+            b: Conv2dSame::new(outputs, outputs, 3, seed, &format!("{name}/b"), device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        gelu(self.b.forward(gelu(self.a.forward(x))))
+    }
+}
+
+/// The U-Net of [`Architecture::Unet2d`].
+#[derive(Module, Debug)]
+pub struct Unet2d {
+    down: Vec<DoubleConv>,
+    up: Vec<DoubleConv>,
+    last: Conv2dSame,
+    ny: usize,
+    nx: usize,
+}
+
+impl Unet2d {
+    fn new(
+        inputs: usize,
+        channels: usize,
+        levels: usize,
+        [ny, nx]: [usize; 2],
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let width = |l: usize| channels << l;
+        let down = (0..levels)
+            .map(|l| {
+                let inputs = if l == 0 { inputs } else { width(l - 1) };
+                DoubleConv::new(inputs, width(l), seed, &format!("down{l}"), device)
+            })
+            .collect();
+        // Up level l sees the upsampled level l + 1 beside the skip of l.
+        let up = (0..levels.saturating_sub(1))
+            .map(|l| {
+                DoubleConv::new(
+                    width(l + 1) + width(l),
+                    width(l),
+                    seed,
+                    &format!("up{l}"),
+                    device,
+                )
+            })
+            .collect();
+        let last = Conv2dSame::new(channels, 1, 1, seed, "last", device);
+        Self {
+            down,
+            up,
+            last,
+            ny,
+            nx,
+        }
+    }
+
+    /// `[batch, n] -> [batch, n]`, `n = ny nx` in row-major order, in f32.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [b, n] = x.dims();
+        self.forward_channels(x.reshape([b, 1, n])).reshape([b, n])
+    }
+
+    /// `[batch, inputs, n] -> [batch, 1, n]`, in f32.
+    pub fn forward_channels(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, c, n] = x.dims();
+        let (ny, nx) = (self.ny, self.nx);
+        assert_eq!(n, ny * nx, "a U-Net built for {ny} x {nx} got {n} values");
+        let x = x.cast(FloatDType::F32).reshape([b, c, ny, nx]);
+        // Zero-pad to a multiple of 2^(levels - 1).
+        let m = 1usize << (self.down.len() - 1);
+        let (py, px) = (ny.next_multiple_of(m), nx.next_multiple_of(m));
+        let x = if (py, px) != (ny, nx) {
+            x.pad([(0, py - ny), (0, px - nx)], 0.0)
+        } else {
+            x
+        };
+        let mut skips = Vec::with_capacity(self.down.len());
+        let mut h = x;
+        for (l, block) in self.down.iter().enumerate() {
+            if l > 0 {
+                let options = burn::tensor::ops::AvgPoolOptions::new([2, 2]);
+                h = burn::tensor::module::avg_pool2d(h, options);
+            }
+            h = block.forward(h);
+            skips.push(h.clone());
+        }
+        skips.pop();
+        for block in self.up.iter().rev() {
+            let skip = skips.pop().expect("one skip per up level");
+            h = Tensor::cat(vec![upsample2(h), skip], 1);
+            h = block.forward(h);
+        }
+        let y = self.last.forward(h);
+        let y = if (py, px) != (ny, nx) {
+            y.narrow(2, 0, ny).narrow(3, 0, nx)
+        } else {
+            y
+        };
+        y.reshape([b, 1, n])
+    }
+}
+
+/// Nearest-neighbour doubling of the last two dimensions.
+fn upsample2(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let x = x.reshape([b, c, h, 1, w, 1]);
+    let x = Tensor::cat(vec![x.clone(), x], 3);
+    let x = Tensor::cat(vec![x.clone(), x], 5);
+    x.reshape([b, c, 2 * h, 2 * w])
+}
+
 /// A network of any architecture.
 #[derive(Module, Debug)]
 pub enum Network {
     /// [`Architecture::Cnn1d`].
     Cnn1d(Cnn1d),
+    /// [`Architecture::Unet2d`].
+    Unet2d(Unet2d),
 }
 
 impl Network {
@@ -238,6 +481,7 @@ impl Network {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Network::Cnn1d(net) => net.forward(x),
+            Network::Unet2d(net) => net.forward(x),
         }
     }
 
@@ -245,6 +489,7 @@ impl Network {
     pub fn forward_channels(&self, x: Tensor<3>) -> Tensor<3> {
         match self {
             Network::Cnn1d(net) => net.forward_channels(x),
+            Network::Unet2d(net) => net.forward_channels(x),
         }
     }
 }
@@ -289,8 +534,66 @@ mod tests {
         let other = arch.init(10, 8, &device);
         let w = |n: &Network| match n {
             Network::Cnn1d(c) => to_vec(c.first.weight.val()),
+            Network::Unet2d(_) => unreachable!("a 1-D network"),
         };
         assert_eq!(w(&net), w(&again));
         assert_ne!(w(&net), w(&other));
+    }
+
+    /// The U-Net takes a field whose sides are not multiples of its
+    /// coarsest grid (padded and cropped back), is seeded, and its autodiff
+    /// gradient with respect to the input matches central differences.
+    #[test]
+    fn the_unet_pads_crops_and_differentiates() {
+        use crate::device::cpu_f64_autodiff;
+        let device = cpu_f64();
+        let arch = Architecture::Unet2d {
+            channels: 4,
+            levels: 3,
+        };
+        assert!(arch.fits(&[40]).is_err());
+        let (ny, nx) = (9, 7);
+        let n = ny * nx;
+        let net = arch.init_with_inputs(1, &[ny, nx], 3, &device);
+        let x: Vec<f32> = (0..2 * n)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let y = to_vec(net.forward(f32_tensor(x.clone(), [2, n], &device)));
+        assert_eq!(y.len(), 2 * n);
+        // Members are independent: the second row alone gives its output.
+        let y1 = to_vec(net.forward(f32_tensor(x[n..].to_vec(), [1, n], &device)));
+        for (a, b) in y1.iter().zip(&y[n..]) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let again = arch.init_with_inputs(1, &[ny, nx], 3, &device);
+        assert_eq!(
+            to_vec(again.forward(f32_tensor(x.clone(), [2, n], &device))),
+            y
+        );
+
+        let ad = cpu_f64_autodiff();
+        let net = arch.init_with_inputs(1, &[ny, nx], 3, &ad);
+        let w: Vec<f32> = (0..n).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
+        let x0: Vec<f32> = x[..n].to_vec();
+        let f = |x: &[f32]| -> f64 {
+            let y = to_vec(net.forward(f32_tensor(x.to_vec(), [1, n], &ad)));
+            y.iter().zip(&w).map(|(a, b)| a * *b as f64).sum()
+        };
+        let xt = f32_tensor(x0.clone(), [1, n], &ad).require_grad();
+        let j = (net.forward(xt.clone()) * f32_tensor(w.clone(), [1, n], &ad)).sum();
+        let g = to_vec(xt.grad(&j.backward()).unwrap());
+        let h = 1e-2;
+        for i in [0, 8, 31, n - 1] {
+            let mut p = x0.clone();
+            let mut m = x0.clone();
+            p[i] += h;
+            m[i] -= h;
+            let fd = (f(&p) - f(&m)) / (2.0 * h as f64);
+            assert!(
+                (fd - g[i]).abs() < 2e-2 * (1e-2 + g[i].abs()),
+                "{i}: autodiff {} vs differences {fd}",
+                g[i]
+            );
+        }
     }
 }

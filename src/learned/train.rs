@@ -28,6 +28,7 @@ use super::emulator::{
     Checkpoint, CheckpointHeader, EpochRecord, Normalisation, ResidualStep, TrainingState,
 };
 use super::generative::{Generative, GenerativeConfig};
+use super::hybrid::{HybridConfig, HybridStep, hybrid_normalisation};
 use super::net::{Architecture, Network, f32_tensor};
 use super::progress::Progress;
 use crate::device::{DeviceChoice, DeviceError, Precision, to_vec};
@@ -43,6 +44,10 @@ pub struct DataConfig {
     /// file has no `split` variable.
     #[serde(default = "default_split")]
     pub split: [f64; 2],
+    /// The state variables to read, in order (default: all of them), e.g.
+    /// `["state_x"]` for the slow variables of a two-scale run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<String>,
 }
 
 fn default_split() -> [f64; 2] {
@@ -59,7 +64,7 @@ impl DataConfig {
     pub fn load(&self, config_file: &Path) -> anyhow::Result<(PathBuf, Trajectories)> {
         let base = config_file.parent().unwrap_or(Path::new("."));
         let path = base.join(&self.file);
-        let data = Trajectories::read(&path, self.split)
+        let data = Trajectories::read_variables(&path, self.split, &self.variables)
             .map_err(|e| anyhow::anyhow!("{}: key `data.file`: {e}", config_file.display()))?;
         Ok((path, data))
     }
@@ -133,6 +138,10 @@ pub struct TrainConfig {
     /// (`kind = "diffusion"` or `"flow_matching"` and their sampler).
     #[serde(default)]
     pub generative: Option<GenerativeConfig>,
+    /// A hybrid model: the network is a term of this physical model's
+    /// tendency or a correction of its state, trained through the physics.
+    #[serde(default)]
+    pub hybrid: Option<HybridConfig>,
 }
 
 impl TrainConfig {
@@ -159,6 +168,12 @@ impl TrainConfig {
                     ),
                 ));
             }
+        }
+        if config.hybrid.is_some() && config.generative.is_some() {
+            return Err(bad(
+                "hybrid",
+                "a hybrid model is deterministic: give [hybrid] or [generative], not both".into(),
+            ));
         }
         let t = &config.training;
         if t.epochs == 0 {
@@ -234,10 +249,35 @@ fn gather(data: &Trajectories, samples: &[(usize, usize)], k: usize, device: &De
     f32_tensor(v, [samples.len(), n], device)
 }
 
+/// One network-driven step of `[batch, n]` f32 states and the scale its
+/// errors are measured in: what the rollout loss differentiates.
+trait Stepper {
+    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2>;
+    fn inverse_increment_std(&self, device: &Device) -> Tensor<2>;
+}
+
+impl Stepper for ResidualStep {
+    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
+        ResidualStep::step(self, network, x)
+    }
+    fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
+        ResidualStep::inverse_increment_std(self, device)
+    }
+}
+
+impl Stepper for HybridStep {
+    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
+        HybridStep::step(self, network, x, 0.0)
+    }
+    fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
+        HybridStep::inverse_increment_std(self, device)
+    }
+}
+
 /// The rollout loss of a batch (a scalar tensor).
 fn rollout_loss(
     network: &Network,
-    residual: &ResidualStep,
+    residual: &dyn Stepper,
     data: &Trajectories,
     samples: &[(usize, usize)],
     rollout: usize,
@@ -258,11 +298,17 @@ fn rollout_loss(
     loss.expect("rollout >= 1") * (1.0 / rollout as f64)
 }
 
-/// What the network is trained for: a deterministic residual step, or a
-/// generative model of the next state.
+/// What the network is trained for: a deterministic residual step, a
+/// generative model of the next state, or a hybrid step (its physical model
+/// built on the autodiff device for training and on the plain one for
+/// validation).
 enum Objective {
     Residual(ResidualStep),
     Generative(Generative),
+    Hybrid {
+        train: HybridStep,
+        valid: HybridStep,
+    },
 }
 
 impl Objective {
@@ -281,6 +327,9 @@ impl Objective {
     ) -> Tensor<1> {
         match self {
             Objective::Residual(r) => rollout_loss(network, r, data, samples, rollout, device),
+            Objective::Hybrid { train, .. } => {
+                rollout_loss(network, train, data, samples, rollout, device)
+            }
             Objective::Generative(g) => {
                 let mut rng = crate::rng::stream(seed, name);
                 let b = samples.len();
@@ -320,6 +369,9 @@ impl Objective {
     ) -> (f64, f64) {
         match self {
             Objective::Residual(r) => validate(network, r, data, samples, rollout, device),
+            Objective::Hybrid { valid, .. } => {
+                validate(network, valid, data, samples, rollout, device)
+            }
             Objective::Generative(g) => {
                 if samples.is_empty() {
                     return (f64::NAN, f64::NAN);
@@ -347,7 +399,7 @@ impl Objective {
 /// Validation: the rollout loss and the one-step RMSE in state units.
 fn validate(
     network: &Network,
-    residual: &ResidualStep,
+    residual: &dyn Stepper,
     data: &Trajectories,
     samples: &[(usize, usize)],
     rollout: usize,
@@ -398,6 +450,13 @@ pub fn train(
             t.rollout + 1
         );
     }
+    config.network.fits(&data.shape).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: key `network.kind`: {e} (data {})",
+            file.display(),
+            data_path.display()
+        )
+    })?;
     std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
     // Networks train in f32: on a device configured for f32 where the
     // process can still choose (the `rime train` command); in a process
@@ -410,7 +469,11 @@ pub fn train(
         Err(e) => return Err(e.into()),
     };
     let ad = device.clone().autodiff();
-    let normalisation = Normalisation::pooled(&data.statistics());
+    let normalisation = match &config.hybrid {
+        Some(h) => hybrid_normalisation(h, &data, &device)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        None => Normalisation::pooled(&data.statistics()),
+    };
     let best_path = out.join("emulator.ckpt");
     let last_path = out.join("last.ckpt");
     let mut header = CheckpointHeader {
@@ -429,6 +492,8 @@ pub fn train(
             ..TrainingState::default()
         },
         generative: config.generative.clone(),
+        hybrid: config.hybrid.clone(),
+        shape: data.shape.clone(),
     };
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let mut network = if resume {
@@ -442,7 +507,19 @@ pub fn train(
                 config.generative
             );
         }
-        if last.header.architecture != config.network || last.header.n != data.n {
+        if last.header.hybrid != config.hybrid {
+            anyhow::bail!(
+                "--resume: {} holds the hybrid {:?}; {} asks for {:?}",
+                last_path.display(),
+                last.header.hybrid,
+                file.display(),
+                config.hybrid
+            );
+        }
+        if last.header.architecture != config.network
+            || last.header.n != data.n
+            || last.header.shape() != data.shape
+        {
             anyhow::bail!(
                 "--resume: {} holds a {:?} network for {} variables; {} asks for {:?} on {} variables",
                 last_path.display(),
@@ -476,11 +553,21 @@ pub fn train(
     } else {
         config
             .network
-            .init_with_inputs(header.inputs(), data.n, t.seed, &ad)
+            .init_with_inputs(header.inputs(), &data.shape, t.seed, &ad)
     };
-    let objective = match &config.generative {
-        Some(g) => Objective::Generative(Generative::new(g.clone(), &header.normalisation)),
-        None => Objective::Residual(ResidualStep::new(&header.normalisation)),
+    let objective = match (&config.generative, &config.hybrid) {
+        (Some(g), _) => Objective::Generative(Generative::new(g.clone(), &header.normalisation)),
+        (None, Some(h)) => {
+            let step = |device: &Device| {
+                HybridStep::new(h, &header.normalisation, data.n, data.interval, device)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+            };
+            Objective::Hybrid {
+                train: step(&ad)?,
+                valid: step(&device)?,
+            }
+        }
+        (None, None) => Objective::Residual(ResidualStep::new(&header.normalisation)),
     };
     let start_epoch = header.training.epoch + 1;
     let end_epoch = until.map_or(t.epochs, |u| u.min(t.epochs));
@@ -872,18 +959,39 @@ mod tests {
         );
         let spec = crate::learned::EmulatorConfig {
             checkpoint: report.best.clone(),
+            temperature: None,
         };
         let device = cpu_f64();
         let model = crate::models::ModelSpec::init(&spec, &device).unwrap();
         assert!(model.stochastic().is_some());
         assert_eq!((model.name(), model.size()), ("surrogate", 40));
         let x0 = nalgebra::DMatrix::from_fn(40, 6, |i, _| 8.0 + (i as f64 * 0.9).sin());
-        let f = crate::core::Forecaster::new(device).with_noise_stream(7);
+        let f = crate::core::Forecaster::new(device.clone()).with_noise_stream(7);
         let a = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
         let b = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
         assert_eq!(a, b);
         let spread = (a.column(0) - a.column(1)).norm();
         assert!(spread > 0.0 && spread.is_finite(), "{spread}");
+        // A temperature below 1 narrows the ensemble (the same noise,
+        // scaled); on a deterministic checkpoint it is refused.
+        let spread_of = |t: f64| {
+            let spec = crate::learned::EmulatorConfig {
+                checkpoint: report.best.clone(),
+                temperature: Some(t),
+            };
+            let model = crate::models::ModelSpec::init(&spec, &device).unwrap();
+            let e = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
+            let mean = e.column_mean();
+            e.column_iter()
+                .map(|c| (c - &mean).norm_squared())
+                .sum::<f64>()
+        };
+        assert!(
+            spread_of(0.3) < spread_of(1.0),
+            "{} vs {}",
+            spread_of(0.3),
+            spread_of(1.0)
+        );
         let e = TrainConfig::from_file(&{
             let p = dir.join("bad.toml");
             std::fs::write(
@@ -961,6 +1069,230 @@ mod tests {
                 g[i]
             );
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A hybrid learns the term its physics lacks: data from the truncated
+    /// Lorenz-96 with Wilks' (2005) quartic parametrisation, physics
+    /// without it, a local network (kernel 1) in the tendency. After 25
+    /// epochs (a few seconds) the hybrid's one-step validation error is
+    /// under 3 % of the bare physics' (measured 0.0026 vs 0.31) and the
+    /// learned term is Wilks' polynomial to within 3 % of its size (0.9 %
+    /// measured) over the states visited; the checkpoint loads as `[model] name = "emulator"` and steps like the
+    /// validated hybrid.
+    #[test]
+    fn a_hybrid_learns_the_missing_parametrisation() {
+        use crate::experiment::registry::ModelConfig;
+        use crate::models::lorenz96_two_scale::WILKS_2005;
+        let dir = std::env::temp_dir().join(format!("rime-train-hybrid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let physics = |p: &str| {
+            format!(
+                "name = \"lorenz96_truncated\"\nsize = 8\nparametrisation = \"{p}\"\ndt = 0.05\n"
+            )
+        };
+        let sim = dir.join("sim.toml");
+        std::fs::write(
+            &sim,
+            format!(
+                "[model]\n{}[initial]\nmean = 3.0\nstd = 3.0\n\
+                 [simulate]\ntrajectories = 16\nrecords = 150\nspinup_steps = 100\nseed = 4\nsplit = [0.8, 0.2]\n",
+                physics("wilks2005")
+            ),
+        )
+        .unwrap();
+        let config = SimulateConfig::from_file(&sim).unwrap();
+        simulate(&config, &sim, &dir.join("wilks.nc"), false).unwrap();
+        let file = dir.join("train.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[data]\nfile = \"wilks.nc\"\n\
+                 [network]\nkind = \"cnn1d\"\nchannels = 16\nlayers = 3\nkernel = 1\nbilinear = false\n\
+                 [training]\nepochs = 25\nbatch_size = 32\nlearning_rate = 1e-2\nlearning_rate_final = 1e-4\nseed = 1\n\
+                 [hybrid]\ncoupling = \"tendency\"\nphysics = {{ {} }}\n",
+                physics("none").trim_end().replace('\n', ", ")
+            ),
+        )
+        .unwrap();
+        let config = TrainConfig::from_file(&file).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let best = &report.state.history[report.state.best_epoch - 1];
+
+        // The bare physics' one-step error on the validation split.
+        let device = cpu_f64();
+        let data = Trajectories::read(&dir.join("wilks.nc"), [0.8, 0.1]).unwrap();
+        let bare = ModelConfig::from_toml(&physics("none"))
+            .unwrap()
+            .init(&device)
+            .unwrap();
+        let samples = data.samples(1, 1);
+        let rows = |k: usize| {
+            let v: Vec<f64> = samples
+                .iter()
+                .flat_map(|&(t, r)| data.state(t + k, r).to_vec())
+                .collect();
+            crate::device::tensor_from_rows(&v, samples.len(), 8, &device)
+        };
+        let rmse =
+            |a: Tensor<2>, b: Tensor<2>| (crate::device::to_vec((a - b).square().mean())[0]).sqrt();
+        let bare_rmse = rmse(bare.step(rows(0), 0.0), rows(1));
+        eprintln!(
+            "bare physics {bare_rmse:.4}, hybrid {:.4} at epoch {}",
+            best.validation_rmse, best.epoch
+        );
+        assert!(
+            best.validation_rmse < 0.03 * bare_rmse,
+            "hybrid {} vs bare physics {bare_rmse}",
+            best.validation_rmse
+        );
+
+        // The checkpoint as a model.
+        let model = ModelConfig::from_toml(&format!(
+            "name = \"emulator\"\ncheckpoint = \"{}\"",
+            report.best.display()
+        ))
+        .unwrap()
+        .init(&device)
+        .unwrap();
+        assert_eq!((model.size(), model.dt()), (8, 0.05));
+        let e = ModelConfig::from_toml(&format!(
+            "name = \"emulator\"\ncheckpoint = \"{}\"\ntemperature = 0.5",
+            report.best.display()
+        ))
+        .unwrap()
+        .init(&device)
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("temperature") && e.contains("deterministic"),
+            "{e}"
+        );
+        let hybrid_rmse = rmse(model.step(rows(0), 0.0), rows(1));
+        assert!(
+            (hybrid_rmse - best.validation_rmse).abs() < 1e-3 * bare_rmse,
+            "{hybrid_rmse} vs {}",
+            best.validation_rmse
+        );
+
+        // The learned term against -g_U(x): the hybrid's tendency minus the
+        // bare physics', on validation states.
+        let ode = model.ode();
+        assert!(ode.is_none(), "a hybrid is not itself an ODE model");
+        let checkpoint = Checkpoint::load(&report.best).unwrap();
+        let header = &checkpoint.header;
+        let net = checkpoint.network(&device).unwrap();
+        let scaling = crate::learned::emulator::Scaling::new(&header.normalisation);
+        let x = rows(0);
+        let z = scaling.normalise(x.clone().cast(burn::tensor::FloatDType::F32));
+        let learned = crate::device::to_vec(
+            (scaling.correction(net.forward(z)) * (1.0 / header.interval))
+                .cast(burn::tensor::FloatDType::F64),
+        );
+        let xs = crate::device::to_vec(x);
+        let (mut diff, mut size) = (0.0, 0.0);
+        for (&xi, &ci) in xs.iter().zip(&learned) {
+            let g: f64 = WILKS_2005.iter().rev().fold(0.0, |acc, c| acc * xi + c);
+            diff += (ci + g) * (ci + g);
+            size += g * g;
+        }
+        let relative = (diff / size).sqrt();
+        eprintln!("learned term vs -g_U: relative RMS difference {relative:.4}");
+        assert!(relative < 0.03, "{relative}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A tiny U-Net (4 channels, 2 levels) learns one step of 2-D upwind
+    /// advection on a 12 x 10 grid (at Courant number 1, an exact shift by
+    /// one cell of white noise, so persistence's error is sqrt(2)) in a
+    /// few seconds to a validation RMSE under a third of persistence's
+    /// (zero padding cannot know the periodic wrap of one column in ten);
+    /// its checkpoint keeps the field's shape and runs as a model.
+    #[test]
+    fn a_tiny_unet_learns_two_dimensional_advection() {
+        let dir = std::env::temp_dir().join(format!("rime-train-unet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sim = dir.join("sim.toml");
+        std::fs::write(
+            &sim,
+            "[model]\nname = \"advection2d\"\nnx = 10\nny = 12\nu = 2.0\nv = 0.0\ndt = 0.5\n\
+             [initial]\nmean = 0.0\nstd = 1.0\n\
+             [simulate]\ntrajectories = 16\nrecords = 40\nseed = 3\nsplit = [0.8, 0.2]\n",
+        )
+        .unwrap();
+        let config = SimulateConfig::from_file(&sim).unwrap();
+        simulate(&config, &sim, &dir.join("adv.nc"), false).unwrap();
+        let file = dir.join("train.toml");
+        std::fs::write(
+            &file,
+            "[data]\nfile = \"adv.nc\"\n\
+             [network]\nkind = \"unet2d\"\nchannels = 4\nlevels = 2\n\
+             [training]\nepochs = 15\nbatch_size = 16\nlearning_rate = 1e-2\nlearning_rate_final = 1e-4\nseed = 1\n",
+        )
+        .unwrap();
+        let config = TrainConfig::from_file(&file).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let data = Trajectories::read(&dir.join("adv.nc"), [0.8, 0.1]).unwrap();
+        assert_eq!(data.shape, vec![12, 10]);
+        let samples = data.samples(1, 1);
+        let mut sq = 0.0;
+        for &(t, r) in &samples {
+            for (a, b) in data.state(t, r).iter().zip(data.state(t + 1, r)) {
+                sq += (a - b) * (a - b);
+            }
+        }
+        let persistence = (sq / (samples.len() * data.n) as f64).sqrt();
+        let best = &report.state.history[report.state.best_epoch - 1];
+        eprintln!(
+            "persistence {persistence:.4}, U-Net {:.4} at epoch {}, {:.0} samples/s",
+            best.validation_rmse, best.epoch, report.samples_per_second
+        );
+        assert!(
+            best.validation_rmse < persistence / 3.0,
+            "{} vs persistence {persistence}",
+            best.validation_rmse
+        );
+        let checkpoint = Checkpoint::load(&report.best).unwrap();
+        assert_eq!(checkpoint.header.shape(), vec![12, 10]);
+        let device = cpu_f64();
+        let emulator = Emulator::new(&checkpoint, &device).unwrap();
+        let (t, r) = samples[0];
+        let x = crate::device::tensor_from_rows(data.state(t, r), 1, 120, &device);
+        assert_eq!(crate::device::to_vec(emulator.step(x, 0.0)).len(), 120);
+        // A U-Net on a line is refused, naming the key.
+        let bad = dir.join("bad.toml");
+        let l96 = dir.join("l96.nc");
+        let sim1 = dir.join("sim1.toml");
+        std::fs::write(
+            &sim1,
+            "[model]\nname = \"lorenz96\"\nsize = 8\n[initial]\nmean = 8.0\nstd = 1.0\n[simulate]\nrecords = 20\n",
+        )
+        .unwrap();
+        simulate(
+            &SimulateConfig::from_file(&sim1).unwrap(),
+            &sim1,
+            &l96,
+            false,
+        )
+        .unwrap();
+        std::fs::write(
+            &bad,
+            "[data]\nfile = \"l96.nc\"\n[network]\nkind = \"unet2d\"\n[training]\nepochs = 1\n",
+        )
+        .unwrap();
+        let e = train(
+            &TrainConfig::from_file(&bad).unwrap(),
+            &bad,
+            &dir.join("bad"),
+            false,
+            None,
+            false,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("network.kind") && e.contains("2-D"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -66,6 +66,16 @@ impl Integrator {
     }
 }
 
+/// A model's right-hand side and integrator, lent to whoever steps it with
+/// an extra term (see [`Model::ode`]).
+#[derive(Clone, Copy)]
+pub struct Ode<'a> {
+    /// The right-hand side.
+    pub tendency: &'a dyn Tendency,
+    /// How it is stepped.
+    pub integrator: Integrator,
+}
+
 /// A model defined by a tendency, an integrator and a time step, with
 /// optional additive noise: with `noise_std = s`, each step adds
 /// `s sqrt(dt) z`, `z ~ N(0, I)` drawn from the caller's keys (an
@@ -141,6 +151,12 @@ impl<T: Tendency> Model for OdeModel<T> {
     }
     fn stochastic(&self) -> Option<&dyn StochasticModel> {
         self.noise_std.map(|_| self as &dyn StochasticModel)
+    }
+    fn ode(&self) -> Option<Ode<'_>> {
+        Some(Ode {
+            tendency: &self.tendency,
+            integrator: self.integrator,
+        })
     }
 }
 

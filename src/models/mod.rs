@@ -17,7 +17,7 @@ pub mod qg;
 use burn::tensor::{Device, Tensor};
 
 pub use advection2d::{Advection2d, Advection2dConfig};
-pub use integrator::{Integrator, OdeModel, Tendency};
+pub use integrator::{Integrator, Ode, OdeModel, Tendency};
 pub use lorenz63::{Lorenz63, Lorenz63Config};
 pub use lorenz96::{Lorenz96, Lorenz96Config};
 pub use lorenz96_two_scale::{
