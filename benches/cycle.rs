@@ -287,10 +287,55 @@ fn emulator(c: &mut Criterion) {
     let _ = net.num_params();
 }
 
+/// The QG U-Net of experiments/qg/emulator_train.toml (8 channels, 3
+/// levels, 65 x 65; untrained weights time the same): one forecast step of
+/// 25 members (the LETKF's ensemble) and one training step of a batch of
+/// 16 (samples per second = 16 / its time).
+fn unet(c: &mut Criterion) {
+    use rime::learned::Architecture;
+    use rime::learned::emulator::{Normalisation, ResidualStep};
+    let device = cpu_f64();
+    let arch = Architecture::Unet2d {
+        channels: 8,
+        levels: 3,
+    };
+    let n = 65 * 65;
+    let norm = Normalisation {
+        mean: vec![0.0; n],
+        std: vec![5.6; n],
+        increment_mean: vec![0.0; n],
+        increment_std: vec![0.6; n],
+        fixed: Vec::new(),
+    };
+    let residual = ResidualStep::new(&norm);
+    let net = arch.init_with_inputs(1, &[65, 65], 1, &device);
+    let x: Vec<f32> = (0..25 * n)
+        .map(|i| 5.0 * ((i as f32) * 0.37).sin())
+        .collect();
+    c.bench_function("qg unet forecast step, 25 members, 65x65", |b| {
+        b.iter(|| {
+            let t = rime::learned::net::f32_tensor(x.clone(), [25, n], &device);
+            rime::device::to_vec(residual.step(&net, t))
+        })
+    });
+    let ad = device.clone().autodiff();
+    let mut net = arch.init_with_inputs(1, &[65, 65], 1, &ad);
+    let mut optim: burn::optim::ModuleOptimizer = burn::optim::AdamConfig::new().init();
+    c.bench_function("qg unet training step, batch 16, 65x65", |b| {
+        b.iter(|| {
+            let x0 = rime::learned::net::f32_tensor(x[..16 * n].to_vec(), [16, n], &ad);
+            let y = rime::learned::net::f32_tensor(x[n..17 * n].to_vec(), [16, n], &ad);
+            let loss = (residual.step(&net, x0) - y).square().mean();
+            let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(1e-4, net.clone(), grads);
+        })
+    });
+}
+
 criterion_group!(benches, filter_cycle, gradient, emulator);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
-    targets = qg
+    targets = qg, unet
 }
 criterion_main!(benches, qg_benches);
