@@ -595,8 +595,12 @@ pub struct ColumnDiagnostics {
     /// Upward kinematic heat flux at the surface (K m/s).
     pub surface_heat_flux: f64,
     /// Height of the most negative heat flux (the entrainment level of a
-    /// convective layer) (m).
+    /// convective layer), between levels by a parabola through the three
+    /// values around the minimum (m).
     pub heat_flux_minimum_height: f64,
+    /// `-(minimum heat flux) / (surface heat flux)`: the entrainment ratio
+    /// `A` of a convective layer (about 0.2 in LES).
+    pub entrainment_ratio: f64,
 }
 
 /// The single-column boundary-layer model (see the module docs).
@@ -1230,13 +1234,26 @@ impl BoundaryLayer {
                     .map(|k| (k, speed(k)))
                     .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
                 let minimum = (1..heat.len()).fold(1, |a, i| if heat[i] < heat[a] { i } else { a });
+                // The vertex of the parabola through the minimum and its
+                // neighbours: the diagnostic is not quantised to the grid.
+                let minimum_height = if minimum + 1 < heat.len() {
+                    let (z0, z1, z2) =
+                        (heights[minimum - 1], heights[minimum], heights[minimum + 1]);
+                    let (h0, h1, h2) = (heat[minimum - 1], heat[minimum], heat[minimum + 1]);
+                    let num = (z1 - z0).powi(2) * (h1 - h2) - (z1 - z2).powi(2) * (h1 - h0);
+                    let den = (z1 - z0) * (h1 - h2) - (z1 - z2) * (h1 - h0);
+                    if den != 0.0 { z1 - 0.5 * num / den } else { z1 }
+                } else {
+                    heights[minimum]
+                };
                 ColumnDiagnostics {
                     friction_velocity: tau0.sqrt(),
                     boundary_layer_height: h / 0.95,
                     jet_speed,
                     jet_height: self.grid.centres[jet],
                     surface_heat_flux: heat[0],
-                    heat_flux_minimum_height: heights[minimum],
+                    heat_flux_minimum_height: minimum_height,
+                    entrainment_ratio: -heat[minimum] / heat[0],
                 }
             })
             .collect()
@@ -1306,6 +1323,7 @@ impl Model for BoundaryLayer {
                 "heat_flux_minimum_height",
                 pick(|c| c.heat_flux_minimum_height),
             ),
+            ("entrainment_ratio", pick(|c| c.entrainment_ratio)),
         ]
     }
 }
