@@ -453,3 +453,40 @@ fn convective_growth_against_the_zero_order_jump_model() {
     let (_, ratio, _, _) = get("entrainment_ratio");
     assert!((0.0..0.25).contains(ratio), "{ratio}");
 }
+
+/// Relaxation towards the large-scale state above `relaxation_height` and
+/// none below it: without Coriolis and with negligible mixing, the wind
+/// aloft follows the backward-Euler relaxation
+/// `u_{n+1} = (u_n + r u_g) / (1 + r)`, `r = dt / tau`, and stays at rest
+/// below.
+#[test]
+fn the_wind_relaxes_to_the_geostrophic_wind_above_the_layer_only() {
+    let device = cpu_f64();
+    let model = config(
+        r#"
+levels = 20
+top = 400.0
+dt = 60.0
+coriolis = 0.0
+constant_viscosity = 1e-6
+surface = "insulated"
+initial_wind = [0.0, 0.0]
+geostrophic_wind = [8.0, 0.0]
+relaxation_time_above = 3600.0
+relaxation_height = 200.0
+"#,
+    )
+    .build()
+    .unwrap();
+    let x = model.forecast(model.initial_state(1, &device), 0.0, 60);
+    let u = to_vec(model.split(x).u);
+    let r: f64 = 60.0 / 3600.0;
+    let want = 8.0 * (1.0 - (1.0 + r).powi(-60));
+    for (k, &z) in model.grid().centres.iter().enumerate() {
+        if z > 230.0 {
+            assert!((u[k] - want).abs() < 1e-6, "z = {z}: {} vs {want}", u[k]);
+        } else if z < 170.0 {
+            assert!(u[k].abs() < 1e-6, "z = {z}: {}", u[k]);
+        }
+    }
+}
