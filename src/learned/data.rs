@@ -665,6 +665,65 @@ mod tests {
         assert!(e.contains("record"), "{e}");
         let e = Trajectories::read(&dir.join("missing.nc"), [0.8, 0.1]).unwrap_err();
         assert!(e.contains("missing.nc"), "{e}");
+        let f = write(
+            &dir,
+            "d.toml",
+            &format!("{base}[simulate]\nrecords = 5\n[expected.x]\nmin = 2.0\nmax = 1.0\n"),
+        );
+        let e = SimulateConfig::from_file(&f).unwrap_err();
+        assert!(e.contains("expected.x"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `[initial] mean = "model"` starts from the model's own profiles, and
+    /// `[expected]` ranges are checked against the model's diagnostics of
+    /// the last record; a model without them, or an unknown diagnostic, is
+    /// an error that names the key.
+    #[test]
+    fn expected_ranges_are_checked_against_the_model_diagnostics() {
+        let dir = std::env::temp_dir().join(format!("rime-sim-expected-{}", std::process::id()));
+        let column = "[model]\nname = \"boundary_layer\"\nlevels = 8\n\
+             [initial]\nmean = \"model\"\nstd = 0.0\n\
+             [simulate]\nrecords = 2\nsteps_per_record = 5\nsplit = [1.0, 0.0]\n";
+        let f = write(
+            &dir,
+            "column.toml",
+            &format!(
+                "{column}[expected.friction_velocity]\nmin = 0.0\nmax = 10.0\n\
+                 [expected.jet_speed]\nmin = 100.0\nmax = 200.0\n"
+            ),
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let report = simulate(&config, &f, &dir.join("column.nc"), false).unwrap();
+        assert_eq!(report.checks.len(), 2);
+        let check = |name: &str| report.checks.iter().find(|c| c.name == name).unwrap();
+        assert!(check("friction_velocity").inside());
+        assert!(check("friction_velocity").values[0] > 0.0);
+        assert!(!check("jet_speed").inside());
+        let f = write(
+            &dir,
+            "unknown.toml",
+            &format!("{column}[expected.rmse]\nmin = 0.0\nmax = 1.0\n"),
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let e = simulate(&config, &f, &dir.join("unknown.nc"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected.rmse") && e.contains("jet_speed"),
+            "{e}"
+        );
+        let f = write(
+            &dir,
+            "l96.toml",
+            "[model]\nname = \"lorenz96\"\nsize = 8\n[initial]\nmean = \"model\"\nstd = 0.0\n\
+             [simulate]\nrecords = 2\n",
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let e = simulate(&config, &f, &dir.join("l96.nc"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial.mean") && e.contains("lorenz96"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }
