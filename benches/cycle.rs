@@ -3,7 +3,8 @@
 //! N = 7, the two settings `benches/peers/dapper_cycle.py` times in DAPPER.
 //! Also the forecast alone, to show how the cycle splits, and one 4D-Var
 //! gradient through 100 steps with each gradient strategy. The QG model and
-//! its two localised filters at DAPPER's 129 x 129 size.
+//! its two localised filters at DAPPER's 129 x 129 size. The boundary
+//! layer's batched tridiagonal solve alone, and its whole GABLS1 step.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -332,10 +333,53 @@ fn unet(c: &mut Criterion) {
     });
 }
 
+/// The column solver alone (Thomas algorithm in burn ops, 64 levels, a
+/// batch of 1024 columns), and one GABLS1 step of the boundary layer (64
+/// levels) for one column and for 256 columns.
+fn boundary_layer(c: &mut Criterion) {
+    use rime::models::BoundaryLayerConfig;
+    use rime::models::boundary_layer::solve_tridiagonal;
+    let device = cpu_f64();
+    let (batch, n) = (1024, 64);
+    let values = |f: &dyn Fn(usize) -> f64| {
+        let v: Vec<f64> = (0..batch * n).map(f).collect();
+        rime::device::tensor_from_rows(&v, batch, n, &device)
+    };
+    let lower = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.11).sin().abs());
+    let upper = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.13).cos().abs());
+    let diag = values(&|_| 1.8);
+    let rhs = values(&|i| ((i as f64) * 0.37).sin());
+    c.bench_function("boundary_layer/tridiagonal_64_levels_1024_columns", |b| {
+        b.iter(|| {
+            rime::device::to_vec(solve_tridiagonal(
+                lower.clone(),
+                diag.clone(),
+                upper.clone(),
+                rhs.clone(),
+            ))
+        })
+    });
+    for columns in [1, 256] {
+        let model = BoundaryLayerConfig {
+            columns,
+            bottom_thickness: Some(2.0),
+            ice_cooling_rate: 0.25,
+            ..Default::default()
+        }
+        .build()
+        .unwrap();
+        let x = model.initial_state(1, &device);
+        c.bench_function(
+            &format!("boundary_layer/gabls1_step_64_levels_{columns}_columns"),
+            |b| b.iter(|| rime::device::to_vec(model.step(x.clone(), 0.0))),
+        );
+    }
+}
+
 criterion_group!(benches, filter_cycle, gradient, emulator);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
-    targets = qg, unet
+    targets = qg, unet, boundary_layer
 }
 criterion_main!(benches, qg_benches);

@@ -222,6 +222,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 report.interval,
                 report.seconds
             );
+            for check in &report.checks {
+                let values: Vec<String> = check.values.iter().map(|v| format!("{v:.4}")).collect();
+                println!(
+                    "{}: {} (expected [{}, {}]: {})",
+                    check.name,
+                    values.join(", "),
+                    check.range.min,
+                    check.range.max,
+                    if check.inside() { "inside" } else { "OUTSIDE" }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Train {

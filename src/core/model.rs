@@ -52,6 +52,21 @@ pub trait Model: Send + Sync {
         None
     }
 
+    /// The model's own initial state (one member, `n` values), where its
+    /// config carries one (a column's initial profiles); `[initial] mean =
+    /// "model"` starts from it.
+    fn initial_state(&self) -> Option<Vec<f64>> {
+        None
+    }
+
+    /// Named diagnostics of a state batch at `time`, each with one value
+    /// per member (and per column, member-major, for a column model), e.g.
+    /// a boundary layer's height and friction velocity. `rime simulate`
+    /// compares them with a simulation file's `[expected]` ranges.
+    fn diagnostics(&self, _state: Tensor<2>, _time: f64) -> Vec<(&'static str, Vec<f64>)> {
+        Vec::new()
+    }
+
     /// The largest stable time step, where the model knows one (explicit
     /// schemes on the toy models); experiments check `dt` against it.
     fn max_stable_dt(&self) -> Option<f64> {

@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::registry::ModelConfig;
+use crate::core::Model;
 use crate::da::MethodConfig;
 use crate::device::{DeviceChoice, Precision};
 
@@ -229,7 +230,9 @@ fn yes() -> bool {
     true
 }
 
-/// The initial mean: a scalar for every variable, or a list padded with zeros.
+/// The initial mean: a scalar for every variable, a list padded with
+/// zeros, or `"model"`: the model's own initial state (a column model's
+/// initial profiles, from its `[model]` table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum InitialMean {
@@ -237,6 +240,16 @@ pub enum InitialMean {
     Scalar(f64),
     /// Leading values; the rest are zero.
     Values(Vec<f64>),
+    /// `"model"`: [`Model::initial_state`].
+    Model(FromModel),
+}
+
+/// The word `"model"` of `[initial] mean = "model"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromModel {
+    /// The model's own initial state.
+    Model,
 }
 
 /// The `[initial]` table: truth and ensembles start from draws of
@@ -278,19 +291,47 @@ impl InitialSample {
 }
 
 impl InitialConfig {
-    /// The mean vector for a state of size `n`.
-    pub fn mean_vector(&self, n: usize) -> Vec<f64> {
+    /// The mean vector for the states of `model`.
+    ///
+    /// # Panics
+    /// With `mean = "model"` for a model without an initial state of its
+    /// own: [`InitialConfig::check_model`] refuses that first.
+    pub fn mean_vector(&self, model: &dyn Model) -> Vec<f64> {
+        let n = model.size();
         match &self.mean {
             InitialMean::Scalar(v) => vec![*v; n],
             InitialMean::Values(v) => (0..n).map(|i| v.get(i).copied().unwrap_or(0.0)).collect(),
+            InitialMean::Model(_) => model
+                .initial_state()
+                .expect("checked by InitialConfig::check_model"),
         }
     }
 
-    /// `N(mean, std^2 I)` for a state of size `n`.
-    pub fn distribution(&self, n: usize) -> crate::da::Gaussian {
+    /// Whether the mean fits `model`: a list no longer than its state, and
+    /// `"model"` only for a model with an initial state of its own.
+    ///
+    /// # Errors
+    /// The reason, for the key `initial.mean`.
+    pub fn check_model(&self, model: &dyn Model) -> Result<(), String> {
+        match &self.mean {
+            InitialMean::Values(v) if v.len() > model.size() => Err(format!(
+                "has {} values for a state of size {}",
+                v.len(),
+                model.size()
+            )),
+            InitialMean::Model(_) if model.initial_state().is_none() => Err(format!(
+                "\"model\": model `{}` has no initial state of its own; give numbers",
+                model.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `N(mean, std^2 I)` for the states of `model`.
+    pub fn distribution(&self, model: &dyn Model) -> crate::da::Gaussian {
         crate::da::Gaussian::new(
-            nalgebra::DVector::from_vec(self.mean_vector(n)),
-            nalgebra::DVector::from_element(n, self.std),
+            nalgebra::DVector::from_vec(self.mean_vector(model)),
+            nalgebra::DVector::from_element(model.size(), self.std),
         )
     }
 }
@@ -692,6 +733,7 @@ impl ExperimentConfig {
         let mean_values = match &self.initial.mean {
             InitialMean::Scalar(v) => vec![*v],
             InitialMean::Values(v) => v.clone(),
+            InitialMean::Model(_) => Vec::new(),
         };
         if let Some((i, bad)) = mean_values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err((
@@ -816,7 +858,19 @@ etkf = { rmse_a = 0.2, tolerance = 0.02 }
         let c = ExperimentConfig::from_toml(GOOD, Path::new("good.toml")).unwrap();
         assert_eq!(c.methods.len(), 2);
         assert_eq!(c.methods[1].label, "etkf_rot");
-        assert_eq!(c.initial.mean_vector(3), vec![1.0, 0.0, 0.0]);
+        let lorenz63 = super::super::registry::ModelConfig::from_toml("name = \"lorenz63\"")
+            .unwrap()
+            .init(&crate::device::cpu_f64())
+            .unwrap();
+        assert_eq!(
+            c.initial.mean_vector(lorenz63.as_ref()),
+            vec![1.0, 0.0, 0.0]
+        );
+        assert!(c.initial.check_model(lorenz63.as_ref()).is_ok());
+        let mut from_model = c.initial.clone();
+        from_model.mean = InitialMean::Model(FromModel::Model);
+        let e = from_model.check_model(lorenz63.as_ref()).unwrap_err();
+        assert!(e.contains("lorenz63") && e.contains("initial state"), "{e}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::core::Model;
 use crate::learned::EmulatorConfig;
 use crate::models::{
-    Advection2dConfig, BuildError, Lorenz63Config, Lorenz96Config, Lorenz96TruncatedConfig,
-    Lorenz96TwoScaleConfig, ModelSpec, QgConfig,
+    Advection2dConfig, BoundaryLayerConfig, BuildError, Lorenz63Config, Lorenz96Config,
+    Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig, ModelSpec, QgConfig,
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
@@ -70,6 +70,7 @@ pub const MODELS: &[ModelEntry] = &[
     model::<Lorenz96TruncatedConfig>("lorenz96_truncated"),
     model::<Advection2dConfig>("advection2d"),
     model::<QgConfig>("qg"),
+    model::<BoundaryLayerConfig>("boundary_layer"),
     model::<EmulatorConfig>("emulator"),
 ];
 

@@ -334,8 +334,8 @@ pub fn tables() -> Vec<TableDoc> {
             keys: vec![
                 required(
                     "mean",
-                    "number, or a list (padded with zeros), finite",
-                    "the initial mean",
+                    "number, a list (padded with zeros), finite, or \"model\"",
+                    "the initial mean; \"model\": the model's own initial state (the boundary layer's initial profiles)",
                     "[1.0]",
                 ),
                 required("std", "number ≥ 0", "the initial standard deviation", "0.1"),
@@ -508,6 +508,133 @@ pub fn tables() -> Vec<TableDoc> {
                 NOISE,
             ],
             reader: Reader::Model("qg"),
+        },
+        TableDoc {
+            header: "[model] name = \"boundary_layer\"",
+            doc: "Single-column atmospheric boundary layer after NEMO's ABL1d (Lemarié et al. 2021): u, v, theta, q and TKE on a stretched grid, TKE closure with a Deardorff mixing length, implicit vertical diffusion, Coriolis, geostrophic forcing, bulk surface fluxes over ice and open water; fields `u`, `v`, `theta`, `q`, `tke` of shape [columns, levels], SI units, time in seconds. Defaults are GABLS1 (Beare et al. 2006) on a uniform grid; start it with `[initial] mean = \"model\"`.",
+            keys: vec![
+                key("levels", "integer ≥ 4", "cells in each column"),
+                key("top", "number > 0, m", "model top"),
+                key(
+                    "bottom_thickness",
+                    "number > 0, m",
+                    "thickness of the lowest cell; cells grow geometrically above it (absent: uniform)",
+                ),
+                key(
+                    "columns",
+                    "integer ≥ 1",
+                    "columns (grid cells), stepped as one batch",
+                ),
+                key(
+                    "dt",
+                    "number > 0, s",
+                    "time step (implicit: not limited by diffusion)",
+                ),
+                key("coriolis", "number, 1/s", "Coriolis parameter f"),
+                key(
+                    "coriolis_implicitness",
+                    "number in [0.5, 1]",
+                    "weight of the new time level in the Coriolis term (NEMO: 0.55)",
+                ),
+                key("geostrophic_wind", "[u_g, v_g], m/s", "large-scale forcing"),
+                key(
+                    "constant_viscosity",
+                    "number > 0, m²/s",
+                    "constant K for momentum and tracers instead of the TKE closure (the Ekman layer)",
+                ),
+                key(
+                    "surface",
+                    "\"bulk\", \"no_slip\" or \"insulated\"",
+                    "bulk fluxes over ice and water; zero wind at the ground and no heat flux; no flux at all",
+                ),
+                key(
+                    "ice_fraction",
+                    "number or one per column, in [0, 1]",
+                    "weight of the ice fluxes against the open-water ones",
+                ),
+                key(
+                    "ice_temperature",
+                    "number or one per column, K",
+                    "ice surface temperature at time 0",
+                ),
+                key(
+                    "ice_cooling_rate",
+                    "number, K/h",
+                    "cooling of the ice surface",
+                ),
+                key(
+                    "ice_roughness",
+                    "number > 0, m",
+                    "roughness length over ice (momentum and heat)",
+                ),
+                key(
+                    "water_temperature",
+                    "number or one per column, K",
+                    "open-water temperature (roughness from Charnock)",
+                ),
+                key(
+                    "surface_saturation",
+                    "number in [0, 1]",
+                    "surface humidity as a fraction of saturation (0: dry)",
+                ),
+                key(
+                    "surface_heat_flux",
+                    "number, K m/s",
+                    "prescribed upward kinematic heat flux instead of the bulk one",
+                ),
+                key(
+                    "reference_temperature",
+                    "number > 0, K",
+                    "theta_ref of the buoyancy g/theta_ref",
+                ),
+                key(
+                    "initial_wind",
+                    "[u, v], m/s",
+                    "initial wind (absent: geostrophic)",
+                ),
+                key(
+                    "initial_theta",
+                    "number, K",
+                    "initial theta below initial_mixed_height",
+                ),
+                key(
+                    "initial_mixed_height",
+                    "number, m",
+                    "top of the initial well-mixed layer",
+                ),
+                key(
+                    "initial_lapse_rate",
+                    "number, K/m",
+                    "initial d(theta)/dz above it",
+                ),
+                key(
+                    "initial_humidity",
+                    "number ≥ 0, kg/kg",
+                    "initial specific humidity, and its large-scale value",
+                ),
+                key(
+                    "initial_tke",
+                    "number ≥ 0, m²/s²",
+                    "e_0 of the initial TKE e_0 (1 - z/d)³",
+                ),
+                key("initial_tke_depth", "number > 0, m", "d of the initial TKE"),
+                key(
+                    "relaxation_time_above",
+                    "number > 0, s",
+                    "relaxation towards the geostrophic wind and the initial theta and q above relaxation_height (absent: none)",
+                ),
+                key(
+                    "relaxation_time_inside",
+                    "number > 0, s",
+                    "the same below relaxation_height (absent: none)",
+                ),
+                key(
+                    "relaxation_height",
+                    "number, m",
+                    "height separating the two relaxation times",
+                ),
+            ],
+            reader: Reader::Model("boundary_layer"),
         },
         TableDoc {
             header: "[model] name = \"emulator\"",

@@ -201,18 +201,10 @@ impl Built {
                 ));
             }
         }
-        if let super::config::InitialMean::Values(v) = &config.initial.mean
-            && v.len() > truth_model.size()
-        {
-            return Err(config.invalid(
-                "initial.mean",
-                format!(
-                    "has {} values for a state of size {}",
-                    v.len(),
-                    truth_model.size()
-                ),
-            ));
-        }
+        config
+            .initial
+            .check_model(truth_model.as_ref())
+            .map_err(|e| config.invalid("initial.mean", e))?;
         let source = if config.observations.operator == OperatorKind::File {
             let file = config.observations.file.as_ref().expect("validated");
             let path = config.path.parent().unwrap_or(Path::new(".")).join(file);
@@ -283,7 +275,7 @@ impl Built {
             .with_noise_stream(crate::rng::key(seed, "sample-noise"));
         let x0 = config
             .initial
-            .distribution(model.size())
+            .distribution(model)
             .sample(1, &mut stream(seed, "sample"));
         let mut state: DVector<f64> = x0.column(0).into_owned();
         let total = spec.cycles();
@@ -369,7 +361,7 @@ impl Built {
     pub fn initial(&self, config: &ExperimentConfig) -> Gaussian {
         match self.sample(config) {
             Some(s) => s.ensembles.clone(),
-            None => config.initial.distribution(self.model().size()),
+            None => config.initial.distribution(self.model()),
         }
     }
 
@@ -380,7 +372,7 @@ impl Built {
         }
         config
             .initial
-            .distribution(self.truth_model.size())
+            .distribution(self.truth_model.as_ref())
             .sample(1, &mut stream(config.run.seed, "truth"))
             .column(0)
             .into_owned()

@@ -77,6 +77,40 @@ fn default_split() -> [f64; 2] {
     [0.8, 0.1]
 }
 
+/// A published range that a diagnostic of the last record should fall in
+/// (`[expected.<diagnostic>]` of a simulation file), and where it comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedRange {
+    /// Lower end.
+    pub min: f64,
+    /// Upper end.
+    pub max: f64,
+    /// The publication and how the range was read from it.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A diagnostic of the last record against its expected range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpectedCheck {
+    /// The diagnostic's name (e.g. `boundary_layer_height`).
+    pub name: String,
+    /// Its values, one per trajectory (and column).
+    pub values: Vec<f64>,
+    /// The range.
+    pub range: ExpectedRange,
+}
+
+impl ExpectedCheck {
+    /// Whether every value falls in the range.
+    pub fn inside(&self) -> bool {
+        self.values
+            .iter()
+            .all(|v| *v >= self.range.min && *v <= self.range.max)
+    }
+}
+
 /// A simulation file (`rime simulate FILE`): the model, its initial states
 /// and how long to run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +125,10 @@ pub struct SimulateConfig {
     pub initial: InitialConfig,
     /// Length and splits.
     pub simulate: SimulateSettings,
+    /// Published ranges of the model's diagnostics at the last record,
+    /// keyed by diagnostic name; reported by `rime simulate`.
+    #[serde(default)]
+    pub expected: std::collections::BTreeMap<String, ExpectedRange>,
 }
 
 impl SimulateConfig {
@@ -124,6 +162,16 @@ impl SimulateConfig {
                     "[train, validation] fractions must be positive and sum to at most 1, got [{a}, {b}]"
                 ),
             ));
+        }
+        for (name, r) in &config.expected {
+            if !(r.min.is_finite() && r.max.is_finite() && r.min <= r.max) {
+                return Err(format!(
+                    "{}: key `expected.{name}`: needs finite min <= max, got [{}, {}]",
+                    path.display(),
+                    r.min,
+                    r.max
+                ));
+            }
         }
         if !(config.initial.std >= 0.0) {
             return Err(format!(
@@ -165,6 +213,8 @@ pub struct SimulateReport {
     pub interval: f64,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// The model's diagnostics of the last record against `[expected]`.
+    pub checks: Vec<ExpectedCheck>,
 }
 
 /// Runs the model of `config` and streams its trajectories to `out`.
@@ -192,7 +242,11 @@ pub fn simulate(
         host_path: s.host_fast_path,
         noise_stream: crate::rng::key(s.seed, "simulate-noise"),
     };
-    let mut states = config.initial.distribution(n).sample(
+    config
+        .initial
+        .check_model(model.as_ref())
+        .map_err(|e| anyhow::anyhow!("{}: key `initial.mean`: {e}", file.display()))?;
+    let mut states = config.initial.distribution(model.as_ref()).sample(
         s.trajectories,
         &mut crate::rng::stream(s.seed, "simulate-initial"),
     );
@@ -262,6 +316,7 @@ pub fn simulate(
     }
     bar.finish();
     let path = writer.finish()?;
+    let checks = expected_checks(config, model.as_ref(), &states, time, &device)?;
     Ok(SimulateReport {
         path,
         n,
@@ -269,7 +324,53 @@ pub fn simulate(
         trajectories: s.trajectories,
         interval,
         seconds: started.elapsed().as_secs_f64(),
+        checks,
     })
+}
+
+/// The model's diagnostics of `states` (an `n x trajectories` matrix at
+/// `time`) named in `[expected]`.
+///
+/// # Errors
+/// An expected diagnostic the model does not compute.
+fn expected_checks(
+    config: &SimulateConfig,
+    model: &dyn crate::core::Model,
+    states: &DMatrix<f64>,
+    time: f64,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<Vec<ExpectedCheck>> {
+    if config.expected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let diagnostics = model.diagnostics(crate::device::ensemble_to_tensor(states, device), time);
+    config
+        .expected
+        .iter()
+        .map(|(name, range)| {
+            let values = diagnostics
+                .iter()
+                .find(|(d, _)| d == name)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = diagnostics.iter().map(|(d, _)| *d).collect();
+                    anyhow::anyhow!(
+                        "key `expected.{name}`: model `{}` has no such diagnostic (it has: {})",
+                        model.name(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                })?;
+            Ok(ExpectedCheck {
+                name: name.clone(),
+                values,
+                range: range.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Trajectories read back from a NetCDF file.
@@ -582,7 +683,7 @@ mod tests {
         let f = Forecaster::new(device);
         let x0 = config
             .initial
-            .distribution(8)
+            .distribution(model.as_ref())
             .sample(3, &mut crate::rng::stream(4, "simulate-initial"));
         let x = f.ensemble(model.as_ref(), &x0, 0.0, 5).unwrap();
         let x = f.ensemble(model.as_ref(), &x, 0.25, 2 * 7).unwrap();
@@ -623,6 +724,65 @@ mod tests {
         assert!(e.contains("record"), "{e}");
         let e = Trajectories::read(&dir.join("missing.nc"), [0.8, 0.1]).unwrap_err();
         assert!(e.contains("missing.nc"), "{e}");
+        let f = write(
+            &dir,
+            "d.toml",
+            &format!("{base}[simulate]\nrecords = 5\n[expected.x]\nmin = 2.0\nmax = 1.0\n"),
+        );
+        let e = SimulateConfig::from_file(&f).unwrap_err();
+        assert!(e.contains("expected.x"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `[initial] mean = "model"` starts from the model's own profiles, and
+    /// `[expected]` ranges are checked against the model's diagnostics of
+    /// the last record; a model without them, or an unknown diagnostic, is
+    /// an error that names the key.
+    #[test]
+    fn expected_ranges_are_checked_against_the_model_diagnostics() {
+        let dir = std::env::temp_dir().join(format!("rime-sim-expected-{}", std::process::id()));
+        let column = "[model]\nname = \"boundary_layer\"\nlevels = 8\n\
+             [initial]\nmean = \"model\"\nstd = 0.0\n\
+             [simulate]\nrecords = 2\nsteps_per_record = 5\nsplit = [1.0, 0.0]\n";
+        let f = write(
+            &dir,
+            "column.toml",
+            &format!(
+                "{column}[expected.friction_velocity]\nmin = 0.0\nmax = 10.0\n\
+                 [expected.jet_speed]\nmin = 100.0\nmax = 200.0\n"
+            ),
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let report = simulate(&config, &f, &dir.join("column.nc"), false).unwrap();
+        assert_eq!(report.checks.len(), 2);
+        let check = |name: &str| report.checks.iter().find(|c| c.name == name).unwrap();
+        assert!(check("friction_velocity").inside());
+        assert!(check("friction_velocity").values[0] > 0.0);
+        assert!(!check("jet_speed").inside());
+        let f = write(
+            &dir,
+            "unknown.toml",
+            &format!("{column}[expected.rmse]\nmin = 0.0\nmax = 1.0\n"),
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let e = simulate(&config, &f, &dir.join("unknown.nc"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected.rmse") && e.contains("jet_speed"),
+            "{e}"
+        );
+        let f = write(
+            &dir,
+            "l96.toml",
+            "[model]\nname = \"lorenz96\"\nsize = 8\n[initial]\nmean = \"model\"\nstd = 0.0\n\
+             [simulate]\nrecords = 2\n",
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let e = simulate(&config, &f, &dir.join("l96.nc"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial.mean") && e.contains("lorenz96"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

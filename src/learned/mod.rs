@@ -26,7 +26,7 @@ pub mod net;
 pub mod progress;
 pub mod train;
 
-pub use data::{SimulateConfig, Trajectories, simulate};
+pub use data::{ExpectedCheck, ExpectedRange, SimulateConfig, Trajectories, simulate};
 pub use emulator::{Checkpoint, Emulator, EmulatorConfig};
 pub use generative::{Generative, GenerativeConfig, Surrogate};
 pub use hybrid::{Coupling, Hybrid, HybridConfig};

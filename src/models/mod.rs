@@ -8,6 +8,7 @@
 
 pub mod adjoint;
 pub mod advection2d;
+pub mod boundary_layer;
 pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
@@ -17,6 +18,7 @@ pub mod qg;
 use burn::tensor::{Device, Tensor};
 
 pub use advection2d::{Advection2d, Advection2dConfig};
+pub use boundary_layer::{BoundaryLayer, BoundaryLayerConfig};
 pub use integrator::{Integrator, Ode, OdeModel, Tendency};
 pub use lorenz63::{Lorenz63, Lorenz63Config};
 pub use lorenz96::{Lorenz96, Lorenz96Config};
