@@ -33,6 +33,7 @@ emulator:
     cargo run -- train experiments/lorenz96/emulator_train.toml --out out/emulator_l96
     cargo run -- run experiments/lorenz96/emulator_sakov2008.toml --out out/emulator_sakov2008 --table paper/tables/emulator_sakov2008.md --check-expected
     cargo run -- run experiments/lorenz96/emulator_bocquet2013.toml --out out/emulator_bocquet2013 --table paper/tables/emulator_bocquet2013.md
+    cargo run -- run experiments/lorenz96/emulator_en4dvar.toml --out out/emulator_en4dvar --table paper/tables/emulator_en4dvar.md
     cp out/emulator_l96/training.png paper/figures/emulator_training.png
     cargo run -- train experiments/lorenz96/surrogate_train.toml --out out/surrogate_l96
     cargo run -- run experiments/lorenz96/surrogate_sakov2008.toml --out out/surrogate_sakov2008 --table paper/tables/surrogate_sakov2008.md
