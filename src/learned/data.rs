@@ -605,16 +605,6 @@ impl Trajectories {
                 }
             }
         }
-        let moments = |s: &[f64], q: &[f64], c: usize| -> (Vec<f64>, Vec<f64>) {
-            let c = c.max(1) as f64;
-            let mean: Vec<f64> = s.iter().map(|v| v / c).collect();
-            let std = q
-                .iter()
-                .zip(&mean)
-                .map(|(q, m)| (q / c - m * m).max(0.0).sqrt())
-                .collect();
-            (mean, std)
-        };
         let (mean, std) = moments(&sum, &sq, count);
         let (increment_mean, increment_std) = moments(&dsum, &dsq, dcount);
         Statistics {
@@ -624,6 +614,19 @@ impl Trajectories {
             increment_std,
         }
     }
+}
+
+/// Mean and standard deviation, per variable, from sums and sums of
+/// squares over `count` values.
+pub(crate) fn moments(sum: &[f64], sq: &[f64], count: usize) -> (Vec<f64>, Vec<f64>) {
+    let c = count.max(1) as f64;
+    let mean: Vec<f64> = sum.iter().map(|v| v / c).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, m)| (q / c - m * m).max(0.0).sqrt())
+        .collect();
+    (mean, std)
 }
 
 /// Per-variable moments of the training split.

@@ -339,6 +339,8 @@ impl Scaling {
     pub fn advance(&self, x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
         let device = x.device();
         match &self.free {
+            // `x + mu_d + sigma_d y` in this order, the arithmetic the
+            // emulators were trained and scored with.
             None => {
                 x + Self::row(&self.increment_mean, &device)
                     + y * Self::row(&self.increment_std, &device)

@@ -247,13 +247,7 @@ pub fn hybrid_normalisation(
             }
         }
     }
-    let count = samples.len() as f64;
-    let increment_mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
-    let increment_std = sq
-        .iter()
-        .zip(&increment_mean)
-        .map(|(q, m)| (q / count - m * m).max(0.0).sqrt())
-        .collect();
+    let (increment_mean, increment_std) = super::data::moments(&sum, &sq, samples.len());
     let states = data.statistics();
     Ok(Normalisation::pooled(&Statistics {
         increment_mean,
@@ -330,7 +324,7 @@ impl Model for Hybrid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::{cpu_f64, cpu_f64_autodiff, tensor_from_rows, to_vec};
+    use crate::device::{cpu_f64, tensor_from_rows, to_vec};
     use crate::learned::net::Architecture;
 
     fn config(coupling: Coupling, parametrisation: &str) -> HybridConfig {
@@ -413,7 +407,6 @@ mod tests {
     #[test]
     fn hybrid_gradients_match_finite_differences() {
         let device = cpu_f64();
-        let ad = cpu_f64_autodiff();
         let x0: Vec<f64> = (0..8).map(|i| 3.0 + (i as f64 * 0.9).sin() * 4.0).collect();
         let w: Vec<f64> = (0..8).map(|i| ((i * 5 % 7) as f64 - 3.0) / 3.0).collect();
         for coupling in [Coupling::Tendency, Coupling::Resolvent] {
@@ -427,30 +420,15 @@ mod tests {
             .unwrap();
             let model = Hybrid::from_parts(step, network(&device));
             assert_eq!(model.dt(), 0.05);
-            let f = |x: &[f64]| -> f64 {
-                let t = tensor_from_rows(x, 1, 8, &device);
-                let y = to_vec(model.forecast(t, 0.0, 3));
-                y.iter().zip(&w).map(|(a, b)| a * b).sum()
-            };
-            let x = tensor_from_rows(&x0, 1, 8, &ad).require_grad();
-            let wt = tensor_from_rows(&w, 1, 8, &ad);
-            let j = (model.forecast(x.clone(), 0.0, 3) * wt).sum();
-            let g = to_vec(x.grad(&j.backward()).unwrap());
-            // The network is f32: differences of 1e-2 keep its round-off
-            // (1e-7 relative) well under the tolerance.
-            let h = 1e-2;
-            for i in 0..8 {
-                let mut p = x0.clone();
-                let mut m = x0.clone();
-                p[i] += h;
-                m[i] -= h;
-                let fd = (f(&p) - f(&m)) / (2.0 * h);
-                assert!(
-                    (fd - g[i]).abs() < 2e-3 * (1.0 + g[i].abs()),
-                    "{coupling:?} {i}: autodiff {} vs differences {fd}",
-                    g[i]
-                );
-            }
+            let all: Vec<usize> = (0..8).collect();
+            crate::learned::assert_gradient_matches_differences(
+                &model,
+                &x0,
+                &w,
+                3,
+                &all,
+                &format!("{coupling:?}"),
+            );
         }
     }
 

@@ -41,3 +41,43 @@ pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
 }
+
+/// Asserts that the autodiff gradient of `<w, M^steps(x0)>` with respect to
+/// `x0` (through every step of `model`, on the CPU's f64 autodiff device)
+/// matches central differences of width 1e-2 at the variables `at`, to
+/// 2e-3 (1 + |g|): a learned model computes in f32, and differences of 1e-2
+/// keep its round-off (1e-7 relative) well under that.
+#[cfg(test)]
+pub(crate) fn assert_gradient_matches_differences(
+    model: &dyn crate::core::Model,
+    x0: &[f64],
+    w: &[f64],
+    steps: usize,
+    at: &[usize],
+    what: &str,
+) {
+    use crate::device::{cpu_f64, cpu_f64_autodiff, tensor_from_rows, to_vec};
+    let n = x0.len();
+    let device = cpu_f64();
+    let f = |x: &[f64]| -> f64 {
+        let y = to_vec(model.forecast(tensor_from_rows(x, 1, n, &device), 0.0, steps));
+        y.iter().zip(w).map(|(a, b)| a * b).sum()
+    };
+    let ad = cpu_f64_autodiff();
+    let x = tensor_from_rows(x0, 1, n, &ad).require_grad();
+    let j = (model.forecast(x.clone(), 0.0, steps) * tensor_from_rows(w, 1, n, &ad)).sum();
+    let g = to_vec(x.grad(&j.backward()).unwrap());
+    let h = 1e-2;
+    for &i in at {
+        let mut p = x0.to_vec();
+        let mut m = x0.to_vec();
+        p[i] += h;
+        m[i] -= h;
+        let fd = (f(&p) - f(&m)) / (2.0 * h);
+        assert!(
+            (fd - g[i]).abs() < 2e-3 * (1.0 + g[i].abs()),
+            "{what} {i}: autodiff {} vs differences {fd}",
+            g[i]
+        );
+    }
+}

@@ -764,9 +764,21 @@ fn plot_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Option<PathBu
 mod tests {
     use super::*;
     use crate::core::Model;
-    use crate::device::{cpu_f64, cpu_f64_autodiff};
+    use crate::device::cpu_f64;
     use crate::learned::emulator::Emulator;
     use crate::learned::{SimulateConfig, simulate};
+
+    /// Persistence's one-record RMSE on the validation split.
+    fn validation_persistence(data: &Trajectories) -> f64 {
+        let samples = data.samples(1, 1);
+        let mut sq = 0.0;
+        for &(t, r) in &samples {
+            for (a, b) in data.state(t, r).iter().zip(data.state(t + 1, r)) {
+                sq += (a - b) * (a - b);
+            }
+        }
+        (sq / (samples.len() * data.n) as f64).sqrt()
+    }
 
     /// A folder with a Lorenz-96 trajectory file and a training file.
     fn setup(name: &str, training: &str) -> (PathBuf, PathBuf) {
@@ -810,16 +822,7 @@ mod tests {
         let out = dir.join("out");
         let report = train(&config, &file, &out, false, None, false).unwrap();
         let data = Trajectories::read(&dir.join("l96.nc"), [0.8, 0.1]).unwrap();
-        let persistence = {
-            let samples = data.samples(1, 1);
-            let mut sq = 0.0;
-            for &(t, r) in &samples {
-                for (a, b) in data.state(t, r).iter().zip(data.state(t + 1, r)) {
-                    sq += (a - b) * (a - b);
-                }
-            }
-            (sq / (samples.len() * data.n) as f64).sqrt()
-        };
+        let persistence = validation_persistence(&data);
         let best = &report.state.history[report.state.best_epoch - 1];
         eprintln!(
             "persistence {persistence:.4}, emulator {:.4} at epoch {}, {:.0} samples/s",
@@ -1045,30 +1048,15 @@ mod tests {
         assert!(e.contains("train.toml") && e.contains("RIMECKPT"), "{e}");
 
         // d/dx0 of <w, M^3(x0)> by autodiff against central differences.
-        let ad = cpu_f64_autodiff();
         let w: Vec<f64> = (0..40).map(|i| ((i * 13 % 7) as f64 - 3.0) / 3.0).collect();
-        let f = |x: &[f64]| -> f64 {
-            let t = crate::device::tensor_from_rows(x, 1, 40, &device);
-            let y = crate::device::to_vec(e1.forecast(t, 0.0, 3));
-            y.iter().zip(&w).map(|(a, b)| a * b).sum()
-        };
-        let x = crate::device::tensor_from_rows(&x0, 1, 40, &ad).require_grad();
-        let wt = crate::device::tensor_from_rows(&w, 1, 40, &ad);
-        let j = (e1.forecast(x.clone(), 0.0, 3) * wt).sum();
-        let g = crate::device::to_vec(x.grad(&j.backward()).unwrap());
-        let h = 1e-2;
-        for i in [0, 7, 23, 39] {
-            let mut p = x0.clone();
-            let mut m = x0.clone();
-            p[i] += h;
-            m[i] -= h;
-            let fd = (f(&p) - f(&m)) / (2.0 * h);
-            assert!(
-                (fd - g[i]).abs() < 2e-3 * (1.0 + g[i].abs()),
-                "{i}: autodiff {} vs differences {fd}",
-                g[i]
-            );
-        }
+        crate::learned::assert_gradient_matches_differences(
+            &e1,
+            &x0,
+            &w,
+            3,
+            &[0, 7, 23, 39],
+            "emulator",
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -1236,13 +1224,7 @@ mod tests {
         let data = Trajectories::read(&dir.join("adv.nc"), [0.8, 0.1]).unwrap();
         assert_eq!(data.shape, vec![12, 10]);
         let samples = data.samples(1, 1);
-        let mut sq = 0.0;
-        for &(t, r) in &samples {
-            for (a, b) in data.state(t, r).iter().zip(data.state(t + 1, r)) {
-                sq += (a - b) * (a - b);
-            }
-        }
-        let persistence = (sq / (samples.len() * data.n) as f64).sqrt();
+        let persistence = validation_persistence(&data);
         let best = &report.state.history[report.state.best_epoch - 1];
         eprintln!(
             "persistence {persistence:.4}, U-Net {:.4} at epoch {}, {:.0} samples/s",

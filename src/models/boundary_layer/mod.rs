@@ -580,6 +580,20 @@ struct SurfaceExchange {
     ustar2: Tensor<2>,
 }
 
+impl SurfaceExchange {
+    /// No exchange at all, shaped like `zero` (`[batch, 1]`).
+    fn none(zero: Tensor<2>) -> Self {
+        Self {
+            momentum: zero.clone(),
+            heat_coefficient: zero.clone(),
+            heat_source: zero.clone(),
+            moisture_coefficient: zero.clone(),
+            moisture_source: zero.clone(),
+            ustar2: zero,
+        }
+    }
+}
+
 /// Diagnostics of one column, as Beare et al. (2006) define them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ColumnDiagnostics {
@@ -937,23 +951,13 @@ impl BoundaryLayer {
         let speed2 = u1.clone().square() + v1.clone().square();
         let zero = u1.zeros_like();
         match self.config.surface {
-            SurfaceKind::Insulated => SurfaceExchange {
-                momentum: zero.clone(),
-                heat_coefficient: zero.clone(),
-                heat_source: zero.clone(),
-                moisture_coefficient: zero.clone(),
-                moisture_source: zero.clone(),
-                ustar2: zero,
-            },
+            SurfaceKind::Insulated => SurfaceExchange::none(zero),
             SurfaceKind::NoSlip => {
                 let gamma = turbulence.k_m.clone().narrow(1, 0, 1) / self.grid.centres[0];
                 SurfaceExchange {
                     ustar2: gamma.clone() * speed2.sqrt(),
                     momentum: gamma,
-                    heat_coefficient: zero.clone(),
-                    heat_source: zero.clone(),
-                    moisture_coefficient: zero.clone(),
-                    moisture_source: zero,
+                    ..SurfaceExchange::none(zero)
                 }
             }
             SurfaceKind::Bulk => {
@@ -974,14 +978,7 @@ impl BoundaryLayer {
                         false,
                     ),
                 ];
-                let mut ex = SurfaceExchange {
-                    momentum: zero.clone(),
-                    heat_coefficient: zero.clone(),
-                    heat_source: zero.clone(),
-                    moisture_coefficient: zero.clone(),
-                    moisture_source: zero.clone(),
-                    ustar2: zero,
-                };
+                let mut ex = SurfaceExchange::none(zero);
                 for (weight, temperature, roughness, over_ice) in surfaces {
                     if weight.iter().all(|w| *w == 0.0) {
                         continue;
