@@ -70,6 +70,16 @@ qg-emulator:
     cargo run -- run experiments/qg/grid65.toml --out out/qg_grid65 --table paper/tables/qg_grid65.md
     cargo run -- run experiments/qg/emulator_grid65.toml --out out/qg_emulator_grid65 --table paper/tables/qg_emulator_grid65.md
 
+# The boundary-layer validation cases; each file's diagnostics against its
+# [expected] ranges go to paper/tables/.
+boundary-layer:
+    mkdir -p out/boundary_layer
+    for c in gabls1 convective; do \
+        (echo "Simulation \`experiments/boundary_layer/$c.toml\`: diagnostics of the last record against [expected]."; echo; \
+         cargo run --quiet -- simulate experiments/boundary_layer/$c.toml --out out/boundary_layer/$c.nc 2>&1 | grep "(expected" | sed 's/^/- /') > paper/tables/$c.md; \
+    done
+    cargo run --quiet -- simulate experiments/boundary_layer/ekman.toml --out out/boundary_layer/ekman.nc
+
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.
 scale:
