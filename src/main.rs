@@ -49,6 +49,23 @@ enum Command {
     /// Prints the reference of the experiment file: every table and key with
     /// its type, default and meaning (Markdown).
     Schema,
+    /// Draws PNG maps of one record of a trajectory file (`rime simulate`'s
+    /// output): every 2-D field of the state and the fields the model derives
+    /// from it (for the sea ice: thickness, concentration, speed, shear and
+    /// divergence), one `<field>.png` each in `--out`.
+    Map {
+        /// The trajectory file.
+        file: PathBuf,
+        /// The folder of the maps.
+        #[arg(long)]
+        out: PathBuf,
+        /// The record (default: the last).
+        #[arg(long)]
+        record: Option<usize>,
+        /// The trajectory.
+        #[arg(long, default_value_t = 0)]
+        trajectory: usize,
+    },
     /// Draws columns of a CSV table as a PNG line plot (one curve per value of
     /// `--group`; with `--log`, log-log axes and each curve's fitted power-law
     /// exponent, also printed).
@@ -176,6 +193,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Schema => {
             print!("{}", rime::experiment::schema::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Map {
+            file,
+            out,
+            record,
+            trajectory,
+        } => {
+            for path in rime::experiment::maps::draw_maps(&file, &out, record, trajectory)? {
+                println!("wrote {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot {

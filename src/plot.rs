@@ -291,6 +291,211 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
     crate::io::write_atomic(out, png.get_ref()).map_err(|e| fail(e.to_string()))
 }
 
+/// Colour of `t` in [0, 1] on a piecewise-linear scale through `anchors`.
+fn ramp(anchors: &[(u8, u8, u8)], t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let x = t * (anchors.len() - 1) as f64;
+    let k = (x.floor() as usize).min(anchors.len() - 2);
+    let f = x - k as f64;
+    let mix = |a: u8, b: u8| (a as f64 + f * (b as f64 - a as f64)).round() as u8;
+    let (a, b) = (anchors[k], anchors[k + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Viridis, sampled at nine points.
+const SEQUENTIAL: [(u8, u8, u8); 9] = [
+    (68, 1, 84),
+    (71, 44, 122),
+    (59, 81, 139),
+    (44, 113, 142),
+    (33, 144, 141),
+    (39, 173, 129),
+    (92, 200, 99),
+    (170, 220, 50),
+    (253, 231, 37),
+];
+
+/// Blue, white, red.
+const DIVERGING: [(u8, u8, u8); 5] = [
+    (33, 102, 172),
+    (103, 169, 207),
+    (247, 247, 247),
+    (239, 138, 98),
+    (178, 24, 43),
+];
+
+/// Cell edges from cell centres.
+fn edges(c: &[f64]) -> Vec<f64> {
+    let n = c.len();
+    if n == 1 {
+        return vec![c[0] - 0.5, c[0] + 0.5];
+    }
+    let mut e = Vec::with_capacity(n + 1);
+    e.push(c[0] - 0.5 * (c[1] - c[0]));
+    for k in 1..n {
+        e.push(0.5 * (c[k - 1] + c[k]));
+    }
+    e.push(c[n - 1] + 0.5 * (c[n - 1] - c[n - 2]));
+    e
+}
+
+/// The colour range of a map: `(low, high)` in the scale's units (log10
+/// for a log scale).
+fn map_range(values: &[f64], scale: crate::core::MapScale) -> (f64, f64) {
+    use crate::core::MapScale;
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    if finite.is_empty() {
+        return (0.0, 1.0);
+    }
+    match scale {
+        MapScale::Linear => {
+            if max - min > 1e-12 * max.abs().max(1e-300) {
+                (min, max)
+            } else {
+                (
+                    min - 0.5 * min.abs().max(1e-12),
+                    max + 0.5 * max.abs().max(1e-12),
+                )
+            }
+        }
+        MapScale::Diverging => {
+            // The 99th percentile of |v|, so that a few extreme cells do
+            // not wash out the map.
+            let mut a: Vec<f64> = finite.iter().map(|v| v.abs()).collect();
+            a.sort_by(f64::total_cmp);
+            let m = a[((a.len() - 1) as f64 * 0.99) as usize].max(1e-300);
+            (-m, m)
+        }
+        MapScale::Log => {
+            let top = if max > 0.0 { max.log10() } else { 0.0 };
+            (top - 3.0, top)
+        }
+    }
+}
+
+/// Draws a 2-D field as a PNG map with a colour bar and writes it to `out`
+/// atomically; coordinates in km when `km`.
+///
+/// # Errors
+/// Drawing or writing the file.
+pub fn map(
+    field: &crate::core::MapField,
+    title: &str,
+    km: bool,
+    out: &Path,
+) -> Result<(), PlotError> {
+    use crate::core::MapScale;
+    register_font();
+    let fail = |reason: String| PlotError::Output {
+        path: out.display().to_string(),
+        reason,
+    };
+    let (w, h) = (820u32, 680u32);
+    let unit = if km { 1e-3 } else { 1.0 };
+    let xe: Vec<f64> = edges(&field.x).iter().map(|v| v * unit).collect();
+    let ye: Vec<f64> = edges(&field.y).iter().map(|v| v * unit).collect();
+    let (nx, ny) = (field.x.len(), field.y.len());
+    let active = |k: usize| field.mask.as_ref().is_none_or(|m| m[k]);
+    let shown: Vec<f64> = (0..nx * ny)
+        .filter(|&k| active(k))
+        .map(|k| field.values[k])
+        .collect();
+    let (lo, hi) = map_range(&shown, field.scale);
+    let colour = |v: f64| -> RGBColor {
+        match field.scale {
+            MapScale::Linear => ramp(&SEQUENTIAL, (v - lo) / (hi - lo)),
+            MapScale::Diverging => ramp(&DIVERGING, (v - lo) / (hi - lo)),
+            MapScale::Log => {
+                let l = if v > 0.0 { v.log10() } else { lo };
+                ramp(&SEQUENTIAL, (l - lo) / (hi - lo))
+            }
+        }
+    };
+    let mut buffer = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+        let (left, right) = root.split_horizontally(w - 130);
+        let axis = if km { "km" } else { "" };
+        let mut chart = ChartBuilder::on(&left)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(xe[0]..xe[nx], ye[0]..ye[ny])
+            .map_err(|e| fail(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(format!("x ({axis})"))
+            .y_desc(format!("y ({axis})"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        let rects = (0..ny)
+            .flat_map(|j| (0..nx).map(move |i| (j, i)))
+            .map(|(j, i)| {
+                let k = j * nx + i;
+                let c = if active(k) {
+                    colour(field.values[k])
+                } else {
+                    RGBColor(190, 190, 190)
+                };
+                Rectangle::new([(xe[i], ye[j]), (xe[i + 1], ye[j + 1])], c.filled())
+            });
+        chart.draw_series(rects).map_err(|e| fail(e.to_string()))?;
+        // The colour bar.
+        let label = match field.scale {
+            MapScale::Log => format!("log10 {} ({})", field.name, field.units),
+            _ => format!("{} ({})", field.name, field.units),
+        };
+        let mut bar = ChartBuilder::on(&right)
+            .margin_top(45)
+            .margin_bottom(52)
+            .margin_right(10)
+            .y_label_area_size(70)
+            .caption(label, ("sans-serif", 13))
+            .build_cartesian_2d(0.0..1.0, lo..hi)
+            .map_err(|e| fail(e.to_string()))?;
+        bar.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_label_formatter(&|v| tick(*v, false))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        let steps = 100;
+        let palette: &[(u8, u8, u8)] = if field.scale == MapScale::Diverging {
+            &DIVERGING
+        } else {
+            &SEQUENTIAL
+        };
+        bar.draw_series((0..steps).map(|s| {
+            let (a, b) = (s as f64 / steps as f64, (s + 1) as f64 / steps as f64);
+            let (ya, yb) = (lo + a * (hi - lo), lo + b * (hi - lo));
+            Rectangle::new(
+                [(0.0, ya), (1.0, yb)],
+                ramp(palette, 0.5 * (a + b)).filled(),
+            )
+        }))
+        .map_err(|e| fail(e.to_string()))?;
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    let image = image::RgbImage::from_raw(w, h, buffer)
+        .ok_or_else(|| fail("bitmap of the wrong size".into()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| fail(e.to_string()))?;
+    crate::io::write_atomic(out, png.get_ref()).map_err(|e| fail(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,66 @@ pub trait Model: Send + Sync {
     fn ode(&self) -> Option<crate::models::integrator::Ode<'_>> {
         None
     }
+
+    /// The 2-D maps of one state (`n` values) a researcher looks at
+    /// (`rime map`): by default every field of the geometry on a
+    /// rectilinear 2-D grid; a model adds fields derived from its state
+    /// (the sea ice its shear and divergence).
+    fn maps(&self, state: &[f64]) -> Vec<MapField> {
+        let g = self.geometry();
+        let mut out = Vec::new();
+        for (k, f) in g.fields.iter().enumerate() {
+            if let (crate::core::Coordinates::Axes { x, y }, [_, _]) =
+                (&f.coordinates, &f.shape[..])
+            {
+                let o = g.offset(k);
+                out.push(MapField {
+                    name: f.name.clone(),
+                    long_name: f.long_name.clone(),
+                    units: f.units.clone(),
+                    x: x.clone(),
+                    y: y.clone(),
+                    values: state[o..o + f.len()].to_vec(),
+                    mask: f.mask.clone(),
+                    scale: MapScale::Linear,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// How a map's values map to colours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapScale {
+    /// Linear between the minimum and maximum (sequential colours).
+    Linear,
+    /// Symmetric about zero (diverging colours), e.g. divergence.
+    Diverging,
+    /// Logarithmic over the positive values, e.g. shear.
+    Log,
+}
+
+/// A 2-D field to draw as a map: a field of the state or one derived from
+/// it, on a rectilinear grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapField {
+    /// Short name (the file name of its map).
+    pub name: String,
+    /// Long name (the map's title).
+    pub long_name: String,
+    /// Units.
+    pub units: String,
+    /// x of the columns.
+    pub x: Vec<f64>,
+    /// y of the rows.
+    pub y: Vec<f64>,
+    /// Values, `[y.len(), x.len()]` row-major.
+    pub values: Vec<f64>,
+    /// Points to draw (`None`: all).
+    pub mask: Option<Vec<bool>>,
+    /// Colour scale.
+    pub scale: MapScale,
 }
 
 /// A model step and its adjoint on the host, one state at a time: the fast

@@ -2,6 +2,7 @@
 //! truth and observations, the cycling runner and its outputs.
 
 pub mod config;
+pub mod maps;
 pub mod output;
 pub mod registry;
 pub mod runner;

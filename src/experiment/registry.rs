@@ -16,7 +16,7 @@ use crate::core::Model;
 use crate::learned::EmulatorConfig;
 use crate::models::{
     Advection2dConfig, BoundaryLayerConfig, BuildError, Lorenz63Config, Lorenz96Config,
-    Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig, ModelSpec, QgConfig,
+    Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig, ModelSpec, QgConfig, SeaIceConfig,
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
@@ -71,6 +71,7 @@ pub const MODELS: &[ModelEntry] = &[
     model::<Advection2dConfig>("advection2d"),
     model::<QgConfig>("qg"),
     model::<BoundaryLayerConfig>("boundary_layer"),
+    model::<SeaIceConfig>("sea_ice"),
     model::<EmulatorConfig>("emulator"),
 ];
 

@@ -637,6 +637,69 @@ pub fn tables() -> Vec<TableDoc> {
             reader: Reader::Model("boundary_layer"),
         },
         TableDoc {
+            header: "[model] name = \"sea_ice\"",
+            doc: "Sea-ice dynamics on an Arakawa B grid (velocities at the cell corners, tracers at the centres), closed no-slip walls and land: momentum with quadratic air and ocean drag, Coriolis and the divergence of the internal stress; viscous-plastic rheology by mEVP; conservative upwind transport of thickness and concentration with ridging at A = 1. Fields `h`, `a` (cells), `u`, `v` (corners), `sxx`, `syy`, `sxy` (cells), then the estimated parameters; SI units, time in seconds. Start it with `[initial] mean = \"model\"`. Wind, current and initial fields are analytic forms with a `kind` (see `experiments/sea_ice/`).",
+            keys: vec![
+                key("nx", "integer ≥ 3", "cells along x"),
+                key("ny", "integer ≥ 3", "cells along y (absent: nx)"),
+                key("dx", "number > 0, m", "cell width"),
+                key("dy", "number > 0, m", "cell height (absent: dx)"),
+                key(
+                    "dt",
+                    "number > 0, s",
+                    "time step; ice at 1 m/s must cross at most one cell a step",
+                ),
+                key(
+                    "land",
+                    "array of {x = [w, e], y = [s, n]}",
+                    "land rectangles in metres: cells whose centre lies inside",
+                ),
+                key("rheology", "\"mevp\"", "the rheology"),
+                key(
+                    "mevp",
+                    "table {alpha, beta, iterations}",
+                    "mEVP relaxation parameters (hundreds) and sub-iterations per step",
+                ),
+                key(
+                    "vp",
+                    "table {p_star, c, ellipse, delta_min}",
+                    "viscous-plastic parameters: P* (N/m2), C, the ellipse ratio e, Delta_min (1/s)",
+                ),
+                key(
+                    "wind",
+                    "table with kind = \"uniform\" {u, v}, \"cyclone\" {amplitude, centre, velocity, decay, scale, angle, ramp} or \"box\" {mean, period}",
+                    "10 m wind (m/s) as a function of space and time",
+                ),
+                key(
+                    "ocean",
+                    "table with kind = \"rest\", \"uniform\" {u, v} or \"gyre\" {speed}",
+                    "surface current (m/s)",
+                ),
+                key(
+                    "thickness",
+                    "table with kind = \"uniform\" {value}, \"waves\" {mean, amplitude, wavenumber} or \"ramp_x\" {west, east}",
+                    "initial thickness (m)",
+                ),
+                key(
+                    "concentration",
+                    "table as thickness",
+                    "initial concentration, in [0, 1]",
+                ),
+                key("rho_ice", "number > 0, kg/m3", "ice density"),
+                key("rho_air", "number > 0, kg/m3", "air density"),
+                key("rho_ocean", "number > 0, kg/m3", "sea-water density"),
+                key("c_air", "number ≥ 0", "air drag coefficient"),
+                key("c_ocean", "number ≥ 0", "ocean drag coefficient"),
+                key("coriolis", "number, 1/s", "Coriolis parameter"),
+                key(
+                    "estimate",
+                    "array of \"p_star\", \"c_ocean\"",
+                    "parameters appended to the state (one value per member), to be estimated with it",
+                ),
+            ],
+            reader: Reader::Model("sea_ice"),
+        },
+        TableDoc {
             header: "[model] name = \"emulator\"",
             doc: "A model trained by `rime train`, whichever the checkpoint holds: a neural emulator (one network step advances the state by the record interval of its training data; residual learning, f32 network, cast at the seam), a generative surrogate (a stochastic model whose samples make the ensemble) or a hybrid model (its physical model with the learned tendency term or state correction). Its geometry is that of the model the data came from (a hybrid's: its physical model's). Usually the `[forecast_model]` of a twin whose `[model]` is the physical model.",
             keys: vec![

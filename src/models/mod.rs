@@ -14,6 +14,7 @@ pub mod lorenz63;
 pub mod lorenz96;
 pub mod lorenz96_two_scale;
 pub mod qg;
+pub mod sea_ice;
 
 use burn::tensor::{Device, Tensor};
 
@@ -27,6 +28,7 @@ pub use lorenz96_two_scale::{
     Parametrisation,
 };
 pub use qg::{Qg, QgConfig};
+pub use sea_ice::{SeaIce, SeaIceConfig};
 
 use crate::core::Model;
 
