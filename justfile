@@ -80,6 +80,17 @@ boundary-layer:
     done
     cargo run --quiet -- simulate experiments/boundary_layer/ekman.toml --out out/boundary_layer/ekman.nc
 
+# The sea-ice test cases: the Mehlmann et al. (2021) cyclone at 8, 4 and 2
+# km (mEVP, about 2, 8 and 25 min on one core), the box test (3 min) and
+# the compression of a BBM plate (15 s); maps and last-record diagnostics to
+# paper/figures/sea_ice/ and paper/tables/sea_ice_*.txt.
+sea-ice:
+    mkdir -p out/sea_ice paper/tables
+    for c in mehlmann2021_8km mehlmann2021_4km mehlmann2021_2km box compression_bbm; do \
+        cargo run --release --quiet -- simulate experiments/sea_ice/$c.toml --out out/sea_ice/$c.nc && \
+        cargo run --release --quiet -- map out/sea_ice/$c.nc --out paper/figures/sea_ice/$c | grep -v '^wrote' > paper/tables/sea_ice_$c.txt; \
+    done
+
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.
 scale:

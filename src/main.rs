@@ -201,8 +201,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             record,
             trajectory,
         } => {
-            for path in rime::experiment::maps::draw_maps(&file, &out, record, trajectory)? {
+            let report = rime::experiment::maps::draw_maps(&file, &out, record, trajectory)?;
+            for path in &report.maps {
                 println!("wrote {}", path.display());
+            }
+            println!("diagnostics at t = {}:", report.time);
+            for (name, value) in &report.diagnostics {
+                println!("{name}: {value:.6e}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -250,6 +255,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 report.interval,
                 report.seconds
             );
+            for (name, values) in &report.diagnostics {
+                if report.checks.iter().any(|c| &c.name == name) || values.len() > 8 {
+                    continue;
+                }
+                let values: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
+                println!("{name}: {}", values.join(", "));
+            }
             for check in &report.checks {
                 let values: Vec<String> = check.values.iter().map(|v| format!("{v:.4}")).collect();
                 println!(

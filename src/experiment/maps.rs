@@ -10,7 +10,7 @@ use crate::learned::data::Trajectories;
 
 /// Draws the maps of record `record` (default: the last) of trajectory
 /// `trajectory` of `file` into the folder `out`, one `<field>.png` each,
-/// and returns their paths.
+/// and returns their paths with the model's diagnostics of that record.
 ///
 /// # Errors
 /// An unreadable file, one without the model that wrote it, a record or
@@ -20,7 +20,7 @@ pub fn draw_maps(
     out: &Path,
     record: Option<usize>,
     trajectory: usize,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<MapReport> {
     let data = Trajectories::read(file, [1.0, 0.0]).map_err(|e| anyhow::anyhow!(e))?;
     let text = data.model.as_deref().ok_or_else(|| {
         anyhow::anyhow!(
@@ -80,6 +80,15 @@ pub fn draw_maps(
         crate::plot::map(&field, &title, metres, &path)?;
         written.push(path);
     }
+    let device = crate::device::cpu_f64();
+    let diagnostics = model
+        .diagnostics(
+            crate::device::tensor_from_rows(state, 1, data.n, &device),
+            time,
+        )
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), v[0]))
+        .collect();
     if written.is_empty() {
         anyhow::bail!(
             "{}: the model `{}` has no 2-D field to map",
@@ -87,7 +96,22 @@ pub fn draw_maps(
             model.name()
         );
     }
-    Ok(written)
+    Ok(MapReport {
+        maps: written,
+        time,
+        diagnostics,
+    })
+}
+
+/// What `rime map` drew.
+#[derive(Clone, Debug)]
+pub struct MapReport {
+    /// The PNG files.
+    pub maps: Vec<PathBuf>,
+    /// The record's model time.
+    pub time: f64,
+    /// The model's diagnostics of the record (first value of each).
+    pub diagnostics: Vec<(String, f64)>,
 }
 
 #[cfg(test)]
@@ -112,7 +136,14 @@ mod tests {
         let config = SimulateConfig::from_file(&file).unwrap();
         let out = dir.join("ice.nc");
         simulate(&config, &file, &out, false).unwrap();
-        let written = draw_maps(&out, &dir.join("maps"), None, 0).unwrap();
+        let report = draw_maps(&out, &dir.join("maps"), None, 0).unwrap();
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .any(|(n, v)| n == "volume" && *v > 0.0)
+        );
+        let written = report.maps;
         let names: Vec<String> = written
             .iter()
             .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())

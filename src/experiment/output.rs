@@ -111,10 +111,28 @@ impl Layout {
             fixed: Vec::new(),
             fields: Vec::new(),
         };
-        // An axis dimension: `base` if free or holding the same values,
-        // else `base_<field>`.
-        let axis = |layout: &mut Layout, base: &str, field: &str, values: &[f64]| -> String {
-            for name in [base.to_string(), format!("{base}_{field}")] {
+        // An axis dimension: an existing one holding the same values, else
+        // `base` if free, `base_<position>` (staggered fields), or
+        // `base_<field>`.
+        let axis = |layout: &mut Layout,
+                    base: &str,
+                    field: &str,
+                    position: &str,
+                    values: &[f64]|
+         -> String {
+            if let Some((v, _)) = layout.fixed.iter().find(|(v, existing)| {
+                (v.name == base || v.name.starts_with(&format!("{base}_")))
+                    && layout.dims.iter().any(|(d, _)| *d == v.name)
+                    && existing == values
+            }) {
+                return v.name.clone();
+            }
+            let mut names = vec![base.to_string()];
+            if position != "centre" {
+                names.push(format!("{base}_{position}"));
+            }
+            names.push(format!("{base}_{field}"));
+            for name in names {
                 match layout.fixed.iter().find(|(v, _)| v.name == name) {
                     Some((_, existing)) if existing == values => return name,
                     Some(_) => continue,
@@ -143,11 +161,11 @@ impl Layout {
             };
             let (dims, coordinates) = match &f.coordinates {
                 Coordinates::Axes { x, y } => {
-                    let dx = axis(&mut layout, "x", &f.name, x);
+                    let dx = axis(&mut layout, "x", &f.name, f.position.name(), x);
                     if y.is_empty() {
                         (vec![dx], None)
                     } else {
-                        let dy = axis(&mut layout, "y", &f.name, y);
+                        let dy = axis(&mut layout, "y", &f.name, f.position.name(), y);
                         (vec![dy, dx], None)
                     }
                 }
@@ -1287,10 +1305,10 @@ mod tests {
         let g = Geometry::new(vec![h, a, u], [None, None], CoordinateUnits::Metres);
         let l = Layout::new(&g, None);
         let dims: Vec<_> = l.dims.iter().map(|(n, len)| (n.as_str(), *len)).collect();
-        assert_eq!(dims, [("x", 3), ("y", 2), ("x_u", 3)]);
+        assert_eq!(dims, [("x", 3), ("y", 2), ("x_face_x", 3)]);
         assert_eq!(l.fields[0].dims, ["y", "x"]);
         assert_eq!(l.fields[1].dims, ["y", "x"]);
-        assert_eq!(l.fields[2].dims, ["y", "x_u"]);
+        assert_eq!(l.fields[2].dims, ["y", "x_face_x"]);
         assert_eq!(l.fields[2].suffix, "_u");
         assert!(
             l.fixed

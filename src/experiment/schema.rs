@@ -638,7 +638,7 @@ pub fn tables() -> Vec<TableDoc> {
         },
         TableDoc {
             header: "[model] name = \"sea_ice\"",
-            doc: "Sea-ice dynamics on an Arakawa B grid (velocities at the cell corners, tracers at the centres), closed no-slip walls and land: momentum with quadratic air and ocean drag, Coriolis and the divergence of the internal stress; viscous-plastic rheology by mEVP; conservative upwind transport of thickness and concentration with ridging at A = 1. Fields `h`, `a` (cells), `u`, `v` (corners), `sxx`, `syy`, `sxy` (cells), then the estimated parameters; SI units, time in seconds. Start it with `[initial] mean = \"model\"`. Wind, current and initial fields are analytic forms with a `kind` (see `experiments/sea_ice/`).",
+            doc: "Sea-ice dynamics on an Arakawa B grid (velocities at the cell corners, tracers at the centres), closed no-slip walls and land: momentum with quadratic air and ocean drag, Coriolis and the divergence of the internal stress; viscous-plastic rheology by mEVP, or the brittle BBM rheology with damage; conservative upwind transport of thickness and concentration with ridging at A = 1. Fields `h`, `a` (cells), `u`, `v` (corners), `sxx`, `syy`, `sxy` (cells), `damage` (cells, bbm), then the estimated parameters; SI units, time in seconds. Start it with `[initial] mean = \"model\"`. Wind, current and initial fields are analytic forms with a `kind` (see `experiments/sea_ice/`).",
             keys: vec![
                 key("nx", "integer ≥ 3", "cells along x"),
                 key("ny", "integer ≥ 3", "cells along y (absent: nx)"),
@@ -654,7 +654,16 @@ pub fn tables() -> Vec<TableDoc> {
                     "array of {x = [w, e], y = [s, n]}",
                     "land rectangles in metres: cells whose centre lies inside",
                 ),
-                key("rheology", "\"mevp\"", "the rheology"),
+                key(
+                    "moving_wall",
+                    "table {side = \"north\" | \"south\" | \"east\" | \"west\", velocity = [u, v]}",
+                    "a wall whose nodes (corners excepted) move at a prescribed velocity (m/s): a press for compression tests",
+                ),
+                key(
+                    "rheology",
+                    "\"mevp\" or \"bbm\"",
+                    "viscous-plastic by mEVP, or brittle Bingham-Maxwell with a prognostic damage field `damage`",
+                ),
                 key(
                     "mevp",
                     "table {alpha, beta, iterations}",
@@ -664,6 +673,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "vp",
                     "table {p_star, c, ellipse, delta_min}",
                     "viscous-plastic parameters: P* (N/m2), C, the ellipse ratio e, Delta_min (1/s)",
+                ),
+                key(
+                    "bbm",
+                    "table {young, poisson, relaxation_time, alpha, p0, friction, cohesion, c, healing_time, substeps}",
+                    "BBM parameters: E0 (Pa), nu, lambda0 (s), alpha, P0 (Pa), mu, laboratory cohesion (Pa, scaled by sqrt(0.1 m/dx) and H), C, healing time (s), momentum sub-steps per step",
                 ),
                 key(
                     "wind",
@@ -677,13 +691,18 @@ pub fn tables() -> Vec<TableDoc> {
                 ),
                 key(
                     "thickness",
-                    "table with kind = \"uniform\" {value}, \"waves\" {mean, amplitude, wavenumber} or \"ramp_x\" {west, east}",
+                    "table with kind = \"uniform\" {value}, \"waves\" {mean, amplitude, wavenumber}, \"ramp_x\" {west, east}, \"band_x\" {x_min, x_max, inside, outside} or \"noise\" {low, high, seed}",
                     "initial thickness (m)",
                 ),
                 key(
                     "concentration",
                     "table as thickness",
                     "initial concentration, in [0, 1]",
+                ),
+                key(
+                    "damage",
+                    "table as thickness",
+                    "initial damage (bbm), in [0, 1]",
                 ),
                 key("rho_ice", "number > 0, kg/m3", "ice density"),
                 key("rho_air", "number > 0, kg/m3", "air density"),
@@ -693,7 +712,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key("coriolis", "number, 1/s", "Coriolis parameter"),
                 key(
                     "estimate",
-                    "array of \"p_star\", \"c_ocean\"",
+                    "array of \"p_star\", \"c_ocean\", \"cohesion\"",
                     "parameters appended to the state (one value per member), to be estimated with it",
                 ),
             ],

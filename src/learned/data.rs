@@ -215,6 +215,9 @@ pub struct SimulateReport {
     pub seconds: f64,
     /// The model's diagnostics of the last record against `[expected]`.
     pub checks: Vec<ExpectedCheck>,
+    /// Every diagnostic of the last record (name, one value per trajectory
+    /// and column), whether expected or not.
+    pub diagnostics: Vec<(String, Vec<f64>)>,
 }
 
 /// Runs the model of `config` and streams its trajectories to `out`.
@@ -316,7 +319,12 @@ pub fn simulate(
     }
     bar.finish();
     let path = writer.finish()?;
-    let checks = expected_checks(config, model.as_ref(), &states, time, &device)?;
+    let diagnostics: Vec<(String, Vec<f64>)> = model
+        .diagnostics(crate::device::ensemble_to_tensor(&states, &device), time)
+        .into_iter()
+        .map(|(name, values)| (name.to_string(), values))
+        .collect();
+    let checks = expected_checks(config, model.as_ref(), &diagnostics)?;
     Ok(SimulateReport {
         path,
         n,
@@ -325,25 +333,19 @@ pub fn simulate(
         interval,
         seconds: started.elapsed().as_secs_f64(),
         checks,
+        diagnostics,
     })
 }
 
-/// The model's diagnostics of `states` (an `n x trajectories` matrix at
-/// `time`) named in `[expected]`.
+/// The model's `diagnostics` named in `[expected]`.
 ///
 /// # Errors
 /// An expected diagnostic the model does not compute.
 fn expected_checks(
     config: &SimulateConfig,
     model: &dyn crate::core::Model,
-    states: &DMatrix<f64>,
-    time: f64,
-    device: &burn::tensor::Device,
+    diagnostics: &[(String, Vec<f64>)],
 ) -> anyhow::Result<Vec<ExpectedCheck>> {
-    if config.expected.is_empty() {
-        return Ok(Vec::new());
-    }
-    let diagnostics = model.diagnostics(crate::device::ensemble_to_tensor(states, device), time);
     config
         .expected
         .iter()
@@ -353,7 +355,7 @@ fn expected_checks(
                 .find(|(d, _)| d == name)
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| {
-                    let known: Vec<&str> = diagnostics.iter().map(|(d, _)| *d).collect();
+                    let known: Vec<&str> = diagnostics.iter().map(|(d, _)| d.as_str()).collect();
                     anyhow::anyhow!(
                         "key `expected.{name}`: model `{}` has no such diagnostic (it has: {})",
                         model.name(),

@@ -209,6 +209,45 @@ pub enum Profile {
         /// Value at the east wall.
         east: f64,
     },
+    /// Uniform random values in `[low, high]`, a deterministic function of
+    /// the position and `seed` (the heterogeneity that seeds faults).
+    Noise {
+        /// Smallest value.
+        low: f64,
+        /// Largest value.
+        high: f64,
+        /// Seed.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// `inside` in the band `x_min <= x <= x_max`, `outside` elsewhere (a
+    /// plate of ice between open water).
+    BandX {
+        /// West edge of the band (m).
+        x_min: f64,
+        /// East edge of the band (m).
+        x_max: f64,
+        /// Value inside.
+        inside: f64,
+        /// Value outside.
+        outside: f64,
+    },
+}
+
+/// A uniform number in [0, 1) from a position and a seed (SplitMix64).
+fn hash01(x: f64, y: f64, seed: u64) -> f64 {
+    let mut z = seed
+        ^ x.to_bits().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ y.to_bits()
+            .rotate_left(31)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    for _ in 0..2 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Profile {
@@ -222,6 +261,19 @@ impl Profile {
                 wavenumber,
             } => mean + amplitude * ((wavenumber[0] * x).sin() + (wavenumber[1] * y).sin()),
             Profile::RampX { west, east } => west + (east - west) * x / width,
+            Profile::Noise { low, high, seed } => low + (high - low) * hash01(x, y, seed),
+            Profile::BandX {
+                x_min,
+                x_max,
+                inside,
+                outside,
+            } => {
+                if (x_min..=x_max).contains(&x) {
+                    inside
+                } else {
+                    outside
+                }
+            }
         }
     }
 }

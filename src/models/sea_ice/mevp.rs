@@ -170,6 +170,18 @@ pub(crate) struct MomentumInputs {
     pub coriolis_dt: f64,
     /// Active nodes (ones and zeros).
     pub node_mask: Tensor<3>,
+    /// Prescribed velocities of a moving wall's nodes (zero elsewhere).
+    pub wall: Option<[Tensor<3>; 2]>,
+}
+
+impl MomentumInputs {
+    /// Adds the moving wall's prescribed velocities to masked velocities.
+    pub(crate) fn with_wall(&self, u: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        match &self.wall {
+            Some([wu, wv]) => (u + wu.clone(), v + wv.clone()),
+            None => (u, v),
+        }
+    }
 }
 
 /// Velocity and stress.
@@ -253,8 +265,10 @@ pub(crate) fn solve(
         let rx = u.clone() * beta + rhs_u.clone() + dtm.clone() * fx + cw_dtm.clone() * uo.clone();
         let ry = v.clone() * beta + rhs_v.clone() + dtm.clone() * fy + cw_dtm * vo.clone();
         let inv = (a.clone() * a.clone() + b * b).recip() * inputs.node_mask.clone();
-        let u_new = (a.clone() * rx.clone() + ry.clone() * b) * inv.clone();
-        let v_new = (a * ry - rx * b) * inv;
+        let (u_new, v_new) = inputs.with_wall(
+            (a.clone() * rx.clone() + ry.clone() * b) * inv.clone(),
+            (a * ry - rx * b) * inv,
+        );
         if let Some(r) = residuals.as_deref_mut() {
             let du = u_new.clone() - u.clone();
             let dv = v_new.clone() - v.clone();

@@ -46,6 +46,7 @@
 //! from the last), then one value per estimated parameter (`estimate`),
 //! which the step carries unchanged and uses member by member.
 
+pub mod bbm;
 pub mod forcing;
 pub mod grid;
 pub mod mevp;
@@ -55,6 +56,7 @@ mod tests;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub use bbm::BbmConfig;
 pub use forcing::{Ocean, Profile, Wind};
 pub use grid::Grid;
 pub use mevp::{MevpConfig, ViscousPlasticConfig};
@@ -78,6 +80,8 @@ pub enum Rheology {
     /// Viscous-plastic, solved by mEVP.
     #[default]
     Mevp,
+    /// Brittle Bingham-Maxwell, with damage ([`bbm`]).
+    Bbm,
 }
 
 /// A parameter that can be estimated with the state.
@@ -88,6 +92,8 @@ pub enum Parameter {
     PStar,
     /// The ocean drag coefficient `C_o`.
     COcean,
+    /// BBM's laboratory-scale cohesion `c_lab` (Pa).
+    Cohesion,
 }
 
 impl Parameter {
@@ -95,8 +101,34 @@ impl Parameter {
         match self {
             Parameter::PStar => "p_star",
             Parameter::COcean => "c_ocean",
+            Parameter::Cohesion => "cohesion",
         }
     }
+}
+
+/// A side of the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// y = 0.
+    South,
+    /// y = L_y.
+    North,
+    /// x = 0.
+    West,
+    /// x = L_x.
+    East,
+}
+
+/// A wall that moves at a prescribed velocity (a press for compression
+/// tests): its nodes, corners excepted, take the velocity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovingWall {
+    /// Which wall.
+    pub side: Side,
+    /// Its velocity `[u, v]` (m/s).
+    pub velocity: [f64; 2],
 }
 
 /// A rectangle of land (m).
@@ -132,6 +164,9 @@ pub struct SeaIceConfig {
     /// outer boundary is a closed, no-slip wall.
     #[serde(default)]
     pub land: Vec<Rectangle>,
+    /// A wall moving at a prescribed velocity.
+    #[serde(default)]
+    pub moving_wall: Option<MovingWall>,
     /// The rheology.
     #[serde(default)]
     pub rheology: Rheology,
@@ -141,6 +176,9 @@ pub struct SeaIceConfig {
     /// Viscous-plastic parameters.
     #[serde(default)]
     pub vp: ViscousPlasticConfig,
+    /// BBM parameters.
+    #[serde(default)]
+    pub bbm: BbmConfig,
     /// The wind.
     #[serde(default = "calm")]
     pub wind: Wind,
@@ -153,6 +191,9 @@ pub struct SeaIceConfig {
     /// Initial concentration.
     #[serde(default = "full_cover")]
     pub concentration: Profile,
+    /// Initial damage (BBM), in [0, 1].
+    #[serde(default = "intact")]
+    pub damage: Profile,
     /// Ice density (kg/m^3).
     #[serde(default = "rho_ice")]
     pub rho_ice: f64,
@@ -193,6 +234,9 @@ fn one_metre() -> Profile {
 }
 fn full_cover() -> Profile {
     Profile::Uniform { value: 1.0 }
+}
+fn intact() -> Profile {
+    Profile::Uniform { value: 0.0 }
 }
 fn rho_ice() -> f64 {
     900.0
@@ -262,6 +306,15 @@ impl SeaIceConfig {
         super::finite("coriolis", self.coriolis)?;
         self.mevp.check()?;
         self.vp.check()?;
+        if self.rheology == Rheology::Bbm {
+            self.bbm.check(self.dt, self.dx, dy, self.rho_ice)?;
+        }
+        if self.rheology != Rheology::Bbm && self.estimate.contains(&Parameter::Cohesion) {
+            return Err(BuildError::invalid(
+                "estimate",
+                "`cohesion` is a parameter of `rheology = \"bbm\"`",
+            ));
+        }
         self.wind.check()?;
         self.ocean.check()?;
         let courant = self.dt * MAX_ICE_SPEED * (1.0 / self.dx + 1.0 / dy);
@@ -311,11 +364,20 @@ impl SeaIceConfig {
         let (width, height) = (grid.width(), grid.height());
         let mut h0 = Vec::with_capacity(grid.cells());
         let mut a0 = Vec::with_capacity(grid.cells());
+        let mut d0 = Vec::with_capacity(grid.cells());
         for (j, y) in grid.cell_y().into_iter().enumerate() {
             for (i, x) in grid.cell_x().into_iter().enumerate() {
                 let ocean = grid.cell_mask[j * grid.nx + i];
                 let h = self.thickness.at(x, y, width);
                 let a = self.concentration.at(x, y, width);
+                let d = self.damage.at(x, y, width);
+                if !(0.0..=1.0).contains(&d) {
+                    return Err(BuildError::invalid(
+                        "damage",
+                        format!("is {d} at x = {x} m, y = {y} m; it must lie in [0, 1]"),
+                    ));
+                }
+                d0.push(if ocean { d } else { 0.0 });
                 if !(h >= 0.0 && h.is_finite()) {
                     return Err(BuildError::invalid(
                         "thickness",
@@ -343,20 +405,43 @@ impl SeaIceConfig {
                 ocean[1].push(o[1]);
             }
         }
-        let geometry = geometry(&grid, &self.estimate);
+        let wall = match &self.moving_wall {
+            None => None,
+            Some(w) => {
+                for v in w.velocity {
+                    super::finite("moving_wall.velocity", v)?;
+                }
+                let (nx, ny) = (grid.nx, grid.ny);
+                let mut wu = vec![0.0; grid.nodes()];
+                let mut wv = vec![0.0; grid.nodes()];
+                let nodes: Vec<usize> = match w.side {
+                    Side::South => (1..nx).collect(),
+                    Side::North => (1..nx).map(|i| ny * (nx + 1) + i).collect(),
+                    Side::West => (1..ny).map(|j| j * (nx + 1)).collect(),
+                    Side::East => (1..ny).map(|j| j * (nx + 1) + nx).collect(),
+                };
+                for k in nodes {
+                    wu[k] = w.velocity[0];
+                    wv[k] = w.velocity[1];
+                }
+                Some([wu, wv])
+            }
+        };
+        let geometry = geometry(&grid, self.rheology, &self.estimate);
         Ok(SeaIce {
             config: self.clone(),
             grid,
             geometry,
-            initial: [h0, a0],
+            initial: [h0, a0, d0],
             ocean: [ocean[0].clone(), ocean[1].clone()],
+            wall,
         })
     }
 }
 
 /// The geometry: fields with their units, positions, coordinates (m) and
 /// masks.
-fn geometry(grid: &Grid, estimate: &[Parameter]) -> Geometry {
+fn geometry(grid: &Grid, rheology: Rheology, estimate: &[Parameter]) -> Geometry {
     let cell = |name: &str, long: &str, units: &str| {
         let mut f = Field::grid(name, long, units, grid.cell_x(), grid.cell_y());
         f.mask = Some(grid.cell_mask.clone());
@@ -377,11 +462,15 @@ fn geometry(grid: &Grid, estimate: &[Parameter]) -> Geometry {
         cell("syy", "vertically integrated internal stress, yy", "N m-1"),
         cell("sxy", "vertically integrated internal stress, xy", "N m-1"),
     ];
+    if rheology == Rheology::Bbm {
+        fields.push(cell("damage", "sea ice damage", "1"));
+    }
     let centre = [grid.width() / 2.0, grid.height() / 2.0];
     for p in estimate {
         let (long, units) = match p {
             Parameter::PStar => ("ice strength parameter P*", "N m-2"),
             Parameter::COcean => ("ice-ocean drag coefficient", "1"),
+            Parameter::Cohesion => ("laboratory-scale cohesion", "Pa"),
         };
         fields.push(Field {
             name: p.name().to_string(),
@@ -402,10 +491,12 @@ pub struct SeaIce {
     config: SeaIceConfig,
     grid: Grid,
     geometry: Geometry,
-    /// Initial thickness and concentration at the cells.
-    initial: [Vec<f64>; 2],
+    /// Initial thickness, concentration and damage at the cells.
+    initial: [Vec<f64>; 3],
     /// Ocean current at the nodes.
     ocean: [Vec<f64>; 2],
+    /// Prescribed velocities of a moving wall's nodes.
+    wall: Option<[Vec<f64>; 2]>,
 }
 
 /// The prognostic fields of a batch, `[members, rows, columns]` each.
@@ -425,6 +516,8 @@ pub struct IceFields {
     pub syy: Tensor<3>,
     /// Stress xy (cells).
     pub sxy: Tensor<3>,
+    /// Damage (cells; BBM only).
+    pub damage: Option<Tensor<3>>,
 }
 
 /// Parameters of a step as tensors `[members or 1, 1, 1]`, so that they
@@ -435,6 +528,8 @@ pub struct IceParameters {
     pub p_star: Tensor<3>,
     /// `C_o`.
     pub c_ocean: Tensor<3>,
+    /// BBM's laboratory cohesion (Pa).
+    pub cohesion: Tensor<3>,
 }
 
 impl SeaIce {
@@ -454,6 +549,7 @@ impl SeaIce {
         IceParameters {
             p_star: scalar(self.config.vp.p_star),
             c_ocean: scalar(self.config.c_ocean),
+            cohesion: scalar(self.config.bbm.cohesion),
         }
     }
 
@@ -478,12 +574,14 @@ impl SeaIce {
         let sxx = take(cells, ny, nx);
         let syy = take(cells, ny, nx);
         let sxy = take(cells, ny, nx);
+        let damage = (self.config.rheology == Rheology::Bbm).then(|| take(cells, ny, nx));
         let mut params = self.parameters(&state.device());
         for p in &self.config.estimate {
             let t = take(1, 1, 1);
             match p {
                 Parameter::PStar => params.p_star = t,
                 Parameter::COcean => params.c_ocean = t,
+                Parameter::Cohesion => params.cohesion = t,
             }
         }
         (
@@ -495,6 +593,7 @@ impl SeaIce {
                 sxx,
                 syy,
                 sxy,
+                damage,
             },
             params,
         )
@@ -516,10 +615,14 @@ impl SeaIce {
             flat(f.syy),
             flat(f.sxy),
         ];
+        if let Some(d) = f.damage {
+            parts.push(flat(d));
+        }
         for q in &self.config.estimate {
             let t = match q {
                 Parameter::PStar => p.p_star.clone(),
                 Parameter::COcean => p.c_ocean.clone(),
+                Parameter::Cohesion => p.cohesion.clone(),
             };
             parts.push(t.reshape([members, 1]));
         }
@@ -575,6 +678,12 @@ impl SeaIce {
             drag: p.c_ocean.clone() * c.rho_ocean,
             coriolis_dt: c.coriolis * c.dt,
             node_mask: grid.node_mask_tensor(&device),
+            wall: self.wall.as_ref().map(|[wu, wv]| {
+                [
+                    Tensor::from_data(TensorData::new(wu.clone(), node_shape), &device),
+                    Tensor::from_data(TensorData::new(wv.clone(), node_shape), &device),
+                ]
+            }),
         };
         let start = mevp::Dynamics {
             u: f.u,
@@ -583,12 +692,41 @@ impl SeaIce {
             syy: f.syy,
             sxy: f.sxy,
         };
-        let d = match c.rheology {
-            Rheology::Mevp => mevp::solve(grid, &c.mevp, &c.vp, &inputs, start, residuals),
+        let (d, damage) = match c.rheology {
+            Rheology::Mevp => (
+                mevp::solve(grid, &c.mevp, &c.vp, &inputs, start, residuals),
+                None,
+            ),
+            Rheology::Bbm => {
+                let damage = f.damage.clone().expect("a BBM state carries its damage");
+                let (d, damage) = bbm::solve(
+                    grid,
+                    &c.bbm,
+                    c.dt,
+                    c.rho_ice,
+                    &inputs,
+                    &f.h,
+                    &f.a,
+                    &p.cohesion,
+                    start,
+                    damage,
+                );
+                // Healing over the step.
+                (d, Some(damage * (-c.dt / c.bbm.healing_time).exp()))
+            }
         };
         let (uf, vf) = grid.face_velocities(&d.u, &d.v);
         let h = f.h.clone() + grid.upwind_increment(&f.h, &uf, &vf, c.dt);
         let a = f.a.clone() + grid.upwind_increment(&f.a, &uf, &vf, c.dt);
+        // Damage moves with the ice: its thickness-weighted content is
+        // advected, so the new damage is a weighted mean of the old (within
+        // its bounds).
+        let damage = damage.map(|dmg| {
+            let content = dmg * f.h.clone();
+            let content = content.clone() + grid.upwind_increment(&content, &uf, &vf, c.dt);
+            let ice = h.clone().greater_elem(MIN_THICKNESS * 1e-3).float();
+            (content * (h.clone().clamp_min(MIN_THICKNESS * 1e-3)).recip() * ice).clamp(0.0, 1.0)
+        });
         // Ridging: concentration above one is closed, its volume stays in h.
         let a = a.clamp(0.0, 1.0);
         IceFields {
@@ -599,6 +737,7 @@ impl SeaIce {
             sxx: d.sxx,
             syy: d.syy,
             sxy: d.sxy,
+            damage,
         }
     }
 
@@ -643,10 +782,14 @@ impl Model for SeaIce {
         x.extend(&self.initial[0]);
         x.extend(&self.initial[1]);
         x.resize(x.len() + 2 * self.grid.nodes() + 3 * self.grid.cells(), 0.0);
+        if self.config.rheology == Rheology::Bbm {
+            x.extend(&self.initial[2]);
+        }
         for p in &self.config.estimate {
             x.push(match p {
                 Parameter::PStar => self.config.vp.p_star,
                 Parameter::COcean => self.config.c_ocean,
+                Parameter::Cohesion => self.config.bbm.cohesion,
             });
         }
         Some(x)
@@ -688,7 +831,7 @@ impl Model for SeaIce {
             mask: Some(g.cell_mask.clone()),
             scale,
         };
-        vec![
+        let mut maps = vec![
             cell(
                 "h",
                 "sea ice thickness",
@@ -721,14 +864,29 @@ impl Model for SeaIce {
                 mask: Some(g.node_mask.clone()),
                 scale: MapScale::Linear,
             },
-        ]
+        ];
+        if self.config.rheology == Rheology::Bbm {
+            let o = 2 * cells + 2 * nodes + 3 * cells;
+            maps.push(cell(
+                "damage",
+                "sea ice damage",
+                "1",
+                state[o..o + cells].to_vec(),
+                MapScale::Linear,
+            ));
+        }
+        maps
     }
 
     /// Per member: `volume` (m^3), `area` (m^2), `min_thickness` (m),
     /// `max_concentration`, `max_speed` (m/s), `shear_fraction` (of ocean
-    /// cells with shear above 0.1/day), `mean_shear` (1/day), and
-    /// `mevp_residual` (m/s, the RMS velocity change of the last
-    /// sub-iteration of one step from this state).
+    /// cells with shear above 0.1/day), `strong_shear_fraction` (above
+    /// 1/day), `mean_shear` (1/day), and
+    /// `mevp_residual` (m/s, mEVP: the RMS velocity change of the last
+    /// sub-iteration of one step from this state), `mean_damage` and
+    /// `damaged_fraction` (BBM: of ocean cells with damage above 0.5),
+    /// `fault_angle` (BBM: degrees between the faults and the y axis,
+    /// [`fault_angle`]).
     fn diagnostics(&self, state: Tensor<2>, time: f64) -> Vec<(&'static str, Vec<f64>)> {
         let members = state.dims()[0];
         let (f, _) = self.unpack(state.clone());
@@ -748,6 +906,7 @@ impl Model for SeaIce {
             ("max_concentration", Vec::new()),
             ("max_speed", Vec::new()),
             ("shear_fraction", Vec::new()),
+            ("strong_shear_fraction", Vec::new()),
             ("mean_shear", Vec::new()),
         ];
         for m in 0..members {
@@ -770,12 +929,70 @@ impl Model for SeaIce {
             out[4].1.push(speed);
             let lkf = (0..cells).filter(|&k| wet(k) && ss[k] * DAY > 0.1).count();
             out[5].1.push(lkf as f64 / ocean);
+            let strong = (0..cells).filter(|&k| wet(k) && ss[k] * DAY > 1.0).count();
+            out[6].1.push(strong as f64 / ocean);
             let mean = (0..cells).filter(|&k| wet(k)).map(|k| ss[k]).sum::<f64>() / ocean;
-            out[6].1.push(mean * DAY);
+            out[7].1.push(mean * DAY);
         }
-        let (_, residuals) = self.step_with_residuals(state, time);
-        let last = residuals.last().copied().unwrap_or(0.0);
-        out.push(("mevp_residual", vec![last; members]));
+        if let Some(d) = &f.damage {
+            let d = crate::device::to_vec(d.clone());
+            let (mean, broken): (Vec<f64>, Vec<f64>) = (0..members)
+                .map(|m| {
+                    let ds = &d[m * cells..(m + 1) * cells];
+                    let wet = (0..cells).filter(|&k| self.grid.cell_mask[k]);
+                    let (sum, over) = wet.fold((0.0, 0usize), |(s, o), k| {
+                        (s + ds[k], o + usize::from(ds[k] > 0.5))
+                    });
+                    (sum / ocean, over as f64 / ocean)
+                })
+                .unzip();
+            out.push(("mean_damage", mean));
+            out.push(("damaged_fraction", broken));
+            let h = crate::device::to_vec(f.h.clone());
+            let angles = (0..members)
+                .map(|m| {
+                    fault_angle(
+                        &d[m * cells..(m + 1) * cells],
+                        &h[m * cells..(m + 1) * cells],
+                        self.grid.nx,
+                        self.grid.ny,
+                    )
+                })
+                .collect();
+            out.push(("fault_angle", angles));
+        }
+        if self.config.rheology == Rheology::Mevp {
+            let (_, residuals) = self.step_with_residuals(state, time);
+            let last = residuals.last().copied().unwrap_or(0.0);
+            out.push(("mevp_residual", vec![last; members]));
+        }
         out
     }
+}
+
+/// The angle (degrees) between the faults of a damage field `[ny, nx]` and
+/// the y axis: from the structure tensor of the damage gradient with
+/// conjugate faults folded together (`|g_x g_y|`), since the normal of a
+/// fault at `theta` to the y axis is at `theta` to the x axis. Cells count
+/// where they and their four neighbours hold ice (`h > 0`). Isotropic noise
+/// gives 45 degrees; faults along y give 0.
+pub fn fault_angle(d: &[f64], h: &[f64], nx: usize, ny: usize) -> f64 {
+    let (mut jxx, mut jyy, mut jxy) = (0.0, 0.0, 0.0);
+    for j in 1..ny.saturating_sub(1) {
+        for i in 1..nx.saturating_sub(1) {
+            let k = j * nx + i;
+            if [k, k - 1, k + 1, k - nx, k + nx]
+                .iter()
+                .any(|&c| h[c] <= 0.0)
+            {
+                continue;
+            }
+            let gx = 0.5 * (d[k + 1] - d[k - 1]);
+            let gy = 0.5 * (d[k + nx] - d[k - nx]);
+            jxx += gx * gx;
+            jyy += gy * gy;
+            jxy += (gx * gy).abs();
+        }
+    }
+    0.5 * (2.0 * jxy).atan2(jxx - jyy).to_degrees()
 }
