@@ -4,7 +4,9 @@
 //! Also the forecast alone, to show how the cycle splits, and one 4D-Var
 //! gradient through 100 steps with each gradient strategy. The QG model and
 //! its two localised filters at DAPPER's 129 x 129 size. The boundary
-//! layer's batched tridiagonal solve alone, and its whole GABLS1 step.
+//! layer's batched tridiagonal solve alone, and its whole GABLS1 step. One
+//! sea-ice step (mEVP, BBM) against grid size and members, its gradient,
+//! and a large memory copy for the bandwidth limit.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -376,10 +378,76 @@ fn boundary_layer(c: &mut Criterion) {
     }
 }
 
+/// One sea-ice step (mEVP with 20 sub-iterations, BBM with 20 sub-steps)
+/// at 64, 128 and 256 cells a side for 1 and 20 members; the gradient
+/// (forward and backward) of one mEVP step against its forward step; and a
+/// 64 MiB copy, the memory bandwidth a stencil code can reach (the note
+/// divides the bytes a fused sub-iteration must move by the measured
+/// time).
+fn sea_ice(c: &mut Criterion) {
+    use rime::models::sea_ice::{BbmConfig, MevpConfig, Rheology, SeaIceConfig, Wind};
+    let device = cpu_f64();
+    let config = |n: usize, rheology: Rheology| SeaIceConfig {
+        nx: n,
+        dx: 4_000.0,
+        dt: 60.0,
+        rheology,
+        mevp: MevpConfig {
+            iterations: 20,
+            ..Default::default()
+        },
+        bbm: BbmConfig {
+            substeps: 20,
+            ..Default::default()
+        },
+        wind: Wind::Uniform { u: 12.0, v: 5.0 },
+        ..SeaIceConfig::default()
+    };
+    for (rheology, name) in [(Rheology::Mevp, "mevp"), (Rheology::Bbm, "bbm")] {
+        for n in [64, 128, 256] {
+            for members in [1, 20] {
+                let model = config(n, rheology).build().unwrap();
+                let x0 = model.initial_state().unwrap();
+                let mut all = Vec::with_capacity(members * x0.len());
+                for _ in 0..members {
+                    all.extend(&x0);
+                }
+                let x = rime::device::tensor_from_rows(&all, members, x0.len(), &device);
+                // Start from a moving, stressed state.
+                let x = model.step(x, 0.0);
+                c.bench_function(&format!("sea_ice/{name}_step_20/{n}x{n}/{members}"), |b| {
+                    b.iter(|| rime::device::to_vec(model.step(x.clone(), 60.0)))
+                });
+            }
+        }
+    }
+    let ad = device.clone().autodiff();
+    let model = config(128, Rheology::Mevp).build().unwrap();
+    let x0 = model.initial_state().unwrap();
+    let w: Vec<f64> = (0..x0.len()).map(|k| ((k as f64) * 0.37).sin()).collect();
+    c.bench_function("sea_ice/mevp_step_20_gradient/128x128/1", |b| {
+        b.iter(|| {
+            let x = rime::device::tensor_from_rows(&x0, 1, x0.len(), &ad).require_grad();
+            let j = (model.step(x.clone(), 0.0)
+                * rime::device::tensor_from_rows(&w, 1, w.len(), &ad))
+            .sum();
+            rime::device::to_vec(x.grad(&j.backward()).unwrap())
+        })
+    });
+    let source = vec![1.0f64; 8 << 20];
+    let mut target = vec![0.0f64; 8 << 20];
+    c.bench_function("memory/copy_64MiB", |b| {
+        b.iter(|| {
+            target.copy_from_slice(std::hint::black_box(&source));
+            std::hint::black_box(&target);
+        })
+    });
+}
+
 criterion_group!(benches, filter_cycle, gradient, emulator);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
-    targets = qg, unet, boundary_layer
+    targets = qg, unet, boundary_layer, sea_ice
 }
 criterion_main!(benches, qg_benches);
