@@ -259,12 +259,75 @@ pub enum FromModel {
 pub struct InitialConfig {
     /// Mean.
     pub mean: InitialMean,
-    /// Standard deviation.
-    pub std: f64,
+    /// Standard deviation: one number for every variable, or one per field
+    /// (`{ h = 0.3, a = 0.05 }`; fields not named get 0), in each field's
+    /// units.
+    pub std: InitialStd,
     /// Draw the truth and the ensembles from a climatological sample of the
     /// truth model instead: a free run from a draw of `N(mean, std^2)`.
     #[serde(default)]
     pub sample: Option<InitialSample>,
+}
+
+/// The initial standard deviation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InitialStd {
+    /// The same for every variable.
+    Uniform(f64),
+    /// One per field, by name; fields not named get 0.
+    Fields(std::collections::BTreeMap<String, f64>),
+}
+
+impl InitialStd {
+    /// Checks every value is a non-negative finite number; returns the
+    /// key and reason otherwise.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |key: String, v: f64| {
+            (!(v >= 0.0 && v.is_finite())).then(|| (key, format!("must be non-negative, got {v}")))
+        };
+        let found = match self {
+            InitialStd::Uniform(v) => bad("initial.std".into(), *v),
+            InitialStd::Fields(map) => map
+                .iter()
+                .find_map(|(name, v)| bad(format!("initial.std.{name}"), *v)),
+        };
+        found.map_or(Ok(()), Err)
+    }
+
+    /// The standard deviation of every variable of `geometry`; an unknown
+    /// field name is an error (key, reason) listing the fields.
+    pub fn vector(&self, geometry: &crate::core::Geometry) -> Result<Vec<f64>, (String, String)> {
+        match self {
+            InitialStd::Uniform(v) => Ok(vec![*v; geometry.size()]),
+            InitialStd::Fields(map) => {
+                let mut out = vec![0.0; geometry.size()];
+                for (name, v) in map {
+                    let (k, f) = geometry.field(name).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            geometry.fields.iter().map(|f| f.name.as_str()).collect();
+                        (
+                            format!("initial.std.{name}"),
+                            format!(
+                                "the model has no field `{name}` (it has: {})",
+                                known.join(", ")
+                            ),
+                        )
+                    })?;
+                    let o = geometry.offset(k);
+                    out[o..o + f.len()].fill(*v);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The mean of the standard deviations over `geometry`'s variables.
+    pub fn mean(&self, geometry: &crate::core::Geometry) -> f64 {
+        self.vector(geometry)
+            .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+            .unwrap_or(0.0)
+    }
 }
 
 /// The `[initial.sample]` table: a free run of the truth model whose states,
@@ -312,26 +375,41 @@ impl InitialConfig {
     ///
     /// # Errors
     /// The reason, for the key `initial.mean`.
-    pub fn check_model(&self, model: &dyn Model) -> Result<(), String> {
+    pub fn check_model(&self, model: &dyn Model) -> Result<(), (String, String)> {
+        self.std.vector(model.geometry())?;
         match &self.mean {
-            InitialMean::Values(v) if v.len() > model.size() => Err(format!(
-                "has {} values for a state of size {}",
-                v.len(),
-                model.size()
+            InitialMean::Values(v) if v.len() > model.size() => Err((
+                "initial.mean".into(),
+                format!(
+                    "has {} values for a state of size {}",
+                    v.len(),
+                    model.size()
+                ),
             )),
-            InitialMean::Model(_) if model.initial_state().is_none() => Err(format!(
-                "\"model\": model `{}` has no initial state of its own; give numbers",
-                model.name()
+            InitialMean::Model(_) if model.initial_state().is_none() => Err((
+                "initial.mean".into(),
+                format!(
+                    "\"model\": model `{}` has no initial state of its own; give numbers",
+                    model.name()
+                ),
             )),
             _ => Ok(()),
         }
     }
 
-    /// `N(mean, std^2 I)` for the states of `model`.
+    /// `N(mean, diag(std^2))` for the states of `model`.
+    ///
+    /// # Panics
+    /// With a `std` naming a field the model does not have:
+    /// [`InitialConfig::check_model`] refuses that first.
     pub fn distribution(&self, model: &dyn Model) -> crate::da::Gaussian {
+        let std = self
+            .std
+            .vector(model.geometry())
+            .expect("check_model refuses unknown fields");
         crate::da::Gaussian::new(
             nalgebra::DVector::from_vec(self.mean_vector(model)),
-            nalgebra::DVector::from_element(model.size(), self.std),
+            nalgebra::DVector::from_vec(std),
         )
     }
 }
@@ -752,12 +830,7 @@ impl ExperimentConfig {
                 return Err(("initial.sample.spacing".into(), "must be at least 1".into()));
             }
         }
-        if !(self.initial.std >= 0.0 && self.initial.std.is_finite()) {
-            return Err((
-                "initial.std".into(),
-                format!("must be non-negative, got {}", self.initial.std),
-            ));
-        }
+        self.initial.std.check()?;
         for (label, e) in &self.expected {
             if !self.methods.iter().any(|m| &m.label == label) {
                 return Err((
@@ -869,8 +942,19 @@ etkf = { rmse_a = 0.2, tolerance = 0.02 }
         assert!(c.initial.check_model(lorenz63.as_ref()).is_ok());
         let mut from_model = c.initial.clone();
         from_model.mean = InitialMean::Model(FromModel::Model);
-        let e = from_model.check_model(lorenz63.as_ref()).unwrap_err();
+        let (key, e) = from_model.check_model(lorenz63.as_ref()).unwrap_err();
+        assert_eq!(key, "initial.mean");
         assert!(e.contains("lorenz63") && e.contains("initial state"), "{e}");
+        let mut by_field = c.initial.clone();
+        by_field.std = InitialStd::Fields([("x".to_string(), 0.5)].into());
+        assert_eq!(
+            by_field.distribution(lorenz63.as_ref()).std.as_slice(),
+            [0.5, 0.0, 0.0]
+        );
+        by_field.std = InitialStd::Fields([("w".to_string(), 0.5)].into());
+        let (key, e) = by_field.check_model(lorenz63.as_ref()).unwrap_err();
+        assert_eq!(key, "initial.std.w");
+        assert!(e.contains("has: x, y, z"), "{e}");
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub fn tables() -> Vec<TableDoc> {
         },
         TableDoc {
             header: "[initial]",
-            doc: "Truth and ensembles start from draws of N(mean, std² I).",
+            doc: "Truth and ensembles start from draws of N(mean, diag(std²)).",
             keys: vec![
                 required(
                     "mean",
@@ -338,7 +338,12 @@ pub fn tables() -> Vec<TableDoc> {
                     "the initial mean; \"model\": the model's own initial state (the boundary layer's initial profiles)",
                     "[1.0]",
                 ),
-                required("std", "number ≥ 0", "the initial standard deviation", "0.1"),
+                required(
+                    "std",
+                    "number ≥ 0, or a table of them by field name",
+                    "the initial standard deviation: of every variable, or per field in its units (`{ h = 0.3, a = 0.05 }`; fields not named get 0)",
+                    "0.1",
+                ),
                 key(
                     "sample",
                     "table (below)",

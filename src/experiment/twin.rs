@@ -204,7 +204,7 @@ impl Built {
         config
             .initial
             .check_model(truth_model.as_ref())
-            .map_err(|e| config.invalid("initial.mean", e))?;
+            .map_err(|(key, e)| config.invalid(&key, e))?;
         let source = if config.observations.operator == OperatorKind::File {
             let file = config.observations.file.as_ref().expect("validated");
             let path = config.path.parent().unwrap_or(Path::new(".")).join(file);

@@ -173,12 +173,8 @@ impl SimulateConfig {
                 ));
             }
         }
-        if !(config.initial.std >= 0.0) {
-            return Err(format!(
-                "{}: key `initial.std`: must be non-negative, got {}",
-                path.display(),
-                config.initial.std
-            ));
+        if let Err((key, reason)) = config.initial.std.check() {
+            return Err(format!("{}: key `{key}`: {reason}", path.display()));
         }
         Ok(config)
     }
@@ -248,7 +244,7 @@ pub fn simulate(
     config
         .initial
         .check_model(model.as_ref())
-        .map_err(|e| anyhow::anyhow!("{}: key `initial.mean`: {e}", file.display()))?;
+        .map_err(|(key, e)| anyhow::anyhow!("{}: key `{key}`: {e}", file.display()))?;
     let mut states = config.initial.distribution(model.as_ref()).sample(
         s.trajectories,
         &mut crate::rng::stream(s.seed, "simulate-initial"),
