@@ -152,6 +152,10 @@ pub struct ObservationConfig {
     /// Probability that an observation is missing (masked) at a cycle.
     #[serde(default)]
     pub missing_fraction: Option<f64>,
+    /// Observe only the active points of these fields (e.g. `["h"]` of
+    /// the sea ice); operators "identity", "every", "random" and "tracks".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
     /// Forecast-model steps between observation times (one cycle). Named
     /// `every` in older files, which is still accepted.
     #[serde(default = "one_usize", alias = "every")]
@@ -781,6 +785,14 @@ impl ExperimentConfig {
         }
         if o.operator != OperatorKind::Partial && o.indices.is_some() {
             return only("indices", "partial");
+        }
+        if let Some(fields) = &o.fields {
+            if matches!(o.operator, OperatorKind::Partial | OperatorKind::File) {
+                return only("fields", "identity\", \"every\", \"random\" or \"tracks");
+            }
+            if fields.is_empty() {
+                return Err(("observations.fields".into(), "must not be empty".into()));
+            }
         }
         if o.operator != OperatorKind::Every && o.stride.is_some() {
             return only("stride", "every");

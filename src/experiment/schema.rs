@@ -271,6 +271,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "probability that an observation is missing at a cycle",
                 ),
                 key(
+                    "fields",
+                    "list of field names",
+                    "observe only the active points of these fields (e.g. [\"h\"] of the sea ice); operators identity, every, random and tracks",
+                ),
+                key(
                     "steps_per_cycle",
                     "integer ≥ 1, model steps",
                     "forecast-model steps between observation times (one assimilation cycle)",

@@ -399,8 +399,36 @@ fn network(
         std: o.error_std.as_ref().map_or(vec![1.0], |e| e.values()),
         correlation_length: o.error_correlation_length,
     };
+    // The variables that may be observed: all, or the active points of the
+    // named fields.
+    let candidates: Option<Vec<usize>> = match &o.fields {
+        None => None,
+        Some(names) => {
+            let mut c = Vec::new();
+            for name in names {
+                let (k, f) = geometry.field(name).ok_or_else(|| {
+                    let known: Vec<&str> =
+                        geometry.fields.iter().map(|f| f.name.as_str()).collect();
+                    config.invalid(
+                        "observations.fields",
+                        format!(
+                            "the model has no field `{name}` (it has: {})",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                let offset = geometry.offset(k);
+                c.extend((0..f.len()).filter(|&j| f.is_active(j)).map(|j| offset + j));
+            }
+            c.sort_unstable();
+            c.dedup();
+            Some(c)
+        }
+    };
+    let pool = candidates.clone().unwrap_or_else(|| (0..n).collect());
+    let n = pool.len();
     let indices: Vec<usize> = match o.operator {
-        OperatorKind::Identity => (0..n).collect(),
+        OperatorKind::Identity => pool,
         OperatorKind::Every => {
             let s = o.stride.expect("validated");
             if s > n {
@@ -409,7 +437,7 @@ fn network(
                     format!("{s} exceeds the state size {n}"),
                 ));
             }
-            (0..n).step_by(s).collect()
+            pool.into_iter().step_by(s).collect()
         }
         OperatorKind::Partial => o.indices.clone().expect("validated"),
         OperatorKind::File => unreachable!("file observations have no network"),
@@ -423,9 +451,11 @@ fn network(
             }
             let seed = config.run.seed;
             return Ok(if o.operator == OperatorKind::Random {
-                Box::new(RandomNetwork::new(geometry, count, seed, errors))
+                Box::new(RandomNetwork::new(
+                    geometry, candidates, count, seed, errors,
+                ))
             } else {
-                Box::new(TrackNetwork::new(geometry, count, seed, errors))
+                Box::new(TrackNetwork::new(geometry, candidates, count, seed, errors))
             });
         }
     };

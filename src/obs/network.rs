@@ -119,14 +119,22 @@ impl ObsNetwork for FixedNetwork {
 struct MovingSelection {
     geometry: Geometry,
     locations: Vec<Location>,
+    /// The variables a network may observe (all, or some fields').
+    candidates: Vec<usize>,
     seed: u64,
     errors: ErrorModel,
 }
 
 impl MovingSelection {
-    fn new(geometry: &Geometry, seed: u64, errors: ErrorModel) -> Self {
+    fn new(
+        geometry: &Geometry,
+        candidates: Option<Vec<usize>>,
+        seed: u64,
+        errors: ErrorModel,
+    ) -> Self {
         Self {
             locations: geometry.locations().collect(),
+            candidates: candidates.unwrap_or_else(|| (0..geometry.size()).collect()),
             geometry: geometry.clone(),
             seed,
             errors,
@@ -162,10 +170,17 @@ pub struct RandomNetwork {
 }
 
 impl RandomNetwork {
-    /// `count` random variables per cycle out of the geometry's.
-    pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
+    /// `count` random variables per cycle out of the geometry's, or out of
+    /// `candidates` where given.
+    pub fn new(
+        geometry: &Geometry,
+        candidates: Option<Vec<usize>>,
+        count: usize,
+        seed: u64,
+        errors: ErrorModel,
+    ) -> Self {
         Self {
-            moving: MovingSelection::new(geometry, seed, errors),
+            moving: MovingSelection::new(geometry, candidates, seed, errors),
             count,
         }
     }
@@ -173,9 +188,12 @@ impl RandomNetwork {
 
 impl ObsNetwork for RandomNetwork {
     fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
-        let n = self.moving.locations.len();
+        let n = self.moving.candidates.len();
         let mut rng = self.moving.rng("network", cycle);
-        let mut indices = rand::seq::index::sample(&mut rng, n, self.count.min(n)).into_vec();
+        let mut indices: Vec<usize> = rand::seq::index::sample(&mut rng, n, self.count.min(n))
+            .into_iter()
+            .map(|k| self.moving.candidates[k])
+            .collect();
         indices.sort_unstable();
         self.moving.at(indices, "random", cycle)
     }
@@ -198,11 +216,19 @@ pub struct TrackNetwork {
 }
 
 impl TrackNetwork {
-    /// `count` evenly spaced variables out of the geometry's.
-    pub fn new(geometry: &Geometry, count: usize, seed: u64, errors: ErrorModel) -> Self {
-        let n = geometry.size();
+    /// `count` evenly spaced variables out of the geometry's, or out of
+    /// `candidates` where given.
+    pub fn new(
+        geometry: &Geometry,
+        candidates: Option<Vec<usize>>,
+        count: usize,
+        seed: u64,
+        errors: ErrorModel,
+    ) -> Self {
+        let moving = MovingSelection::new(geometry, candidates, seed, errors);
+        let n = moving.candidates.len();
         Self {
-            moving: MovingSelection::new(geometry, seed, errors),
+            moving,
             base: (0..count).map(|k| k * n / count).collect(),
         }
     }
@@ -211,7 +237,7 @@ impl TrackNetwork {
     fn spacing(&self) -> usize {
         match self.base.as_slice() {
             [a, b, ..] => b - a,
-            _ => self.moving.locations.len(),
+            _ => self.moving.candidates.len(),
         }
     }
 }
@@ -223,7 +249,11 @@ impl ObsNetwork for TrackNetwork {
             .moving
             .rng("tracks", cycle)
             .random_range(0..self.spacing().max(1));
-        let indices = self.base.iter().map(|i| i + offset).collect();
+        let indices = self
+            .base
+            .iter()
+            .map(|i| self.moving.candidates[i + offset])
+            .collect();
         self.moving.at(indices, "tracks", cycle)
     }
     fn is_fixed(&self) -> bool {
@@ -257,7 +287,7 @@ mod tests {
             std: vec![2.0],
             correlation_length: None,
         };
-        let net = TrackNetwork::new(&geometry, 300, 7, errors);
+        let net = TrackNetwork::new(&geometry, None, 300, 7, errors);
         assert_eq!(net.max_len(), 300);
         assert!(!net.is_fixed());
         // DAPPER's linspace_int(16641, 300): floor(k * 16641 / 300).
@@ -284,5 +314,38 @@ mod tests {
             offsets.len() > 20,
             "offsets vary across cycles: {offsets:?}"
         );
+    }
+
+    /// Restricted to candidates (the active points of some fields), the
+    /// moving networks observe nothing else, and the tracks still cover
+    /// the candidates evenly.
+    #[test]
+    fn moving_networks_draw_only_from_their_candidates() {
+        let axis: Vec<f64> = (0..10).map(|i| i as f64).collect();
+        let mut h = Field::grid("h", "thickness", "m", axis.clone(), axis.clone());
+        h.mask = Some((0..100).map(|k| k % 7 != 0).collect());
+        // u elsewhere, so that a location tells the fields apart.
+        let far: Vec<f64> = axis.iter().map(|x| x + 1000.0).collect();
+        let u = Field::grid("u", "velocity", "m s-1", far.clone(), far);
+        let geometry = Geometry::new(vec![u, h], [None, None], CoordinateUnits::Model);
+        let candidates: Vec<usize> = (100..200).filter(|k| (k - 100) % 7 != 0).collect();
+        let errors = || ErrorModel {
+            std: vec![0.1],
+            correlation_length: None,
+        };
+        let random = RandomNetwork::new(&geometry, Some(candidates.clone()), 20, 3, errors());
+        let tracks = TrackNetwork::new(&geometry, Some(candidates.clone()), 20, 3, errors());
+        assert_eq!(tracks.spacing(), candidates.len() / 20);
+        let index = |l: &Location| (l[1] * 10.0 + l[0]) as usize + 100;
+        for cycle in 0..30 {
+            for net in [&random as &dyn ObsNetwork, &tracks] {
+                let at = net.at(cycle, 0.0);
+                let locations = at.operator.locations();
+                assert_eq!(locations.len(), 20);
+                for l in locations.iter() {
+                    assert!(candidates.contains(&index(l)), "cycle {cycle}: {l:?}");
+                }
+            }
+        }
     }
 }
