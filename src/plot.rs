@@ -282,7 +282,17 @@ pub fn draw(curves: &[Curve], spec: &PlotSpec, out: &Path) -> Result<(), PlotErr
         }
         root.present().map_err(|e| fail(e.to_string()))?;
     }
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, buffer)
+    write_png(buffer, (WIDTH, HEIGHT), out)
+}
+
+/// Encodes an RGB bitmap of `size` as PNG and writes it to `out`
+/// atomically.
+fn write_png(buffer: Vec<u8>, size: (u32, u32), out: &Path) -> Result<(), PlotError> {
+    let fail = |reason: String| PlotError::Output {
+        path: out.display().to_string(),
+        reason,
+    };
+    let image = image::RgbImage::from_raw(size.0, size.1, buffer)
         .ok_or_else(|| fail("bitmap of the wrong size".into()))?;
     let mut png = std::io::Cursor::new(Vec::new());
     image
@@ -487,13 +497,7 @@ pub fn map(
         .map_err(|e| fail(e.to_string()))?;
         root.present().map_err(|e| fail(e.to_string()))?;
     }
-    let image = image::RgbImage::from_raw(w, h, buffer)
-        .ok_or_else(|| fail("bitmap of the wrong size".into()))?;
-    let mut png = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| fail(e.to_string()))?;
-    crate::io::write_atomic(out, png.get_ref()).map_err(|e| fail(e.to_string()))
+    write_png(buffer, (w, h), out)
 }
 
 #[cfg(test)]

@@ -81,11 +81,12 @@ pub trait Model: Send + Sync {
         None
     }
 
-    /// The 2-D maps of one state (`n` values) a researcher looks at
+    /// The 2-D maps of one state (`[1, n]`) a researcher looks at
     /// (`rime map`): by default every field of the geometry on a
     /// rectilinear 2-D grid; a model adds fields derived from its state
     /// (the sea ice its shear and divergence).
-    fn maps(&self, state: &[f64]) -> Vec<MapField> {
+    fn maps(&self, state: Tensor<2>) -> Vec<MapField> {
+        let state = crate::device::to_vec(state);
         let g = self.geometry();
         let mut out = Vec::new();
         for (k, f) in g.fields.iter().enumerate() {

@@ -35,8 +35,9 @@ pub fn draw_maps(
             .resolve_paths(dir)
             .map_err(|e| anyhow::anyhow!("{}: rime_model: {e}", file.display()))?;
     }
+    let device = crate::device::cpu_f64();
     let model = config
-        .init(&crate::device::cpu_f64())
+        .init(&device)
         .map_err(|e| anyhow::anyhow!("{}: rime_model: {e}", file.display()))?;
     if model.size() != data.n {
         anyhow::bail!(
@@ -63,7 +64,7 @@ pub fn draw_maps(
             data.runs - 1
         );
     }
-    let state = data.state(t, trajectory);
+    let state = crate::device::tensor_from_rows(data.state(t, trajectory), 1, data.n, &device);
     let metres = model.geometry().coordinate_units == CoordinateUnits::Metres;
     let time = data.times[t];
     // Physical models in metres count time in seconds.
@@ -74,18 +75,14 @@ pub fn draw_maps(
     };
     std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     let mut written = Vec::new();
-    for field in model.maps(state) {
+    for field in model.maps(state.clone()) {
         let path = out.join(format!("{}.png", field.name));
         let title = format!("{}, {when}", field.long_name);
         crate::plot::map(&field, &title, metres, &path)?;
         written.push(path);
     }
-    let device = crate::device::cpu_f64();
     let diagnostics = model
-        .diagnostics(
-            crate::device::tensor_from_rows(state, 1, data.n, &device),
-            time,
-        )
+        .diagnostics(state, time)
         .into_iter()
         .map(|(name, v)| (name.to_string(), v[0]))
         .collect();

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::{BuildError, positive};
 use super::grid::Grid;
-use super::mevp::{Dynamics, MomentumInputs};
+use super::mevp::{Dynamics, MomentumInputs, SQRT_FLOOR, velocity_update};
 
 /// The `[model.bbm]` table (defaults: ../shared/REFERENCES.md and Olason
 /// et al. 2022).
@@ -179,8 +179,6 @@ impl BbmConfig {
 
 /// Floor of the integrity `1 - d` (broken ice keeps a trace of stiffness).
 const MIN_INTEGRITY: f64 = 1e-12;
-/// A floor under squared arguments of square roots (finite derivatives).
-const SQRT_FLOOR: f64 = 1e-30;
 
 /// One model step of BBM sub-steps from `start`; returns the dynamics and
 /// the damage (before healing and transport). `thickness`,
@@ -252,23 +250,10 @@ pub(crate) fn solve(
         sxx = sxx * relax.clone();
         syy = syy * relax.clone();
         sxy = sxy * relax;
-        // Momentum, drag and Coriolis implicit.
-        let (dx_sxx, _) = grid.cell_derivatives(sxx.clone());
-        let (dx_sxy, dy_sxy) = grid.cell_derivatives(sxy.clone());
-        let (_, dy_syy) = grid.cell_derivatives(syy.clone());
-        let fx = dx_sxx + dy_sxy;
-        let fy = dx_sxy + dy_syy;
-        let (du, dv) = (uo.clone() - u.clone(), vo.clone() - v.clone());
-        let speed = (du.clone() * du + dv.clone() * dv + SQRT_FLOOR).sqrt();
-        let cw_dtm = inputs.drag.clone() * speed * dtm.clone();
-        let a = cw_dtm.clone() + 1.0;
-        let rx = u.clone() + rhs_u.clone() + dtm.clone() * fx + cw_dtm.clone() * uo.clone();
-        let ry = v.clone() + rhs_v.clone() + dtm.clone() * fy + cw_dtm * vo.clone();
-        let inv = (a.clone() * a.clone() + b * b).recip() * inputs.node_mask.clone();
-        (u, v) = inputs.with_wall(
-            (a.clone() * rx.clone() + ry.clone() * b) * inv.clone(),
-            (a * ry - rx * b) * inv,
-        );
+        // Momentum, drag and Coriolis implicit (mEVP's update with beta = 0).
+        let force = grid.stress_divergence(sxx.clone(), syy.clone(), sxy.clone());
+        let rhs = (u.clone() + rhs_u.clone(), v.clone() + rhs_v.clone());
+        (u, v) = velocity_update(inputs, &u, &v, force, rhs, &dtm, 0.0, b);
     }
     (
         Dynamics {

@@ -136,20 +136,30 @@ impl Grid {
         (ddx, ddy)
     }
 
-    /// The x and y derivatives at the nodes of cell fields `[m, ny, nx]`,
-    /// minus the transpose of [`node_gradient`](Self::node_gradient): the
-    /// divergence of the stress is `(dx sxx + dy sxy, dx sxy + dy syy)`.
-    /// Values at inactive nodes are meaningless (mask them).
-    pub(crate) fn cell_derivatives(&self, c: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// The divergence of the stress at the nodes,
+    /// `(dx sxx + dy sxy, dx sxy + dy syy)`, with the derivatives of cell
+    /// fields at the nodes the negative transpose of
+    /// [`node_gradient`](Self::node_gradient) (cells outside the domain count
+    /// as zero). Values at inactive nodes are meaningless (mask them).
+    pub(crate) fn stress_divergence(
+        &self,
+        sxx: Tensor<3>,
+        syy: Tensor<3>,
+        sxy: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         let (ny, nx) = (self.ny, self.nx);
-        let padded = c.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-        let cell = |j: usize, i: usize| padded.clone().narrow(1, j, ny + 1).narrow(2, i, nx + 1);
-        // Around node (j, i): cell (j - 1, i - 1) is padded (j, i), the SW.
-        let p = cell(1, 1) - cell(0, 0);
-        let q = cell(0, 1) - cell(1, 0);
-        let ddx = (p.clone() + q.clone()) * (0.5 / self.dx);
-        let ddy = (p - q) * (0.5 / self.dy);
-        (ddx, ddy)
+        // (ne - sw, se - nw) around every node.
+        let diagonals = |c: Tensor<3>| {
+            let padded = c.pad((1, 1, 1, 1), PadMode::Constant(0.0));
+            let cell =
+                |j: usize, i: usize| padded.clone().narrow(1, j, ny + 1).narrow(2, i, nx + 1);
+            (cell(1, 1) - cell(0, 0), cell(0, 1) - cell(1, 0))
+        };
+        let ((pxx, qxx), (pxy, qxy), (pyy, qyy)) = (diagonals(sxx), diagonals(sxy), diagonals(syy));
+        let (kx, ky) = (0.5 / self.dx, 0.5 / self.dy);
+        let fx = (pxx + qxx) * kx + (pxy.clone() - qxy.clone()) * ky;
+        let fy = (pxy + qxy) * kx + (pyy - qyy) * ky;
+        (fx, fy)
     }
 
     /// The mean at the nodes of a cell field over the four cells around

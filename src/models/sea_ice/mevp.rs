@@ -205,7 +205,45 @@ pub(crate) fn strain_rates(grid: &Grid, u: &Tensor<3>, v: &Tensor<3>) -> [Tensor
 /// A floor under the squared arguments of square roots, so that their
 /// derivatives stay finite at rest (it changes nothing at double
 /// precision otherwise: strain rates of 1e-15 1/s).
-const SQRT_FLOOR: f64 = 1e-30;
+pub(crate) const SQRT_FLOOR: f64 = 1e-30;
+
+/// The velocity update shared by mEVP's sub-iterations and BBM's sub-steps
+/// (`beta = 0`, `rhs` then holding the current velocity): with ocean drag
+/// `C_w = drag |u_o - u|` from the current velocity and Coriolis `b = f dt`
+/// implicit,
+/// `(beta + 1 + dtm C_w) u' - b v' = beta u + rhs_u + dtm (F_x + C_w u_o)`,
+/// `b u' + (beta + 1 + dtm C_w) v' = beta v + rhs_v + dtm (F_y + C_w v_o)`,
+/// masked, with a moving wall's velocities added.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn velocity_update(
+    inputs: &MomentumInputs,
+    u: &Tensor<3>,
+    v: &Tensor<3>,
+    force: (Tensor<3>, Tensor<3>),
+    rhs: (Tensor<3>, Tensor<3>),
+    dtm: &Tensor<3>,
+    beta: f64,
+    b: f64,
+) -> (Tensor<3>, Tensor<3>) {
+    let [uo, vo] = inputs.ocean.clone();
+    let (fx, fy) = force;
+    let (rhs_u, rhs_v) = if beta == 0.0 {
+        rhs
+    } else {
+        (u.clone() * beta + rhs.0, v.clone() * beta + rhs.1)
+    };
+    let (du, dv) = (uo.clone() - u.clone(), vo.clone() - v.clone());
+    let speed = (du.clone() * du + dv.clone() * dv + SQRT_FLOOR).sqrt();
+    let cw_dtm = inputs.drag.clone() * speed * dtm.clone();
+    let a = cw_dtm.clone() + (beta + 1.0);
+    let rx = rhs_u + dtm.clone() * fx + cw_dtm.clone() * uo;
+    let ry = rhs_v + dtm.clone() * fy + cw_dtm * vo;
+    let inv = (a.clone() * a.clone() + b * b).recip() * inputs.node_mask.clone();
+    inputs.with_wall(
+        (a.clone() * rx.clone() + ry.clone() * b) * inv.clone(),
+        (a * ry - rx * b) * inv,
+    )
+}
 
 /// One time step's mEVP sub-iterations from `start`; the RMS change of the
 /// velocity at each sub-iteration (m/s) is pushed to `residuals` when
@@ -251,23 +289,20 @@ pub(crate) fn solve(
         s1 = s1.clone() * (1.0 - ra) + two_zeta.clone() * (d - delta) * ra;
         s2 = s2.clone() * (1.0 - ra) + two_zeta.clone() * dt_ * (e2 * ra);
         sxy = sxy.clone() * (1.0 - ra) + two_zeta * ds * (0.5 * e2 * ra);
-        let sxx = (s1.clone() + s2.clone()) * 0.5;
-        let syy = (s1.clone() - s2.clone()) * 0.5;
-        let (dx_sxx, _) = grid.cell_derivatives(sxx);
-        let (dx_sxy, dy_sxy) = grid.cell_derivatives(sxy.clone());
-        let (_, dy_syy) = grid.cell_derivatives(syy);
-        let fx = dx_sxx + dy_sxy;
-        let fy = dx_sxy + dy_syy;
-        let (du, dv) = (uo.clone() - u.clone(), vo.clone() - v.clone());
-        let speed = (du.clone() * du + dv.clone() * dv + SQRT_FLOOR).sqrt();
-        let cw_dtm = inputs.drag.clone() * speed * dtm.clone();
-        let a = cw_dtm.clone() + (beta + 1.0);
-        let rx = u.clone() * beta + rhs_u.clone() + dtm.clone() * fx + cw_dtm.clone() * uo.clone();
-        let ry = v.clone() * beta + rhs_v.clone() + dtm.clone() * fy + cw_dtm * vo.clone();
-        let inv = (a.clone() * a.clone() + b * b).recip() * inputs.node_mask.clone();
-        let (u_new, v_new) = inputs.with_wall(
-            (a.clone() * rx.clone() + ry.clone() * b) * inv.clone(),
-            (a * ry - rx * b) * inv,
+        let force = grid.stress_divergence(
+            (s1.clone() + s2.clone()) * 0.5,
+            (s1.clone() - s2.clone()) * 0.5,
+            sxy.clone(),
+        );
+        let (u_new, v_new) = velocity_update(
+            inputs,
+            &u,
+            &v,
+            force,
+            (rhs_u.clone(), rhs_v.clone()),
+            &dtm,
+            beta,
+            b,
         );
         if let Some(r) = residuals.as_deref_mut() {
             let du = u_new.clone() - u.clone();

@@ -797,29 +797,16 @@ impl Model for SeaIce {
 
     /// Thickness, concentration, speed, and the shear and divergence rates
     /// (1/day) at the cells.
-    fn maps(&self, state: &[f64]) -> Vec<MapField> {
+    fn maps(&self, state: Tensor<2>) -> Vec<MapField> {
         let g = &self.grid;
         let (cells, nodes) = (g.cells(), g.nodes());
+        let (f, _) = self.unpack(state.clone());
+        let (divergence, shear) = self.deformation(&f);
+        let divergence = crate::device::to_vec(divergence * DAY);
+        let shear = crate::device::to_vec(shear * DAY);
+        let state = crate::device::to_vec(state);
         let u = &state[2 * cells..2 * cells + nodes];
         let v = &state[2 * cells + nodes..2 * cells + 2 * nodes];
-        let mut shear = Vec::with_capacity(cells);
-        let mut divergence = Vec::with_capacity(cells);
-        let w = g.nx + 1;
-        for j in 0..g.ny {
-            for i in 0..g.nx {
-                let corners = |f: &[f64]| {
-                    let (sw, se) = (f[j * w + i], f[j * w + i + 1]);
-                    let (nw, ne) = (f[(j + 1) * w + i], f[(j + 1) * w + i + 1]);
-                    (
-                        (se + ne - sw - nw) * 0.5 / g.dx,
-                        (nw + ne - sw - se) * 0.5 / g.dy,
-                    )
-                };
-                let ((ux, uy), (vx, vy)) = (corners(u), corners(v));
-                divergence.push((ux + vy) * DAY);
-                shear.push((ux - vy).hypot(uy + vx) * DAY);
-            }
-        }
         let speed: Vec<f64> = u.iter().zip(v).map(|(a, b)| a.hypot(*b)).collect();
         let cell = |name: &str, long: &str, units: &str, values: Vec<f64>, scale| MapField {
             name: name.to_string(),
