@@ -91,6 +91,17 @@ sea-ice:
         cargo run --release --quiet -- map out/sea_ice/$c.nc --out paper/figures/sea_ice/$c | grep -v '^wrote' > paper/tables/sea_ice_$c.txt; \
     done
 
+# The DA twins on the sea ice (4D-Var, LETKF and the free run recovering the
+# thickness; 4D-Var correcting P* and the ocean drag): about 20 and 35
+# minutes on one core. Tables in paper/tables/sea_ice_twin_*.md, maps of the
+# thickness twin (truth, analyses, errors) in paper/figures/sea_ice/twin_thickness/.
+sea-ice-twins:
+    mkdir -p out/sea_ice paper/tables
+    for c in twin_thickness twin_parameters; do \
+        cargo run --release --quiet -- run experiments/sea_ice/$c.toml --out out/sea_ice/$c --table paper/tables/sea_ice_$c.md; \
+    done
+    cargo run --release --quiet -- map out/sea_ice/twin_thickness --field h --out paper/figures/sea_ice/twin_thickness
+
 # The 10^6-variable scaling run (ETKF, 20 members, 100 cycles, ~4 GB of
 # streamed output); prints the peak resident memory.
 scale:

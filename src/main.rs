@@ -52,10 +52,15 @@ enum Command {
     /// Draws PNG maps of one record of a trajectory file (`rime simulate`'s
     /// output): every 2-D field of the state and the fields the model derives
     /// from it (for the sea ice: thickness, concentration, speed, shear and
-    /// divergence), one `<field>.png` each in `--out`.
+    /// divergence), one `<field>.png` each in `--out`. Given a twin run's
+    /// folder (`rime run --out`, with `[output] states`) and `--field`: the
+    /// truth, each method's analysis mean and its error for that field.
     Map {
-        /// The trajectory file.
+        /// The trajectory file, or a run's output folder.
         file: PathBuf,
+        /// The field to map from a run's folder (e.g. `h`).
+        #[arg(long)]
+        field: Option<String>,
         /// The folder of the maps.
         #[arg(long)]
         out: PathBuf,
@@ -197,10 +202,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Map {
             file,
+            field,
             out,
             record,
             trajectory,
         } => {
+            if file.is_dir() {
+                let field = field.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: a run's folder: give the field to map with --field",
+                        file.display()
+                    )
+                })?;
+                for path in rime::experiment::maps::draw_run_maps(&file, &field, record, &out)? {
+                    println!("wrote {}", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = rime::experiment::maps::draw_maps(&file, &out, record, trajectory)?;
             for path in &report.maps {
                 println!("wrote {}", path.display());

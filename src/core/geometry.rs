@@ -276,6 +276,18 @@ impl Geometry {
         self.fields.iter().enumerate().find(|(_, f)| f.name == name)
     }
 
+    /// As [`Geometry::field`], with the reason for an unknown name (the
+    /// fields there are).
+    pub fn field_named(&self, name: &str) -> Result<(usize, &Field), String> {
+        self.field(name).ok_or_else(|| {
+            let known: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+            format!(
+                "the model has no field `{name}` (it has: {})",
+                known.join(", ")
+            )
+        })
+    }
+
     /// The location of flat column `i`.
     pub fn location(&self, i: usize) -> Location {
         let (k, j) = self.field_of(i);

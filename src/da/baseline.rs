@@ -39,6 +39,37 @@ impl Filter for Climatology {
     }
 }
 
+/// The free run: the initial mean forecast by the model, observations
+/// ignored. Its variance is unknown (NaN), as for a variational method.
+pub struct FreeRun {
+    mean: DVector<f64>,
+}
+
+impl FreeRun {
+    /// From the initial mean.
+    pub fn new(initial: &Gaussian) -> Self {
+        Self {
+            mean: initial.mean.clone(),
+        }
+    }
+}
+
+impl Filter for FreeRun {
+    fn forecast(&mut self, context: &Context<'_>, time: f64) -> Result<(), DaError> {
+        self.mean = context.forecast_state(&self.mean, time, context.steps_per_cycle)?;
+        Ok(())
+    }
+    fn analyse(&mut self, _: &Context<'_>, _: &ObsBatch) -> Result<(), DaError> {
+        Ok(())
+    }
+    fn estimate(&self) -> Estimate<'_> {
+        Estimate::Gaussian {
+            mean: &self.mean,
+            variance: DVector::from_element(self.mean.len(), f64::NAN),
+        }
+    }
+}
+
 /// The dense `H` (`p x n`) of a linear operator.
 fn linear_h(op: &dyn ObsOperator, n: usize, method: &'static str) -> Result<DMatrix<f64>, DaError> {
     op.linear()

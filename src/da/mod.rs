@@ -10,6 +10,7 @@
 //! transfer each way per cycle.
 
 pub mod baseline;
+pub mod covariance;
 pub mod eigen;
 pub mod ensemble;
 pub mod ienks;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{ForecastError, Forecaster, Model, ObsBatch};
 use crate::rng::Rng;
+use covariance::CovarianceSqrt;
 
 pub use localisation::Taper;
 
@@ -90,6 +92,9 @@ fn one() -> f64 {
 pub enum MethodConfig {
     /// The climatological mean and covariance, no observations used.
     Climatology(NoSettings),
+    /// The free run: the initial mean forecast with no observation used,
+    /// the baseline every twin's analysis has to beat.
+    Free(NoSettings),
     /// Optimal interpolation: the climatological mean updated with the
     /// climatological covariance at every observation time, not cycled.
     Oi(NoSettings),
@@ -139,6 +144,7 @@ impl MethodConfig {
     pub fn name(&self) -> &'static str {
         match self {
             MethodConfig::Climatology(_) => "climatology",
+            MethodConfig::Free(_) => "free",
             MethodConfig::Oi(_) => "oi",
             MethodConfig::Var3d(_) => "var3d",
             MethodConfig::Var4d(_) => "var4d",
@@ -297,6 +303,7 @@ impl MethodConfig {
     ) -> Result<Box<dyn Filter>, DaError> {
         Ok(match self {
             MethodConfig::Climatology(_) => Box::new(baseline::Climatology::new(context)),
+            MethodConfig::Free(_) => Box::new(baseline::FreeRun::new(initial)),
             MethodConfig::Oi(_) => Box::new(baseline::StaticB::new(
                 context,
                 initial,
@@ -355,6 +362,9 @@ pub struct Gaussian {
     pub std: DVector<f64>,
     /// States to draw from instead (`n x count`), where given.
     pub draws: Option<std::sync::Arc<DMatrix<f64>>>,
+    /// A correlated square root of the covariance (`[initial]
+    /// length_scale`); absent: `diag(std^2)`.
+    pub sqrt: Option<std::sync::Arc<covariance::FieldCovariance>>,
 }
 
 impl Gaussian {
@@ -364,6 +374,28 @@ impl Gaussian {
             mean,
             std,
             draws: None,
+            sqrt: None,
+        }
+    }
+
+    /// `N(mean, S S^T)` for the correlated square root `sqrt`.
+    pub fn correlated(mean: DVector<f64>, sqrt: covariance::FieldCovariance) -> Self {
+        let std = DVector::from_vec(sqrt.row_norms());
+        Self {
+            mean,
+            std,
+            draws: None,
+            sqrt: Some(std::sync::Arc::new(sqrt)),
+        }
+    }
+
+    /// The square root of the covariance as an operator: the correlated
+    /// one if given, else `diag(std)` over the variables with a non-zero
+    /// standard deviation.
+    pub fn covariance_sqrt(&self, geometry: &crate::core::Geometry) -> covariance::FieldCovariance {
+        match &self.sqrt {
+            Some(s) => (**s).clone(),
+            None => covariance::FieldCovariance::new(geometry, self.std.as_slice(), None),
         }
     }
 
@@ -380,6 +412,7 @@ impl Gaussian {
             mean,
             std,
             draws: Some(std::sync::Arc::new(states)),
+            sqrt: None,
         }
     }
 
@@ -398,6 +431,16 @@ impl Gaussian {
             return DMatrix::from_fn(states.nrows(), members, |i, j| states[(i, picks[j])]);
         }
         let n = self.mean.len();
+        if let Some(s) = &self.sqrt {
+            let m = s.control_size();
+            let z = crate::rng::standard_normal(rng, m * members);
+            let mut out = DMatrix::zeros(n, members);
+            for j in 0..members {
+                let x = s.apply(&z[j * m..(j + 1) * m]);
+                out.set_column(j, &(&self.mean + x));
+            }
+            return out;
+        }
         let z = crate::rng::standard_normal(rng, n * members);
         DMatrix::from_fn(n, members, |i, j| self.mean[i] + self.std[i] * z[j * n + i])
     }

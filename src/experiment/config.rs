@@ -108,14 +108,18 @@ pub enum ErrorStd {
     Scalar(f64),
     /// One per observation of the network.
     PerObservation(Vec<f64>),
+    /// One per observed field, by name (`{ h = 0.1, a = 0.02 }`), in the
+    /// field's units.
+    Fields(std::collections::BTreeMap<String, f64>),
 }
 
 impl ErrorStd {
-    /// The values (one, or one per observation).
+    /// The values (one, one per observation, or one per named field).
     pub fn values(&self) -> Vec<f64> {
         match self {
             ErrorStd::Scalar(v) => vec![*v],
             ErrorStd::PerObservation(v) => v.clone(),
+            ErrorStd::Fields(map) => map.values().copied().collect(),
         }
     }
 }
@@ -267,6 +271,16 @@ pub struct InitialConfig {
     /// (`{ h = 0.3, a = 0.05 }`; fields not named get 0), in each field's
     /// units.
     pub std: InitialStd,
+    /// Correlation length of the draws within each field (Gaussian), in
+    /// the model's coordinate units; absent: uncorrelated.
+    #[serde(default)]
+    pub length_scale: Option<f64>,
+    /// The standard deviation of the truth's draw, where it differs from
+    /// the ensembles' (same forms as `std`): `{ h = 0.3 }` with `std`
+    /// also naming estimated parameters keeps the truth's parameters at
+    /// its model's values while the methods start from uncertain ones.
+    #[serde(default)]
+    pub truth_std: Option<InitialStd>,
     /// Draw the truth and the ensembles from a climatological sample of the
     /// truth model instead: a free run from a draw of `N(mean, std^2)`.
     #[serde(default)]
@@ -281,6 +295,26 @@ pub enum InitialStd {
     Uniform(f64),
     /// One per field, by name; fields not named get 0.
     Fields(std::collections::BTreeMap<String, f64>),
+}
+
+/// One value per state variable of `geometry` from values by field name
+/// (`fill` for the fields not named); an unknown name is an error whose
+/// key is `key.name` and whose reason lists the fields.
+pub fn per_field(
+    map: &std::collections::BTreeMap<String, f64>,
+    geometry: &crate::core::Geometry,
+    key: &str,
+    fill: f64,
+) -> Result<Vec<f64>, (String, String)> {
+    let mut out = vec![fill; geometry.size()];
+    for (name, v) in map {
+        let (k, f) = geometry
+            .field_named(name)
+            .map_err(|reason| (format!("{key}.{name}"), reason))?;
+        let o = geometry.offset(k);
+        out[o..o + f.len()].fill(*v);
+    }
+    Ok(out)
 }
 
 impl InitialStd {
@@ -304,25 +338,7 @@ impl InitialStd {
     pub fn vector(&self, geometry: &crate::core::Geometry) -> Result<Vec<f64>, (String, String)> {
         match self {
             InitialStd::Uniform(v) => Ok(vec![*v; geometry.size()]),
-            InitialStd::Fields(map) => {
-                let mut out = vec![0.0; geometry.size()];
-                for (name, v) in map {
-                    let (k, f) = geometry.field(name).ok_or_else(|| {
-                        let known: Vec<&str> =
-                            geometry.fields.iter().map(|f| f.name.as_str()).collect();
-                        (
-                            format!("initial.std.{name}"),
-                            format!(
-                                "the model has no field `{name}` (it has: {})",
-                                known.join(", ")
-                            ),
-                        )
-                    })?;
-                    let o = geometry.offset(k);
-                    out[o..o + f.len()].fill(*v);
-                }
-                Ok(out)
-            }
+            InitialStd::Fields(map) => per_field(map, geometry, "initial.std", 0.0),
         }
     }
 
@@ -381,6 +397,20 @@ impl InitialConfig {
     /// The reason, for the key `initial.mean`.
     pub fn check_model(&self, model: &dyn Model) -> Result<(), (String, String)> {
         self.std.vector(model.geometry())?;
+        if let Some(t) = &self.truth_std {
+            t.check()
+                .map_err(|(k, r)| (k.replace("initial.std", "initial.truth_std"), r))?;
+            t.vector(model.geometry())
+                .map_err(|(k, r)| (k.replace("initial.std", "initial.truth_std"), r))?;
+        }
+        if let Some(l) = self.length_scale
+            && !(l > 0.0 && l.is_finite())
+        {
+            return Err((
+                "initial.length_scale".into(),
+                format!("must be a positive length, got {l}"),
+            ));
+        }
         match &self.mean {
             InitialMean::Values(v) if v.len() > model.size() => Err((
                 "initial.mean".into(),
@@ -407,14 +437,30 @@ impl InitialConfig {
     /// With a `std` naming a field the model does not have:
     /// [`InitialConfig::check_model`] refuses that first.
     pub fn distribution(&self, model: &dyn Model) -> crate::da::Gaussian {
-        let std = self
-            .std
+        self.distribution_with(model, &self.std)
+    }
+
+    /// The distribution the truth starts from: with `truth_std` where
+    /// given, else the ensembles' ([`InitialConfig::distribution`]).
+    ///
+    /// # Panics
+    /// As [`InitialConfig::distribution`].
+    pub fn truth_distribution(&self, model: &dyn Model) -> crate::da::Gaussian {
+        self.distribution_with(model, self.truth_std.as_ref().unwrap_or(&self.std))
+    }
+
+    fn distribution_with(&self, model: &dyn Model, std: &InitialStd) -> crate::da::Gaussian {
+        let std = std
             .vector(model.geometry())
             .expect("check_model refuses unknown fields");
-        crate::da::Gaussian::new(
-            nalgebra::DVector::from_vec(self.mean_vector(model)),
-            nalgebra::DVector::from_vec(std),
-        )
+        let mean = nalgebra::DVector::from_vec(self.mean_vector(model));
+        match self.length_scale {
+            Some(l) => crate::da::Gaussian::correlated(
+                mean,
+                crate::da::covariance::FieldCovariance::new(model.geometry(), &std, Some(l)),
+            ),
+            None => crate::da::Gaussian::new(mean, nalgebra::DVector::from_vec(std)),
+        }
     }
 }
 
@@ -774,7 +820,7 @@ impl ExperimentConfig {
                 if o.count.ok_or(needs("count", kind))? == 0 {
                     return Err(("observations.count".into(), "must be at least 1".into()));
                 }
-                if error_std.len() > 1 {
+                if matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1) {
                     return Err((
                         "observations.error_std".into(),
                         format!("a {kind} network takes one error_std for all observations"),

@@ -100,6 +100,141 @@ pub fn draw_maps(
     })
 }
 
+/// Draws the maps of a twin run's folder (`rime run`'s output with
+/// `[output] states = true`) for one field at record `record` (default:
+/// the last): `truth_<field>.png`, and for each method file,
+/// `<method>_<field>.png` (its analysis mean) and `<method>_<field>_error.png`
+/// (analysis mean minus truth, on a colour range symmetric about zero).
+/// Returns the paths.
+///
+/// # Errors
+/// A folder without `truth.nc` or without the field, an unreadable file,
+/// or a record out of range; messages name the file.
+pub fn draw_run_maps(
+    dir: &Path,
+    field: &str,
+    record: Option<usize>,
+    out: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    use crate::core::{MapField, MapScale};
+    let read = |path: &Path| {
+        crate::io::read_classic(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    let truth_path = dir.join("truth.nc");
+    let truth = read(&truth_path)?;
+    let name = format!("truth_{field}");
+    let var = truth.variable(&name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no variable `{name}` (is `{field}` a 2-D field, and did the run keep `[output] states`?)",
+            truth_path.display()
+        )
+    })?;
+    let [_, ydim, xdim] = var.dimensions.as_slice() else {
+        anyhow::bail!(
+            "{}: `{name}` is not a (time, y, x) field",
+            truth_path.display()
+        );
+    };
+    let coordinate = |d: &str| {
+        truth
+            .variable(d)
+            .map(|v| v.data.to_f64())
+            .ok_or_else(|| anyhow::anyhow!("{}: no coordinate `{d}`", truth_path.display()))
+    };
+    let (x, y) = (coordinate(xdim)?, coordinate(ydim)?);
+    let size = x.len() * y.len();
+    let records = var.data.to_f64().len() / size.max(1);
+    let t = record.unwrap_or(records.saturating_sub(1));
+    if t >= records {
+        anyhow::bail!(
+            "{}: record {t} requested, the file has {records}",
+            truth_path.display()
+        );
+    }
+    let units = match var.attributes.iter().find(|(k, _)| k == "units") {
+        Some((_, crate::io::AttrValue::Text(u))) => u.clone(),
+        _ => String::new(),
+    };
+    let mask = truth
+        .variable(&format!("mask_{field}"))
+        .map(|m| m.data.to_f64().iter().map(|v| *v != 0.0).collect());
+    let slice = |v: &crate::io::Variable| v.data.to_f64()[t * size..(t + 1) * size].to_vec();
+    let truth_values = slice(var);
+    let time = truth
+        .variable("time")
+        .map_or(f64::NAN, |v| v.data.to_f64()[t]);
+    let when = format!("t = {:.1} h", time / 3600.0);
+    let map = |name: String, long_name: String, values: Vec<f64>, scale| MapField {
+        name,
+        long_name,
+        units: units.clone(),
+        x: x.clone(),
+        y: y.clone(),
+        values,
+        mask: mask.clone(),
+        scale,
+    };
+    let mut methods: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "nc"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if ["truth", "observations"].contains(&stem.as_str()) {
+            continue;
+        }
+        let ds = read(&path)?;
+        if let Some(v) = ds.variable(&format!("analysis_mean_{field}"))
+            && v.data.to_f64().len() >= (t + 1) * size
+        {
+            methods.push((stem, slice(v)));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    let mut draw = |f: MapField| -> anyhow::Result<()> {
+        let path = out.join(format!("{}.png", f.name));
+        let title = f.long_name.clone();
+        crate::plot::map(&f, &title, true, &path)?;
+        written.push(path);
+        Ok(())
+    };
+    draw(map(
+        format!("truth_{field}"),
+        format!("truth {field}, {when}"),
+        truth_values.clone(),
+        MapScale::Linear,
+    ))?;
+    for (method, values) in methods {
+        let error: Vec<f64> = values
+            .iter()
+            .zip(&truth_values)
+            .map(|(a, b)| a - b)
+            .collect();
+        draw(map(
+            format!("{method}_{field}"),
+            format!("{method} analysis {field}, {when}"),
+            values,
+            MapScale::Linear,
+        ))?;
+        draw(map(
+            format!("{method}_{field}_error"),
+            format!("{method} analysis minus truth, {field}, {when}"),
+            error,
+            MapScale::Diverging,
+        ))?;
+    }
+    Ok(written)
+}
+
 /// What `rime map` drew.
 #[derive(Clone, Debug)]
 pub struct MapReport {

@@ -513,6 +513,9 @@ pub struct RunFiles {
     max_obs: usize,
     two_dimensional: bool,
     buffer: Vec<Vec<f64>>,
+    /// `(name, units)` of the fields scored one by one (models with more
+    /// than one field; empty otherwise).
+    score_fields: Vec<(String, String)>,
 }
 
 impl RunFiles {
@@ -539,6 +542,9 @@ impl RunFiles {
         let model = built.model();
         let geometry = model.geometry();
         let layout = Layout::new(geometry, config.output.fields.as_deref());
+        let score_fields = super::runner::FieldScorer::new(geometry)
+            .map(|s| s.fields().to_vec())
+            .unwrap_or_default();
         let write_states = config.output.states;
         let flush = config.output.flush_every;
         let truth = if built.has_truth() && write_states {
@@ -629,6 +635,7 @@ impl RunFiles {
             max_obs,
             two_dimensional,
             buffer: vec![vec![f64::NAN; max_obs]; 5],
+            score_fields,
         })
     }
 
@@ -712,6 +719,9 @@ pub struct CycleRecord<'a> {
     pub members: Option<&'a DMatrix<f64>>,
     /// The cycle's scores.
     pub scores: &'a CycleScores,
+    /// Per-field RMSE: forecast for each field, then analysis for each
+    /// field (empty for a single-field model).
+    pub field_scores: &'a [f64],
     /// The minimisation that ended at this cycle, if any.
     pub minimisation: Option<&'a MinimisationSummary>,
 }
@@ -725,6 +735,8 @@ pub struct MethodWriter {
     variational: bool,
     ranks: Option<usize>,
     member_buffer: Vec<Vec<f64>>,
+    /// Per-field RMSE values per record (forecast then analysis per field).
+    field_scores: usize,
 }
 
 const MINIMISATION_VARS: [(&str, &str); 7] = [
@@ -806,6 +818,20 @@ impl MethodWriter {
                     .attr("units", "1"),
             );
         }
+        // Per-field RMSE (forecast, then analysis), in the field's units.
+        for (stage, long) in [("f", "forecast"), ("a", "analysis")] {
+            for (field, units) in &files.score_fields {
+                records.push(
+                    StreamVar::new(&format!("rmse_{stage}_{field}"), &["time"], StreamType::F64)
+                        .attr(
+                            "long_name",
+                            format!("RMSE of the {long} mean over the active points of {field}")
+                                .as_str(),
+                        )
+                        .attr("units", units.as_str()),
+                );
+            }
+        }
         if variational {
             for (name, long) in MINIMISATION_VARS {
                 records.push(
@@ -856,6 +882,7 @@ impl MethodWriter {
             variational,
             ranks: ensemble.map(|m| m + 1),
             member_buffer,
+            field_scores: 2 * files.score_fields.len(),
         })
     }
 
@@ -897,6 +924,10 @@ impl MethodWriter {
         }
         let scores = r.scores.values();
         record.extend(scores.iter().map(std::slice::from_ref));
+        const NAN: [f64; 1] = [f64::NAN];
+        for i in 0..self.field_scores {
+            record.push(r.field_scores.get(i..=i).unwrap_or(&NAN));
+        }
         let minimisation = r.minimisation.map_or([f64::NAN; 7], |m| {
             [
                 m.iterations as f64,
@@ -965,6 +996,9 @@ struct MethodSummary<'a> {
     oma_rms: Option<f64>,
     desroziers_r_ratio: Option<f64>,
     desroziers_hbh_ratio: Option<f64>,
+    /// Per-field RMSE (models with more than one field).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    fields: &'a [super::runner::FieldSummary],
     time_per_cycle_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     minimisation: Option<MinimisationStats>,
@@ -1049,6 +1083,7 @@ pub fn summary_json(report: &Report) -> String {
                 oma_rms: s.oma_rms,
                 desroziers_r_ratio: s.desroziers_r_ratio,
                 desroziers_hbh_ratio: s.desroziers_hbh_ratio,
+                fields: &s.fields,
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
                     count: m.minimisations.len(),
@@ -1159,6 +1194,95 @@ pub fn table(report: &Report) -> String {
         cells.push(status(&m.status));
         cells.push(format!("{:.3}", m.time_per_cycle_s * 1e3));
         out += &format!("| {} |\n", cells.join(" | "));
+    }
+    out + &field_tables(report)
+}
+
+/// Four significant digits, or a dash.
+fn significant(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => {
+            let a = v.abs();
+            if a != 0.0 && !(1e-2..1e5).contains(&a) {
+                format!("{v:.3e}")
+            } else {
+                let decimals = if a == 0.0 {
+                    3
+                } else {
+                    (3 - a.log10().floor() as i32).max(0) as usize
+                };
+                format!("{v:.decimals$}")
+            }
+        }
+        _ => "—".into(),
+    }
+}
+
+/// For twins of models with several fields: the time-mean forecast
+/// (background) and analysis RMSE of every method field by field, and,
+/// where a variational method ran, every method's analysis RMSE per field
+/// at the cycles its windows ended (the parameter error per window when
+/// parameters sit in the state).
+fn field_tables(report: &Report) -> String {
+    let Some(names): Option<Vec<(String, String)>> = report
+        .methods
+        .iter()
+        .find(|m| !m.summary.fields.is_empty())
+        .map(|m| {
+            m.summary
+                .fields
+                .iter()
+                .map(|f| (f.field.clone(), f.units.clone()))
+                .collect()
+        })
+    else {
+        return String::new();
+    };
+    let heads: Vec<String> = names.iter().map(|(n, u)| format!("{n} ({u})")).collect();
+    let mut out = format!(
+        "\nRMSE per field, time means after burn-in (background → analysis):\n\n| method | {} |\n|{}\n",
+        heads.join(" | "),
+        "---|".repeat(names.len() + 1)
+    );
+    for m in &report.methods {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|(n, _)| {
+                m.summary
+                    .fields
+                    .iter()
+                    .find(|f| &f.field == n)
+                    .map_or("—".to_string(), |f| {
+                        format!("{} → {}", significant(f.rmse_f), significant(f.rmse_a))
+                    })
+            })
+            .collect();
+        out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
+    }
+    let mut cycles: Vec<usize> = report
+        .methods
+        .iter()
+        .flat_map(|m| m.minimisations.iter().map(|r| r.cycle))
+        .collect();
+    cycles.sort_unstable();
+    cycles.dedup();
+    if cycles.is_empty() {
+        return out;
+    }
+    out += &format!(
+        "\nAnalysis RMSE per field at the end of each variational window:\n\n| cycle | method | {} |\n|{}\n",
+        heads.join(" | "),
+        "---|".repeat(names.len() + 2)
+    );
+    let nf = names.len();
+    for &c in &cycles {
+        for m in &report.methods {
+            let Some(row) = m.series.fields.get(c).filter(|r| r.len() == 2 * nf) else {
+                continue;
+            };
+            let cells: Vec<String> = row[nf..].iter().map(|v| significant(Some(*v))).collect();
+            out += &format!("| {c} | {} | {} |\n", m.label, cells.join(" | "));
+        }
     }
     out
 }

@@ -264,12 +264,16 @@ impl CycleScores {
 pub struct Series {
     /// One entry per cycle.
     pub scores: Vec<CycleScores>,
+    /// Per cycle, the per-field RMSE of the forecast for each field, then
+    /// of the analysis (empty for single-field models).
+    pub fields: Vec<Vec<f64>>,
 }
 
 impl Series {
-    fn new(cycles: usize) -> Self {
+    fn new(cycles: usize, fields: usize) -> Self {
         Self {
             scores: vec![CycleScores::nan(); cycles],
+            fields: vec![vec![f64::NAN; 2 * fields]; if fields > 0 { cycles } else { 0 }],
         }
     }
 
@@ -277,6 +281,70 @@ impl Series {
     pub fn column(&self, f: impl Fn(&CycleScores) -> f64) -> Vec<f64> {
         self.scores.iter().map(f).collect()
     }
+}
+
+/// The RMSE of each field of a state with more than one field, over the
+/// field's active points: a pooled RMSE over thickness in metres,
+/// concentration and stresses in pascals says little, so models with
+/// several fields are also scored field by field.
+#[derive(Clone, Debug)]
+pub struct FieldScorer {
+    fields: Vec<(String, String)>,
+    indices: Vec<Vec<usize>>,
+}
+
+impl FieldScorer {
+    /// The scorer of `geometry`'s fields; `None` for a single field.
+    pub fn new(geometry: &crate::core::Geometry) -> Option<Self> {
+        if geometry.fields.len() < 2 {
+            return None;
+        }
+        let mut fields = Vec::new();
+        let mut indices = Vec::new();
+        for (k, f) in geometry.fields.iter().enumerate() {
+            let o = geometry.offset(k);
+            fields.push((f.name.clone(), f.units.clone()));
+            indices.push(
+                (0..f.len())
+                    .filter(|&i| f.is_active(i))
+                    .map(|i| o + i)
+                    .collect(),
+            );
+        }
+        Some(Self { fields, indices })
+    }
+
+    /// `(name, units)` of each field.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+
+    /// The RMSE of `estimate` against `truth` on each field (NaN for a
+    /// field without active points).
+    pub fn rmse(&self, estimate: &[f64], truth: &[f64]) -> Vec<f64> {
+        self.indices
+            .iter()
+            .map(|idx| {
+                let sum: f64 = idx.iter().map(|&i| (estimate[i] - truth[i]).powi(2)).sum();
+                (sum / idx.len() as f64).sqrt()
+            })
+            .collect()
+    }
+}
+
+/// Time-averaged RMSE of one field.
+#[derive(Clone, Debug, Serialize)]
+pub struct FieldSummary {
+    /// Field name.
+    pub field: String,
+    /// Its units.
+    pub units: String,
+    /// Mean forecast RMSE.
+    pub rmse_f: Option<f64>,
+    /// Mean analysis RMSE.
+    pub rmse_a: Option<f64>,
+    /// Analysis RMSE of the last cycle run.
+    pub rmse_a_last: Option<f64>,
 }
 
 /// Time averages over the cycles after the burn-in.
@@ -304,6 +372,8 @@ pub struct Summary {
     pub desroziers_r_ratio: Option<f64>,
     /// Desroziers estimate of HBH^T over the assumed one (1 when consistent).
     pub desroziers_hbh_ratio: Option<f64>,
+    /// Per-field RMSE, for models with more than one field (twins only).
+    pub fields: Vec<FieldSummary>,
 }
 
 /// The outcome of one method.
@@ -759,6 +829,9 @@ struct MethodRun<'a> {
     series: Series,
     keep_series: bool,
     averages: Averages,
+    scorer: Option<FieldScorer>,
+    /// Per-field scores of the latest cycle.
+    field_scores: Vec<f64>,
     histogram: Option<RankHistogram>,
     burn_in: usize,
     status: Status,
@@ -798,6 +871,7 @@ impl<'a> MethodRun<'a> {
             steps_per_cycle: chronology.steps_per_cycle,
             climate,
         };
+        let scorer = FieldScorer::new(model.geometry());
         let filter = entry
             .method
             .build(&context, initial, stream(config.run.seed, &name))?;
@@ -806,9 +880,14 @@ impl<'a> MethodRun<'a> {
             expected: config.expected.get(&entry.label).copied(),
             context,
             filter,
-            series: Series::new(if keep_series { chronology.cycles } else { 0 }),
+            series: Series::new(
+                if keep_series { chronology.cycles } else { 0 },
+                scorer.as_ref().map_or(0, |s| s.fields().len()),
+            ),
             keep_series,
-            averages: Averages::default(),
+            averages: Averages::new(scorer.as_ref().map_or(0, |s| 2 * s.fields().len())),
+            field_scores: Vec::new(),
+            scorer,
             histogram: entry.method.ensemble_size().map(RankHistogram::new),
             burn_in: chronology.burn_in,
             status: Status::Ok,
@@ -862,6 +941,13 @@ impl<'a> MethodRun<'a> {
             None
         };
         let a = Moments::of(self.filter.estimate(), truth, histogram, true);
+        self.field_scores.clear();
+        if let (Some(scorer), Some(t)) = (&self.scorer, truth) {
+            self.field_scores
+                .extend(scorer.rmse(forecast.mean.as_slice(), t.as_slice()));
+            self.field_scores
+                .extend(scorer.rmse(a.mean.as_slice(), t.as_slice()));
+        }
         scores.rmse_a = a.rmse;
         scores.spread_a = a.spread;
         scores.crps_a = a.crps;
@@ -869,9 +955,14 @@ impl<'a> MethodRun<'a> {
         innovation_scores(&mut scores, obs, &d_b, &d_a, hbh);
         if self.keep_series {
             self.series.scores[k] = scores;
+            if let Some(row) = self.series.fields.get_mut(k)
+                && row.len() == self.field_scores.len()
+            {
+                row.copy_from_slice(&self.field_scores);
+            }
         }
         if k >= self.burn_in {
-            self.averages.push(&scores);
+            self.averages.push(&scores, &self.field_scores);
         }
 
         if let Some(w) = &mut self.writer {
@@ -888,6 +979,7 @@ impl<'a> MethodRun<'a> {
                 analysis: &a,
                 members,
                 scores: &scores,
+                field_scores: &self.field_scores,
                 minimisation: minimisation.as_ref(),
             };
             if let Err(e) = w.record(k, &record) {
@@ -918,7 +1010,24 @@ impl<'a> MethodRun<'a> {
         climatology: Option<f64>,
     ) -> Result<(MethodReport, Option<std::path::PathBuf>), IoError> {
         let summary = if self.status.stopped_at().is_none() {
-            summarise(&self.averages, self.entry.method.ensemble_size(), has_truth)
+            let mut s = summarise(&self.averages, self.entry.method.ensemble_size(), has_truth);
+            if let (Some(scorer), true) = (&self.scorer, has_truth) {
+                let nf = scorer.fields().len();
+                let finite = |x: f64| x.is_finite().then_some(x);
+                s.fields = scorer
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (field, units))| FieldSummary {
+                        field: field.clone(),
+                        units: units.clone(),
+                        rmse_f: finite(self.averages.fields[i].mean_with_ci().mean),
+                        rmse_a: finite(self.averages.fields[nf + i].mean_with_ci().mean),
+                        rmse_a_last: self.field_scores.get(nf + i).copied().and_then(finite),
+                    })
+                    .collect();
+            }
+            s
         } else {
             Summary::default()
         };
@@ -1168,12 +1277,26 @@ impl Running {
 #[derive(Clone, Debug, Default)]
 struct Averages {
     scores: [Running; 14],
+    /// Per-field RMSE (forecast per field, then analysis per field).
+    fields: Vec<Running>,
 }
 
 impl Averages {
-    fn push(&mut self, s: &CycleScores) {
+    fn new(fields: usize) -> Self {
+        Self {
+            fields: vec![Running::default(); fields],
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, s: &CycleScores, fields: &[f64]) {
         for (r, v) in self.scores.iter_mut().zip(s.values()) {
             r.push(v);
+        }
+        if fields.len() == self.fields.len() {
+            for (r, &v) in self.fields.iter_mut().zip(fields) {
+                r.push(v);
+            }
         }
     }
 

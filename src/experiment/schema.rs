@@ -209,8 +209,8 @@ fn var_keys(var4d: bool) -> Vec<KeyDoc> {
         ),
         key(
             "background_covariance",
-            "\"climatology\" or \"identity\"",
-            "the covariance it scales (climatology: from the truth run, n × n)",
+            "\"climatology\", \"identity\" or \"initial\"",
+            "the covariance it scales (climatology: from the truth run, n × n; initial: [initial] std per field with its length_scale, a sparse operator controlling only the variables with a non-zero std, for gridded models and estimated parameters)",
         ),
         key(
             "model_error_std",
@@ -252,7 +252,7 @@ pub fn tables() -> Vec<TableDoc> {
                 ),
                 key(
                     "error_std",
-                    "number, or one per observation, in the state's units",
+                    "number, one per observation, or a table by field name (`{ h = 0.1, a = 0.02 }`), in the state's units",
                     "observation-error standard deviation (required unless operator = \"file\"); between 1e-150 and 1e150",
                 ),
                 key(
@@ -335,7 +335,7 @@ pub fn tables() -> Vec<TableDoc> {
         },
         TableDoc {
             header: "[initial]",
-            doc: "Truth and ensembles start from draws of N(mean, diag(std²)).",
+            doc: "Truth and ensembles start from draws of N(mean, diag(std²)), or with `length_scale` of N(mean, B) with a Gaussian correlation of that length between the points of each field.",
             keys: vec![
                 required(
                     "mean",
@@ -348,6 +348,16 @@ pub fn tables() -> Vec<TableDoc> {
                     "number ≥ 0, or a table of them by field name",
                     "the initial standard deviation: of every variable, or per field in its units (`{ h = 0.3, a = 0.05 }`; fields not named get 0)",
                     "0.1",
+                ),
+                key(
+                    "truth_std",
+                    "as std",
+                    "the truth's draw where it differs from the ensembles' (e.g. std names the estimated parameters p_star, c_ocean and truth_std only h: the truth keeps its model's parameters while the methods start from the [forecast_model]'s)",
+                ),
+                key(
+                    "length_scale",
+                    "number > 0, in the model's coordinate units",
+                    "correlate the draws of each field: Gaussian correlation exp(-d²/2L²) between its active points (metres on the sea-ice grid), never across fields; absent: uncorrelated",
                 ),
                 key(
                     "sample",
@@ -756,10 +766,15 @@ pub fn tables() -> Vec<TableDoc> {
             "oi",
             "optimal interpolation with the climatological covariance, not cycled",
         ),
+        (
+            "free",
+            "the free run: the initial mean forecast by the model, no observation used (the baseline a twin's analysis must beat)",
+        ),
     ] {
         t.push(TableDoc {
             header: match name {
                 "climatology" => "[[methods]] name = \"climatology\"",
+                "free" => "[[methods]] name = \"free\"",
                 _ => "[[methods]] name = \"oi\"",
             },
             doc,
@@ -1080,6 +1095,7 @@ mod tests {
         }
         for name in [
             "climatology",
+            "free",
             "oi",
             "var3d",
             "var4d",

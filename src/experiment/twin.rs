@@ -372,7 +372,7 @@ impl Built {
         }
         config
             .initial
-            .distribution(self.truth_model.as_ref())
+            .truth_distribution(self.truth_model.as_ref())
             .sample(1, &mut stream(config.run.seed, "truth"))
             .column(0)
             .into_owned()
@@ -395,8 +395,21 @@ fn network(
     let o = &config.observations;
     let n = geometry.size();
     let locations: Vec<_> = geometry.locations().collect();
-    let errors = ErrorModel {
-        std: o.error_std.as_ref().map_or(vec![1.0], |e| e.values()),
+    // Per-field errors become one value per state variable (NaN where
+    // a field has none), looked up by the state index each observation
+    // reads.
+    let per_variable: Option<Vec<f64>> = match &o.error_std {
+        Some(crate::experiment::config::ErrorStd::Fields(map)) => Some(
+            crate::experiment::config::per_field(map, geometry, "observations.error_std", f64::NAN)
+                .map_err(|(key, reason)| config.invalid(&key, reason))?,
+        ),
+        _ => None,
+    };
+    let mut errors = ErrorModel {
+        std: match &per_variable {
+            Some(v) => v.clone(),
+            None => o.error_std.as_ref().map_or(vec![1.0], |e| e.values()),
+        },
         correlation_length: o.error_correlation_length,
     };
     // The variables that may be observed: all, or the active points of the
@@ -406,17 +419,9 @@ fn network(
         Some(names) => {
             let mut c = Vec::new();
             for name in names {
-                let (k, f) = geometry.field(name).ok_or_else(|| {
-                    let known: Vec<&str> =
-                        geometry.fields.iter().map(|f| f.name.as_str()).collect();
-                    config.invalid(
-                        "observations.fields",
-                        format!(
-                            "the model has no field `{name}` (it has: {})",
-                            known.join(", ")
-                        ),
-                    )
-                })?;
+                let (k, f) = geometry
+                    .field_named(name)
+                    .map_err(|reason| config.invalid("observations.fields", reason))?;
                 let offset = geometry.offset(k);
                 c.extend((0..f.len()).filter(|&j| f.is_active(j)).map(|j| offset + j));
             }
@@ -426,6 +431,15 @@ fn network(
         }
     };
     let pool = candidates.clone().unwrap_or_else(|| (0..n).collect());
+    if let Some(v) = &per_variable
+        && let Some(&i) = pool.iter().find(|&&i| v[i].is_nan())
+    {
+        let name = &geometry.fields[geometry.field_of(i).0].name;
+        return Err(config.invalid(
+            "observations.error_std",
+            format!("field `{name}` may be observed but has no error_std (name it, or restrict `fields`)"),
+        ));
+    }
     let n = pool.len();
     let indices: Vec<usize> = match o.operator {
         OperatorKind::Identity => pool,
@@ -471,6 +485,9 @@ fn network(
         )
     })?;
     let p = indices.len();
+    if let Some(v) = &per_variable {
+        errors.std = indices.iter().map(|&i| v[i]).collect();
+    }
     if errors.std.len() != 1 && errors.std.len() != p {
         return Err(config.invalid(
             "observations.error_std",

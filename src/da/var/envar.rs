@@ -147,7 +147,7 @@ impl Filter for En4dvar {
         });
         let b = (&anomalies * anomalies.transpose() / (n_members as f64 - 1.0))
             .component_mul(localisation);
-        let b_sqrt = sqrt_psd(&b)?;
+        let b_sqrt = crate::da::covariance::DenseSqrt(sqrt_psd(&b)?);
         // Observation perturbations N(0, R), centred over the members, one
         // matrix per pending batch.
         let perturbations: Vec<DMatrix<f64>> = self

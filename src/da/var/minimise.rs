@@ -10,11 +10,12 @@ use argmin::core::{
 };
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DVector;
 use serde::{Deserialize, Serialize};
 
 use super::window::{GradientStrategy, Window};
 use crate::da::DaError;
+use crate::da::covariance::CovarianceSqrt;
 
 /// Settings of the minimiser, embedded (flattened) in every variational
 /// method's table.
@@ -97,8 +98,8 @@ pub struct VarProblem<'a> {
     pub window: &'a Window<'a>,
     /// Background at the window start.
     pub background: &'a DVector<f64>,
-    /// Square root of the background covariance, `n x n`.
-    pub b_sqrt: &'a DMatrix<f64>,
+    /// Square root of the background covariance (`n x m`), as an operator.
+    pub b_sqrt: &'a dyn CovarianceSqrt,
     /// Gradient strategy.
     pub strategy: GradientStrategy,
 }
@@ -108,28 +109,34 @@ impl VarProblem<'_> {
         self.background.len()
     }
 
+    /// Control variables of the initial state.
+    fn m(&self) -> usize {
+        self.b_sqrt.control_size()
+    }
+
     fn split<'p>(&self, p: &'p [f64]) -> (&'p [f64], Vec<Vec<f64>>) {
-        let n = self.n();
-        let eta = p[n..].chunks(n).map(<[f64]>::to_vec).collect();
-        (&p[..n], eta)
+        let (m, n) = (self.m(), self.n());
+        let eta = p[m..].chunks(n).map(<[f64]>::to_vec).collect();
+        (&p[..m], eta)
     }
 
     /// The window-start state of control vector `p`.
     pub fn initial_state(&self, p: &[f64]) -> DVector<f64> {
         let (w, _) = self.split(p);
-        self.background + self.b_sqrt * DVector::from_column_slice(w)
+        self.background + self.b_sqrt.apply(w)
     }
 
     /// Number of control variables.
     pub fn size(&self) -> usize {
-        self.n()
-            * (1 + self.window.cycles.saturating_sub(1)
-                * usize::from(self.window.model_error_std.is_some()))
+        self.m()
+            + self.n()
+                * self.window.cycles.saturating_sub(1)
+                * usize::from(self.window.model_error_std.is_some())
     }
 
     /// `(J_b, J_q)` of a control vector.
     pub fn prior_terms(&self, p: &[f64]) -> (f64, f64) {
-        prior_terms(p, self.n())
+        prior_terms(p, self.m())
     }
 
     /// Total cost and gradient.
@@ -139,7 +146,7 @@ impl VarProblem<'_> {
         let obs = self.window.gradient(x0.as_slice(), &eta, self.strategy)?;
         let (jb, jq) = self.prior_terms(p);
         let mut g = Vec::with_capacity(p.len());
-        let gw = self.b_sqrt.tr_mul(&DVector::from_vec(obs.x0));
+        let gw = self.b_sqrt.apply_transpose(&obs.x0);
         g.extend(w.iter().zip(gw.iter()).map(|(a, b)| a + b));
         for (e, ge) in eta.iter().zip(&obs.eta) {
             g.extend(e.iter().zip(ge).map(|(a, b)| a + b));
@@ -153,7 +160,7 @@ impl CostFunction for VarProblem<'_> {
     type Output = f64;
     fn cost(&self, p: &Self::Param) -> Result<f64, Error> {
         let (w, eta) = self.split(p);
-        let x0 = self.background + self.b_sqrt * DVector::from_column_slice(w);
+        let x0 = self.background + self.b_sqrt.apply(w);
         let (jb, jq) = self.prior_terms(p);
         Ok(jb + jq + self.window.cost(x0.as_slice(), &eta))
     }
@@ -328,7 +335,7 @@ pub fn minimise(
     p0: Vec<f64>,
     config: &MinimiserConfig,
 ) -> Result<Minimised, DaError> {
-    let n = problem.n();
+    let n = problem.m();
     let (j0, g0) = problem.cost_and_gradient(&p0)?;
     let g0_norm = norm(&g0);
     let (jb0, jq0) = problem.prior_terms(&p0);
@@ -405,7 +412,12 @@ pub fn minimise(
             .timer(false)
             .run();
         let history = log.lock().expect("recorder lock").clone();
-        let final_grad = history.last().map_or(f64::NAN, |r| r.gradient_norm);
+        // A trial point whose trajectory blew up carries a zero gradient
+        // (see `Budgeted`): that is not convergence.
+        let final_grad = history
+            .last()
+            .filter(|r| r.cost < BLOWN_UP)
+            .map_or(f64::NAN, |r| r.gradient_norm);
         let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
         let (status, stopped, solver_best) = match result {
             Ok(result) => {
@@ -418,12 +430,14 @@ pub fn minimise(
             }
             Err(e) => (None, e.to_string(), None),
         };
-        let converged = matches!(
-            status,
-            Some(TerminationStatus::Terminated(
-                TerminationReason::SolverConverged
-            ))
-        ) || final_grad <= tolerance;
+        let blown_up = history.last().is_some_and(|r| r.cost >= BLOWN_UP);
+        let converged = !blown_up
+            && (matches!(
+                status,
+                Some(TerminationStatus::Terminated(
+                    TerminationReason::SolverConverged
+                ))
+            ) || final_grad <= tolerance);
         if converged && best_cost < BLOWN_UP {
             return Ok(Minimised {
                 control: solver_best.unwrap_or(best_param),

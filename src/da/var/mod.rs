@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use minimise::{IterationRecord, Minimised, MinimiserConfig, VarProblem, minimise};
 pub use window::{GradientStrategy, Window};
 
+use super::covariance::{CovarianceSqrt, DenseSqrt};
 use super::eigen::symmetric_eigen;
 use super::{Context, DaError, Estimate, Filter, Gaussian};
 use crate::core::ObsBatch;
@@ -36,6 +37,13 @@ pub enum BackgroundCovariance {
     /// The identity (DAPPER's `B = "eye"`, its default in 2019 when the
     /// Bocquet & Sakov 4D-Var scores were recorded).
     Identity,
+    /// The covariance the initial ensembles and the twin's background are
+    /// drawn from: `[initial] std` per field with its `length_scale`,
+    /// applied as a sparse operator (never `n x n`), controlling only the
+    /// variables with a non-zero standard deviation. The choice for
+    /// gridded models (the sea ice), and for estimating parameters that
+    /// sit in the state.
+    Initial,
 }
 
 /// Settings of 3D-Var and 4D-Var. Unknown keys are refused by the
@@ -188,7 +196,7 @@ impl WindowClock {
 /// with a static background covariance.
 pub struct Var {
     config: VarConfig,
-    b_sqrt: DMatrix<f64>,
+    b_sqrt: Box<dyn CovarianceSqrt>,
     /// State at the window start.
     start: DVector<f64>,
     /// The current estimate (background or analysis) at the latest time.
@@ -208,13 +216,31 @@ impl Var {
         config: &VarConfig,
     ) -> Result<Self, DaError> {
         let n = initial.mean.len();
-        let b = match config.background_covariance {
-            BackgroundCovariance::Climatology => context.climate.covariance()?.clone(),
-            BackgroundCovariance::Identity => DMatrix::identity(n, n),
-        } * config.background_scale;
+        let dense = |b: DMatrix<f64>| -> Result<Box<dyn CovarianceSqrt>, DaError> {
+            Ok(Box::new(DenseSqrt(sqrt_psd(
+                &(b * config.background_scale),
+            )?)))
+        };
+        let b_sqrt = match config.background_covariance {
+            BackgroundCovariance::Climatology => dense(context.climate.covariance()?.clone())?,
+            BackgroundCovariance::Identity => dense(DMatrix::identity(n, n))?,
+            BackgroundCovariance::Initial => {
+                let s = initial
+                    .covariance_sqrt(context.model.geometry())
+                    .scaled(config.background_scale);
+                if s.control_size() == 0 {
+                    return Err(DaError::Unsupported {
+                        method: "var",
+                        what: "a non-zero [initial] std for background_covariance = \"initial\""
+                            .into(),
+                    });
+                }
+                Box::new(s)
+            }
+        };
         Ok(Self {
             config: config.clone(),
-            b_sqrt: sqrt_psd(&b)?,
+            b_sqrt,
             start: initial.mean.clone(),
             current: initial.mean.clone(),
             clock: WindowClock::default(),
@@ -254,14 +280,14 @@ impl Filter for Var {
         let problem = VarProblem {
             window: &window,
             background: &self.start,
-            b_sqrt: &self.b_sqrt,
+            b_sqrt: self.b_sqrt.as_ref(),
             strategy: self.config.gradient,
         };
         let p0 = vec![0.0; problem.size()];
         let result = minimise(problem.clone(), p0, &self.config.minimiser)?;
         let x0 = problem.initial_state(&result.control);
-        let n = x0.len();
-        let eta: Vec<Vec<f64>> = result.control[n..].chunks(n).map(<[f64]>::to_vec).collect();
+        let (n, m) = (x0.len(), self.b_sqrt.control_size());
+        let eta: Vec<Vec<f64>> = result.control[m..].chunks(n).map(<[f64]>::to_vec).collect();
         let states = window.states(x0.as_slice(), &eta);
         self.current = states[cycles].clone();
         let shift = if self.config.window == 0 {
