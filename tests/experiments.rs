@@ -1487,4 +1487,12 @@ fn sea_ice_4dvar_corrects_the_ice_strength_and_ocean_drag() {
     assert!(c < 2.75e-3, "C_o error {c}");
     // Drift is fitted better than by the free run.
     assert!(field(var, "u").2 < field(free, "u").2);
+    // The parameter error at the window's end is in the report's table.
+    assert_eq!(var.window_fields.len(), 1);
+    assert_eq!(var.window_fields[0].0, 3);
+    let table = output::table(&report);
+    assert!(
+        table.contains("end of each variational window") && table.contains("| 3 | var4d |"),
+        "{table}"
+    );
 }

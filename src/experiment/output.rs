@@ -1259,14 +1259,18 @@ fn field_tables(report: &Report) -> String {
             .collect();
         out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
     }
-    let mut cycles: Vec<usize> = report
+    let nf = names.len();
+    let rows: Vec<(usize, &str, &[f64])> = report
         .methods
         .iter()
-        .flat_map(|m| m.minimisations.iter().map(|r| r.cycle))
+        .flat_map(|m| {
+            m.window_fields
+                .iter()
+                .filter(|(_, v)| v.len() == 2 * nf)
+                .map(|(c, v)| (*c, m.label.as_str(), &v[nf..]))
+        })
         .collect();
-    cycles.sort_unstable();
-    cycles.dedup();
-    if cycles.is_empty() {
+    if rows.is_empty() {
         return out;
     }
     out += &format!(
@@ -1274,15 +1278,9 @@ fn field_tables(report: &Report) -> String {
         heads.join(" | "),
         "---|".repeat(names.len() + 2)
     );
-    let nf = names.len();
-    for &c in &cycles {
-        for m in &report.methods {
-            let Some(row) = m.series.fields.get(c).filter(|r| r.len() == 2 * nf) else {
-                continue;
-            };
-            let cells: Vec<String> = row[nf..].iter().map(|v| significant(Some(*v))).collect();
-            out += &format!("| {c} | {} | {} |\n", m.label, cells.join(" | "));
-        }
+    for (c, label, values) in rows {
+        let cells: Vec<String> = values.iter().map(|v| significant(Some(*v))).collect();
+        out += &format!("| {c} | {label} | {} |\n", cells.join(" | "));
     }
     out
 }

@@ -393,6 +393,9 @@ pub struct MethodReport {
     pub rank_histogram: Option<RankHistogram>,
     /// One summary per minimisation (variational methods), in cycle order.
     pub minimisations: Vec<MinimisationSummary>,
+    /// Per-field RMSE (forecast per field, then analysis per field) at the
+    /// cycle each minimisation ended (models with several fields, twins).
+    pub window_fields: Vec<(usize, Vec<f64>)>,
     /// Wall time per cycle, seconds (forecast + analysis + scoring).
     pub time_per_cycle_s: f64,
     /// The published score, if the file gives one.
@@ -832,6 +835,8 @@ struct MethodRun<'a> {
     scorer: Option<FieldScorer>,
     /// Per-field scores of the latest cycle.
     field_scores: Vec<f64>,
+    /// Per-field scores at the cycles where a minimisation ended.
+    window_fields: Vec<(usize, Vec<f64>)>,
     histogram: Option<RankHistogram>,
     burn_in: usize,
     status: Status,
@@ -887,6 +892,7 @@ impl<'a> MethodRun<'a> {
             keep_series,
             averages: Averages::new(scorer.as_ref().map_or(0, |s| 2 * s.fields().len())),
             field_scores: Vec::new(),
+            window_fields: Vec::new(),
             scorer,
             histogram: entry.method.ensemble_size().map(RankHistogram::new),
             burn_in: chronology.burn_in,
@@ -963,6 +969,18 @@ impl<'a> MethodRun<'a> {
         }
         if k >= self.burn_in {
             self.averages.push(&scores, &self.field_scores);
+        }
+        // One entry per minimisation (as the minimisation summaries), so
+        // the record grows with windows, not cycles.
+        if !self.field_scores.is_empty()
+            && self
+                .filter
+                .minimisations()
+                .last()
+                .is_some_and(|m| m.cycle == k)
+            && self.window_fields.last().is_none_or(|(c, _)| *c != k)
+        {
+            self.window_fields.push((k, self.field_scores.clone()));
         }
 
         if let Some(w) = &mut self.writer {
@@ -1070,6 +1088,7 @@ impl<'a> MethodRun<'a> {
             series: self.series,
             rank_histogram: self.histogram,
             minimisations: self.filter.minimisations().to_vec(),
+            window_fields: self.window_fields,
             time_per_cycle_s: self.elapsed.as_secs_f64() / self.cycles_run.max(1) as f64,
             expected: self.expected,
         };
