@@ -143,7 +143,8 @@ pub fn draw_run_maps(
     };
     let (x, y) = (coordinate(xdim)?, coordinate(ydim)?);
     let size = x.len() * y.len();
-    let records = var.data.to_f64().len() / size.max(1);
+    let truth_all = var.data.to_f64();
+    let records = truth_all.len() / size.max(1);
     let t = record.unwrap_or(records.saturating_sub(1));
     if t >= records {
         anyhow::bail!(
@@ -158,8 +159,8 @@ pub fn draw_run_maps(
     let mask = truth
         .variable(&format!("mask_{field}"))
         .map(|m| m.data.to_f64().iter().map(|v| *v != 0.0).collect());
-    let slice = |v: &crate::io::Variable| v.data.to_f64()[t * size..(t + 1) * size].to_vec();
-    let truth_values = slice(var);
+    let record_of = |all: &[f64]| all[t * size..(t + 1) * size].to_vec();
+    let truth_values = record_of(&truth_all);
     let time = truth
         .variable("time")
         .map_or(f64::NAN, |v| v.data.to_f64()[t]);
@@ -192,10 +193,11 @@ pub fn draw_run_maps(
             continue;
         }
         let ds = read(&path)?;
-        if let Some(v) = ds.variable(&format!("analysis_mean_{field}"))
-            && v.data.to_f64().len() >= (t + 1) * size
-        {
-            methods.push((stem, slice(v)));
+        if let Some(v) = ds.variable(&format!("analysis_mean_{field}")) {
+            let all = v.data.to_f64();
+            if all.len() >= (t + 1) * size {
+                methods.push((stem, record_of(&all)));
+            }
         }
     }
     std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;

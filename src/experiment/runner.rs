@@ -264,16 +264,12 @@ impl CycleScores {
 pub struct Series {
     /// One entry per cycle.
     pub scores: Vec<CycleScores>,
-    /// Per cycle, the per-field RMSE of the forecast for each field, then
-    /// of the analysis (empty for single-field models).
-    pub fields: Vec<Vec<f64>>,
 }
 
 impl Series {
-    fn new(cycles: usize, fields: usize) -> Self {
+    fn new(cycles: usize) -> Self {
         Self {
             scores: vec![CycleScores::nan(); cycles],
-            fields: vec![vec![f64::NAN; 2 * fields]; if fields > 0 { cycles } else { 0 }],
         }
     }
 
@@ -885,10 +881,7 @@ impl<'a> MethodRun<'a> {
             expected: config.expected.get(&entry.label).copied(),
             context,
             filter,
-            series: Series::new(
-                if keep_series { chronology.cycles } else { 0 },
-                scorer.as_ref().map_or(0, |s| s.fields().len()),
-            ),
+            series: Series::new(if keep_series { chronology.cycles } else { 0 }),
             keep_series,
             averages: Averages::new(scorer.as_ref().map_or(0, |s| 2 * s.fields().len())),
             field_scores: Vec::new(),
@@ -961,11 +954,6 @@ impl<'a> MethodRun<'a> {
         innovation_scores(&mut scores, obs, &d_b, &d_a, hbh);
         if self.keep_series {
             self.series.scores[k] = scores;
-            if let Some(row) = self.series.fields.get_mut(k)
-                && row.len() == self.field_scores.len()
-            {
-                row.copy_from_slice(&self.field_scores);
-            }
         }
         if k >= self.burn_in {
             self.averages.push(&scores, &self.field_scores);
@@ -978,7 +966,6 @@ impl<'a> MethodRun<'a> {
                 .minimisations()
                 .last()
                 .is_some_and(|m| m.cycle == k)
-            && self.window_fields.last().is_none_or(|(c, _)| *c != k)
         {
             self.window_fields.push((k, self.field_scores.clone()));
         }

@@ -412,12 +412,7 @@ pub fn minimise(
             .timer(false)
             .run();
         let history = log.lock().expect("recorder lock").clone();
-        // A trial point whose trajectory blew up carries a zero gradient
-        // (see `Budgeted`): that is not convergence.
-        let final_grad = history
-            .last()
-            .filter(|r| r.cost < BLOWN_UP)
-            .map_or(f64::NAN, |r| r.gradient_norm);
+        let final_grad = history.last().map_or(f64::NAN, |r| r.gradient_norm);
         let (best_cost, best_param) = best.lock().expect("recorder lock").clone();
         let (status, stopped, solver_best) = match result {
             Ok(result) => {
@@ -430,6 +425,8 @@ pub fn minimise(
             }
             Err(e) => (None, e.to_string(), None),
         };
+        // A trial point whose trajectory blew up carries a zero gradient
+        // (see `Budgeted`): that is not convergence.
         let blown_up = history.last().is_some_and(|r| r.cost >= BLOWN_UP);
         let converged = !blown_up
             && (matches!(
