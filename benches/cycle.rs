@@ -379,21 +379,24 @@ fn boundary_layer(c: &mut Criterion) {
 }
 
 /// One sea-ice step (mEVP with 20 sub-iterations, BBM with 20 sub-steps)
-/// at 64, 128 and 256 cells a side for 1 and 20 members; the gradient
-/// (forward and backward) of one mEVP step against its forward step; and a
-/// 64 MiB copy, the memory bandwidth a stencil code can reach (the note
-/// divides the bytes a fused sub-iteration must move by the measured
-/// time).
+/// at 64, 128 and 256 cells a side for 1 and 20 members; at 256 also mEVP
+/// with 120 sub-iterations, so that the time of one sub-iteration is the
+/// difference over 100 (the note divides the bytes a sub-iteration must
+/// move by it); the gradient (forward and backward) of one mEVP step at
+/// 64 and 128 against its forward step; the burn-ops mEVP (`kernel =
+/// "ops"`) beside the fused kernel at 128 and 256; and a 64 MiB copy, the
+/// memory bandwidth a stencil code can reach.
 fn sea_ice(c: &mut Criterion) {
-    use rime::models::sea_ice::{BbmConfig, MevpConfig, Rheology, SeaIceConfig, Wind};
+    use rime::models::sea_ice::{BbmConfig, Kernel, MevpConfig, Rheology, SeaIceConfig, Wind};
     let device = cpu_f64();
-    let config = |n: usize, rheology: Rheology| SeaIceConfig {
+    let config = |n: usize, rheology: Rheology, iterations: usize, kernel: Kernel| SeaIceConfig {
         nx: n,
         dx: 4_000.0,
         dt: 60.0,
         rheology,
         mevp: MevpConfig {
-            iterations: 20,
+            iterations,
+            kernel,
             ..Default::default()
         },
         bbm: BbmConfig {
@@ -403,37 +406,54 @@ fn sea_ice(c: &mut Criterion) {
         wind: Wind::Uniform { u: 12.0, v: 5.0 },
         ..SeaIceConfig::default()
     };
+    let mut cases = Vec::new();
     for (rheology, name) in [(Rheology::Mevp, "mevp"), (Rheology::Bbm, "bbm")] {
         for n in [64, 128, 256] {
             for members in [1, 20] {
-                let model = config(n, rheology).build().unwrap();
-                let x0 = model.initial_state().unwrap();
-                let mut all = Vec::with_capacity(members * x0.len());
-                for _ in 0..members {
-                    all.extend(&x0);
-                }
-                let x = rime::device::tensor_from_rows(&all, members, x0.len(), &device);
-                // Start from a moving, stressed state.
-                let x = model.step(x, 0.0);
-                c.bench_function(&format!("sea_ice/{name}_step_20/{n}x{n}/{members}"), |b| {
-                    b.iter(|| rime::device::to_vec(model.step(x.clone(), 60.0)))
-                });
+                cases.push((rheology, name, 20, Kernel::Fused, n, members));
             }
         }
     }
+    for members in [1, 20] {
+        cases.push((Rheology::Mevp, "mevp", 120, Kernel::Fused, 256, members));
+    }
+    for n in [128, 256] {
+        cases.push((Rheology::Mevp, "mevp_ops", 20, Kernel::Ops, n, 1));
+    }
+    for (rheology, name, iterations, kernel, n, members) in cases {
+        let model = config(n, rheology, iterations, kernel).build().unwrap();
+        let x0 = model.initial_state().unwrap();
+        let mut all = Vec::with_capacity(members * x0.len());
+        for _ in 0..members {
+            all.extend(&x0);
+        }
+        let x = rime::device::tensor_from_rows(&all, members, x0.len(), &device);
+        // Start from a moving, stressed state.
+        let x = model.step(x, 0.0);
+        c.bench_function(
+            &format!("sea_ice/{name}_step_{iterations}/{n}x{n}/{members}"),
+            |b| b.iter(|| rime::device::to_vec(model.step(x.clone(), 60.0))),
+        );
+    }
     let ad = device.clone().autodiff();
-    let model = config(128, Rheology::Mevp).build().unwrap();
-    let x0 = model.initial_state().unwrap();
-    let w: Vec<f64> = (0..x0.len()).map(|k| ((k as f64) * 0.37).sin()).collect();
-    c.bench_function("sea_ice/mevp_step_20_gradient/128x128/1", |b| {
-        b.iter(|| {
-            let x = rime::device::tensor_from_rows(&x0, 1, x0.len(), &ad).require_grad();
-            let j = (model.step(x.clone(), 0.0)
-                * rime::device::tensor_from_rows(&w, 1, w.len(), &ad))
-            .sum();
-            rime::device::to_vec(x.grad(&j.backward()).unwrap())
-        })
-    });
+    for (kernel, name, n) in [
+        (Kernel::Fused, "mevp", 64),
+        (Kernel::Fused, "mevp", 128),
+        (Kernel::Ops, "mevp_ops", 128),
+    ] {
+        let model = config(n, Rheology::Mevp, 20, kernel).build().unwrap();
+        let x0 = model.initial_state().unwrap();
+        let w: Vec<f64> = (0..x0.len()).map(|k| ((k as f64) * 0.37).sin()).collect();
+        c.bench_function(&format!("sea_ice/{name}_step_20_gradient/{n}x{n}/1"), |b| {
+            b.iter(|| {
+                let x = rime::device::tensor_from_rows(&x0, 1, x0.len(), &ad).require_grad();
+                let j = (model.step(x.clone(), 0.0)
+                    * rime::device::tensor_from_rows(&w, 1, w.len(), &ad))
+                .sum();
+                rime::device::to_vec(x.grad(&j.backward()).unwrap())
+            })
+        });
+    }
     let source = vec![1.0f64; 8 << 20];
     let mut target = vec![0.0f64; 8 << 20];
     c.bench_function("memory/copy_64MiB", |b| {

@@ -1360,7 +1360,6 @@ fn small_sea_ice_twin(file: &str, extra: &[(&str, &str)]) -> ExperimentConfig {
         ("window = 8", "window = 4"),
         ("shift = 8", "shift = 4"),
         ("max_iterations = 25", "max_iterations = 8"),
-        ("count = 64", "count = 24"),
     ];
     edits.extend_from_slice(extra);
     for (from, to) in edits {
@@ -1391,7 +1390,10 @@ fn field(m: &rime::experiment::runner::MethodReport, name: &str) -> (f64, f64, f
 fn sea_ice_4dvar_recovers_the_initial_thickness() {
     let mut config = small_sea_ice_twin(
         "experiments/sea_ice/twin_thickness.toml",
-        &[("cycles = 16", "cycles = 4")],
+        &[
+            ("cycles = 16", "cycles = 4"),
+            ("width = 32000.0", "width = 64000.0"),
+        ],
     );
     config.methods.retain(|m| m.label != "letkf");
     config.output.states = true;
@@ -1453,6 +1455,7 @@ fn sea_ice_letkf_beats_the_free_run() {
                 "localisation_radius = 40000.0",
                 "localisation_radius = 64000.0",
             ),
+            ("width = 32000.0", "width = 64000.0"),
         ],
     );
     config.methods.retain(|m| m.label != "var4d");
@@ -1473,7 +1476,7 @@ fn sea_ice_letkf_beats_the_free_run() {
 fn sea_ice_4dvar_corrects_the_ice_strength_and_ocean_drag() {
     let config = small_sea_ice_twin(
         "experiments/sea_ice/twin_parameters.toml",
-        &[("cycles = 24", "cycles = 4")],
+        &[("cycles = 24", "cycles = 4"), ("count = 64", "count = 24")],
     );
     let report = run(&config, &RunOptions::default()).unwrap();
     print!("{}", output::table(&report));

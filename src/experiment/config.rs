@@ -95,6 +95,8 @@ pub enum OperatorKind {
     /// random offset at every cycle: on a 2-D grid, satellite-like tracks
     /// (DAPPER's QG observations).
     Tracks,
+    /// Every point in a satellite swath that moves each cycle (`swath`).
+    Swath,
     /// Read from `file` (CSV or NetCDF): real or externally simulated
     /// observations, with no truth.
     File,
@@ -139,6 +141,9 @@ pub struct ObservationConfig {
     /// Observations per cycle (`random`, `tracks`).
     #[serde(default)]
     pub count: Option<usize>,
+    /// The swath (`swath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swath: Option<SwathConfig>,
     /// Observation error standard deviation, one value or one per
     /// observation (required unless the observations come from a file,
     /// which gives one per row).
@@ -168,6 +173,21 @@ pub struct ObservationConfig {
 
 fn one_usize() -> usize {
     1
+}
+
+/// The `[observations.swath]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwathConfig {
+    /// Width across the track (distance units of the geometry).
+    pub width: f64,
+    /// Direction of the track, degrees anticlockwise from the x axis.
+    #[serde(default)]
+    pub angle: f64,
+    /// How far the track moves across itself each cycle (default: the
+    /// width, so successive swaths tile the domain).
+    #[serde(default)]
+    pub shift: Option<f64>,
 }
 
 /// The `[output]` table: what is streamed to NetCDF and how often.
@@ -827,14 +847,50 @@ impl ExperimentConfig {
                     ));
                 }
             }
+            OperatorKind::Swath => {
+                let swath = o.swath.as_ref().ok_or(needs("swath", "swath"))?;
+                if !(swath.width > 0.0 && swath.width.is_finite()) {
+                    return Err((
+                        "observations.swath.width".into(),
+                        format!("must be a positive distance, got {}", swath.width),
+                    ));
+                }
+                if !swath.angle.is_finite() {
+                    return Err((
+                        "observations.swath.angle".into(),
+                        format!("must be a number of degrees, got {}", swath.angle),
+                    ));
+                }
+                if let Some(shift) = swath.shift
+                    && !(shift >= 0.0 && shift.is_finite())
+                {
+                    return Err((
+                        "observations.swath.shift".into(),
+                        format!("must be a non-negative distance, got {shift}"),
+                    ));
+                }
+                if matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1) {
+                    return Err((
+                        "observations.error_std".into(),
+                        "a swath network takes one error_std for all observations (or one per field)"
+                            .into(),
+                    ));
+                }
+            }
             OperatorKind::Identity | OperatorKind::File => {}
+        }
+        if o.operator != OperatorKind::Swath && o.swath.is_some() {
+            return only("swath", "swath");
         }
         if o.operator != OperatorKind::Partial && o.indices.is_some() {
             return only("indices", "partial");
         }
         if let Some(fields) = &o.fields {
             if matches!(o.operator, OperatorKind::Partial | OperatorKind::File) {
-                return only("fields", "identity\", \"every\", \"random\" or \"tracks");
+                return only(
+                    "fields",
+                    "identity\", \"every\", \"random\", \"tracks\" or \"swath",
+                );
             }
             if fields.is_empty() {
                 return Err(("observations.fields".into(), "must not be empty".into()));

@@ -231,8 +231,8 @@ pub fn tables() -> Vec<TableDoc> {
             keys: vec![
                 required(
                     "operator",
-                    "\"identity\", \"every\", \"partial\", \"random\", \"tracks\" or \"file\"",
-                    "every variable; every stride-th; a list of indices; count variables drawn anew each cycle; count evenly spaced variables shifted by a random offset each cycle (satellite-like tracks on a grid, DAPPER's QG); or a file of observations",
+                    "\"identity\", \"every\", \"partial\", \"random\", \"tracks\", \"swath\" or \"file\"",
+                    "every variable; every stride-th; a list of indices; count variables drawn anew each cycle; count evenly spaced variables shifted by a random offset each cycle (satellite-like tracks on a grid, DAPPER's QG); every point in a satellite swath that moves each cycle (see swath); or a file of observations",
                     "\"identity\"",
                 ),
                 key(
@@ -249,6 +249,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "count",
                     "integer ≥ 1",
                     "operator = \"random\" or \"tracks\": observations per cycle",
+                ),
+                key(
+                    "swath",
+                    "table {width, angle = 0, shift = width}",
+                    "operator = \"swath\": every point within width/2 of a straight ground track at angle degrees (anticlockwise from x), which moves shift across itself each cycle from a seeded start and wraps round; width and shift in the geometry's distance units (m on a grid)",
                 ),
                 key(
                     "error_std",
@@ -273,7 +278,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key(
                     "fields",
                     "list of field names",
-                    "observe only the active points of these fields (e.g. [\"h\"] of the sea ice); operators identity, every, random and tracks",
+                    "observe only the active points of these fields (e.g. [\"h\"] of the sea ice); operators identity, every, random, tracks and swath",
                 ),
                 key(
                     "steps_per_cycle",
@@ -686,8 +691,8 @@ pub fn tables() -> Vec<TableDoc> {
                 ),
                 key(
                     "mevp",
-                    "table {alpha, beta, iterations}",
-                    "mEVP relaxation parameters (hundreds) and sub-iterations per step",
+                    "table {alpha, beta, iterations, kernel}",
+                    "mEVP relaxation parameters (hundreds), sub-iterations per step, and `kernel`: \"fused\" (default; one CPU kernel with a hand-written backward registered in burn's autodiff, burn ops off the CPU backend) or \"ops\" (burn ops)",
                 ),
                 key(
                     "vp",

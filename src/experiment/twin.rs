@@ -13,7 +13,9 @@ use crate::core::{Forecaster, Geometry, Model, ObsBatch, ObsOperator};
 use crate::da::{ClimateStats, Gaussian};
 use crate::obs::Selection;
 use crate::obs::file::FileObservations;
-use crate::obs::network::{ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork, TrackNetwork};
+use crate::obs::network::{
+    ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork, SwathNetwork, TrackNetwork,
+};
 use crate::rng::{Rng, stream};
 
 /// Observation timing: the model time step, the steps between observations,
@@ -455,6 +457,20 @@ fn network(
         }
         OperatorKind::Partial => o.indices.clone().expect("validated"),
         OperatorKind::File => unreachable!("file observations have no network"),
+        OperatorKind::Swath => {
+            let swath = o.swath.as_ref().expect("validated");
+            let network = SwathNetwork::new(
+                geometry,
+                candidates,
+                swath.width,
+                swath.angle,
+                swath.shift.unwrap_or(swath.width),
+                config.run.seed,
+                errors,
+            )
+            .map_err(|why| config.invalid("observations.swath.width", why))?;
+            return Ok(Box::new(network));
+        }
         OperatorKind::Random | OperatorKind::Tracks => {
             let count = o.count.expect("validated");
             if count > n {

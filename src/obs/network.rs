@@ -264,6 +264,114 @@ impl ObsNetwork for TrackNetwork {
     }
 }
 
+/// Satellite swaths on a 2-D domain: at each cycle, every candidate point
+/// within `width / 2` of a straight ground track at `angle` to the x axis.
+/// The track moves across itself by `shift` every cycle, from a start
+/// drawn from the run seed, and wraps round once it has crossed the
+/// observable points (a polar orbiter's successive passes over a regional
+/// domain). Every method sees the same swaths.
+pub struct SwathNetwork {
+    moving: MovingSelection,
+    /// Each candidate's coordinate across the track.
+    across: Vec<f64>,
+    width: f64,
+    shift: f64,
+    /// The lowest across-track coordinate, and the range the centre sweeps.
+    low: f64,
+    period: f64,
+    /// The centre's start, in `[0, period)` above `low`.
+    phase: f64,
+    max_len: usize,
+}
+
+impl SwathNetwork {
+    /// Swaths `width` wide (distance units of the geometry), whose track
+    /// points `angle` degrees anticlockwise from the x axis, moving `shift`
+    /// across the track each cycle; out of `candidates` where given.
+    /// Fails, naming the gap, when the swath is narrower than a gap between
+    /// observable points across the track (a cycle could see nothing).
+    pub fn new(
+        geometry: &Geometry,
+        candidates: Option<Vec<usize>>,
+        width: f64,
+        angle: f64,
+        shift: f64,
+        seed: u64,
+        errors: ErrorModel,
+    ) -> Result<Self, String> {
+        use rand::Rng as _;
+        let moving = MovingSelection::new(geometry, candidates, seed, errors);
+        let (sin, cos) = angle.to_radians().sin_cos();
+        let across: Vec<f64> = moving
+            .candidates
+            .iter()
+            .map(|&i| {
+                let [x, y] = moving.locations[i];
+                -x * sin + y * cos
+            })
+            .collect();
+        let mut sorted = across.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (low, high) = match (sorted.first(), sorted.last()) {
+            (Some(&l), Some(&h)) => (l, h),
+            _ => return Err("there are no points to observe".into()),
+        };
+        let gap = sorted.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        if gap > width {
+            return Err(format!(
+                "a swath {width} wide could see nothing: observable points are up to {gap} apart across the track"
+            ));
+        }
+        // The most points in any band of the width.
+        let (mut max_len, mut first) = (0, 0);
+        for last in 0..sorted.len() {
+            while sorted[last] - sorted[first] > width {
+                first += 1;
+            }
+            max_len = max_len.max(last + 1 - first);
+        }
+        let period = (high - low).max(f64::MIN_POSITIVE);
+        let phase = moving.rng("swath", 0).random_range(0.0..1.0) * period;
+        Ok(Self {
+            moving,
+            across,
+            width,
+            shift,
+            low,
+            period,
+            phase,
+            max_len,
+        })
+    }
+
+    /// The across-track coordinate of the track at `cycle`.
+    fn centre(&self, cycle: usize) -> f64 {
+        self.low + (self.phase + cycle as f64 * self.shift).rem_euclid(self.period)
+    }
+}
+
+impl ObsNetwork for SwathNetwork {
+    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
+        let centre = self.centre(cycle);
+        let half = 0.5 * self.width;
+        let indices = self
+            .moving
+            .candidates
+            .iter()
+            .zip(&self.across)
+            .filter(|&(_, s)| (s - centre).abs() <= half)
+            .map(|(&i, _)| i)
+            .collect();
+        self.moving.at(indices, "swath", cycle)
+    }
+    fn is_fixed(&self) -> bool {
+        false
+    }
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +455,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A swath observes every candidate within half its width of the
+    /// track and nothing else, moves by its shift, wraps round, never
+    /// exceeds its largest size, and is refused when narrower than a gap.
+    #[test]
+    fn swaths_cover_bands_that_move_across_the_track() {
+        let axis: Vec<f64> = (0..20).map(|i| i as f64 * 1000.0).collect();
+        let mut h = Field::grid("h", "thickness", "m", axis.clone(), axis.clone());
+        h.mask = Some((0..400).map(|k| k % 13 != 0).collect());
+        let geometry = Geometry::new(vec![h], [None, None], CoordinateUnits::Metres);
+        let errors = || ErrorModel {
+            std: vec![0.1],
+            correlation_length: None,
+        };
+        let candidates: Vec<usize> = (0..400).filter(|k| k % 13 != 0).collect();
+        let angle = 70.0f64;
+        let net = SwathNetwork::new(
+            &geometry,
+            Some(candidates.clone()),
+            4000.0,
+            angle,
+            3000.0,
+            5,
+            errors(),
+        )
+        .unwrap();
+        let (sin, cos) = angle.to_radians().sin_cos();
+        let across = |l: &Location| -l[0] * sin + l[1] * cos;
+        let mut seen = std::collections::BTreeSet::new();
+        for cycle in 0..40 {
+            let at = net.at(cycle, 0.0);
+            let centre = net.centre(cycle);
+            let inside: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&k| {
+                    let l = [(k % 20) as f64 * 1000.0, (k / 20) as f64 * 1000.0];
+                    (across(&l) - centre).abs() <= 2000.0
+                })
+                .collect();
+            let locations = at.operator.locations();
+            assert_eq!(locations.len(), inside.len(), "cycle {cycle}");
+            assert!(!inside.is_empty() && inside.len() <= net.max_len());
+            for (l, &k) in locations.iter().zip(&inside) {
+                assert_eq!(*l, [(k % 20) as f64 * 1000.0, (k / 20) as f64 * 1000.0]);
+                seen.insert(k);
+            }
+            let next = net.centre(cycle + 1);
+            let moved = (next - centre).rem_euclid(net.period);
+            assert!((moved - 3000.0f64.rem_euclid(net.period)).abs() < 1e-6);
+        }
+        // Over the cycles the swaths cover every observable point.
+        assert_eq!(seen.len(), candidates.len());
+        let narrow = SwathNetwork::new(&geometry, None, 200.0, 0.0, 100.0, 5, errors());
+        assert!(narrow.err().unwrap().contains("could see nothing"));
     }
 }

@@ -13,8 +13,8 @@
 //! are no-slip: a node touching land or the outer wall is inactive and its
 //! velocity stays zero, so no flux crosses a wall or a coast.
 
+use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Tensor, TensorData};
 
 /// The grid: sizes, spacings and masks.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,22 +104,6 @@ impl Grid {
     /// y of nodes (m).
     pub fn node_y(&self) -> Vec<f64> {
         (0..=self.ny).map(|j| j as f64 * self.dy).collect()
-    }
-
-    /// A mask as a `[1, rows, columns]` tensor of ones and zeros.
-    pub(crate) fn mask_tensor(
-        mask: &[bool],
-        rows: usize,
-        cols: usize,
-        device: &Device,
-    ) -> Tensor<3> {
-        let values: Vec<f64> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-        Tensor::from_data(TensorData::new(values, [1, rows, cols]), device)
-    }
-
-    /// The node mask on `device`.
-    pub(crate) fn node_mask_tensor(&self, device: &Device) -> Tensor<3> {
-        Self::mask_tensor(&self.node_mask, self.ny + 1, self.nx + 1, device)
     }
 
     /// The x and y derivatives at the cell centres of a node field

@@ -33,9 +33,21 @@
 //! VP solution when `alpha beta` is large against the stiffness of the
 //! problem; at a fixed number of sub-iterations it is a stable
 //! approximation to it (Kimmritz et al. 2015).
+//!
+//! # Two implementations
+//! [`solve`] is written in burn ops (`kernel = "ops"`), which run on any
+//! backend and which burn's autodiff differentiates op by op. On the CPU
+//! backend the default `kernel = "fused"` runs the same arithmetic, in the
+//! same order, as one kernel with a hand-written backward registered in
+//! burn's autodiff ([`fused`](super::fused)): the fields are the same bits,
+//! the gradients agree to round-off, and a test holds both to that.
+
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+
+use super::fused;
 
 use super::super::{BuildError, positive};
 use super::grid::Grid;
@@ -53,6 +65,22 @@ pub struct MevpConfig {
     /// Sub-iterations per time step.
     #[serde(default = "iterations")]
     pub iterations: usize,
+    /// How the sub-iterations run: `"fused"` (one CPU kernel with a
+    /// hand-written backward, on the CPU backend; burn ops elsewhere) or
+    /// `"ops"` (burn ops, differentiated by burn's autodiff).
+    #[serde(default)]
+    pub kernel: Kernel,
+}
+
+/// How the mEVP sub-iterations run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    /// One CPU kernel with its own backward (burn ops off the CPU backend).
+    #[default]
+    Fused,
+    /// Burn ops, one per stencil term.
+    Ops,
 }
 
 fn relaxation() -> f64 {
@@ -68,6 +96,7 @@ impl Default for MevpConfig {
             alpha: relaxation(),
             beta: relaxation(),
             iterations: iterations(),
+            kernel: Kernel::default(),
         }
     }
 }
@@ -172,6 +201,9 @@ pub(crate) struct MomentumInputs {
     pub node_mask: Tensor<3>,
     /// Prescribed velocities of a moving wall's nodes (zero elsewhere).
     pub wall: Option<[Tensor<3>; 2]>,
+    /// The ocean current, node mask and wall on the host, for the fused
+    /// kernel.
+    pub nodes: Arc<fused::NodeConstants>,
 }
 
 impl MomentumInputs {
@@ -256,6 +288,9 @@ pub(crate) fn solve(
     start: Dynamics,
     mut residuals: Option<&mut Vec<f64>>,
 ) -> Dynamics {
+    if settings.kernel == Kernel::Fused && fused::available(&start.u) {
+        return solve_fused(grid, settings, vp, inputs, start, residuals);
+    }
     let e2 = 1.0 / (vp.ellipse * vp.ellipse);
     let ra = 1.0 / settings.alpha;
     let beta = settings.beta;
@@ -320,5 +355,81 @@ pub(crate) fn solve(
         sxx: (s1.clone() + s2.clone()) * 0.5,
         syy: (s1 - s2) * 0.5,
         sxy,
+    }
+}
+
+/// [`solve`] by the fused kernel: the inputs packed into one tensor, one
+/// custom operation, the outputs unpacked.
+fn solve_fused(
+    grid: &Grid,
+    settings: &MevpConfig,
+    vp: &ViscousPlasticConfig,
+    inputs: &MomentumInputs,
+    start: Dynamics,
+    residuals: Option<&mut Vec<f64>>,
+) -> Dynamics {
+    let members = [
+        &start.u,
+        &inputs.strength,
+        &inputs.dt_over_mass,
+        &inputs.drag,
+    ]
+    .iter()
+    .map(|t| t.dims()[0])
+    .max()
+    .unwrap_or(1);
+    let flat = |t: Tensor<3>| {
+        let [_, rows, cols] = t.dims();
+        t.expand([members, rows, cols])
+            .reshape([members, rows * cols])
+    };
+    let [tx, ty] = inputs.tau.clone();
+    let x = Tensor::cat(
+        vec![
+            flat(start.u),
+            flat(start.v),
+            flat(start.sxx),
+            flat(start.syy),
+            flat(start.sxy),
+            flat(inputs.strength.clone()),
+            flat(inputs.dt_over_mass.clone()),
+            flat(tx),
+            flat(ty),
+            flat(inputs.drag.clone()),
+        ],
+        1,
+    );
+    let plan = Arc::new(fused::Plan {
+        ny: grid.ny,
+        nx: grid.nx,
+        kx: 0.5 / grid.dx,
+        ky: 0.5 / grid.dy,
+        ra: 1.0 / settings.alpha,
+        beta: settings.beta,
+        e2: 1.0 / (vp.ellipse * vp.ellipse),
+        delta_min: vp.delta_min,
+        b: inputs.coriolis_dt,
+        iterations: settings.iterations,
+        nodes: inputs.nodes.clone(),
+        residuals: residuals.is_some().then(|| Mutex::new(Vec::new())),
+    });
+    let y = fused::solve(x, plan.clone());
+    if let (Some(out), Some(sink)) = (residuals, &plan.residuals) {
+        out.extend(sink.lock().expect("residual sink").iter());
+    }
+    let (n, c) = (grid.nodes(), grid.cells());
+    let (ny, nx) = (grid.ny, grid.nx);
+    let mut at = 0;
+    let mut take = |len: usize, rows: usize, cols: usize| {
+        let t = y.clone().narrow(1, at, len).reshape([members, rows, cols]);
+        at += len;
+        t
+    };
+    Dynamics {
+        u: take(n, ny + 1, nx + 1),
+        v: take(n, ny + 1, nx + 1),
+        sxx: take(c, ny, nx),
+        syy: take(c, ny, nx),
+        sxy: take(c, ny, nx),
     }
 }

@@ -48,10 +48,13 @@
 
 pub mod bbm;
 pub mod forcing;
+mod fused;
 pub mod grid;
 pub mod mevp;
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -59,7 +62,7 @@ use serde::{Deserialize, Serialize};
 pub use bbm::BbmConfig;
 pub use forcing::{Ocean, Profile, Wind};
 pub use grid::Grid;
-pub use mevp::{MevpConfig, ViscousPlasticConfig};
+pub use mevp::{Kernel, MevpConfig, ViscousPlasticConfig};
 
 use super::{BuildError, ModelSpec, positive};
 use crate::core::{
@@ -428,13 +431,26 @@ impl SeaIceConfig {
             }
         };
         let geometry = geometry(&grid, self.rheology, &self.estimate);
+        let [uo, vo] = ocean;
+        let rest = vec![0.0; grid.nodes()];
+        let wall_or_rest = wall.clone().unwrap_or_else(|| [rest.clone(), rest]);
+        let nodes = Arc::new(fused::NodeConstants {
+            wall_or_rest,
+            uo,
+            vo,
+            mask: grid
+                .node_mask
+                .iter()
+                .map(|&m| if m { 1.0 } else { 0.0 })
+                .collect(),
+            wall,
+        });
         Ok(SeaIce {
             config: self.clone(),
             grid,
             geometry,
             initial: [h0, a0, d0],
-            ocean: [ocean[0].clone(), ocean[1].clone()],
-            wall,
+            nodes,
         })
     }
 }
@@ -493,10 +509,8 @@ pub struct SeaIce {
     geometry: Geometry,
     /// Initial thickness, concentration and damage at the cells.
     initial: [Vec<f64>; 3],
-    /// Ocean current at the nodes.
-    ocean: [Vec<f64>; 2],
-    /// Prescribed velocities of a moving wall's nodes.
-    wall: Option<[Vec<f64>; 2]>,
+    /// Ocean current, active nodes and a moving wall's velocities.
+    nodes: Arc<fused::NodeConstants>,
 }
 
 /// The prognostic fields of a batch, `[members, rows, columns]` each.
@@ -664,10 +678,10 @@ impl SeaIce {
         let grid = &self.grid;
         let device = f.h.device();
         let node_shape = [1, grid.ny + 1, grid.nx + 1];
-        let ocean = [
-            Tensor::from_data(TensorData::new(self.ocean[0].clone(), node_shape), &device),
-            Tensor::from_data(TensorData::new(self.ocean[1].clone(), node_shape), &device),
-        ];
+        let node_field = |values: &[f64]| {
+            Tensor::from_data(TensorData::new(values.to_vec(), node_shape), &device)
+        };
+        let ocean = [node_field(&self.nodes.uo), node_field(&self.nodes.vo)];
         let strength = f.h.clone() * p.p_star.clone() * (f.a.clone() * c.vp.c - c.vp.c).exp();
         let mass = grid.cell_to_node(f.h.clone()).clamp_min(MIN_THICKNESS) * c.rho_ice;
         let inputs = mevp::MomentumInputs {
@@ -677,13 +691,13 @@ impl SeaIce {
             ocean,
             drag: p.c_ocean.clone() * c.rho_ocean,
             coriolis_dt: c.coriolis * c.dt,
-            node_mask: grid.node_mask_tensor(&device),
-            wall: self.wall.as_ref().map(|[wu, wv]| {
-                [
-                    Tensor::from_data(TensorData::new(wu.clone(), node_shape), &device),
-                    Tensor::from_data(TensorData::new(wv.clone(), node_shape), &device),
-                ]
-            }),
+            node_mask: node_field(&self.nodes.mask),
+            wall: self
+                .nodes
+                .wall
+                .as_ref()
+                .map(|[wu, wv]| [node_field(wu), node_field(wv)]),
+            nodes: self.nodes.clone(),
         };
         let start = mevp::Dynamics {
             u: f.u,

@@ -55,6 +55,7 @@ fn free_drift_reaches_its_analytic_steady_state() {
             iterations: 300,
             alpha: 30.0,
             beta: 30.0,
+            ..Default::default()
         },
         wind: Wind::Uniform {
             u: wind[0],
@@ -628,4 +629,101 @@ fn bbm_compression_localises_damage_into_inclined_faults() {
     let diag = model.diagnostics(state(&x, &cpu_f64()), 0.0);
     let a = diag.iter().find(|(n, _)| *n == "fault_angle").unwrap().1[0];
     assert!((a - angle).abs() < 5.0, "diagnostic {a} vs {angle}");
+}
+
+/// The values and the autodiff gradient of `J = <w, x(T)>` for a batch, by
+/// `model`, under the current rayon pool.
+fn values_and_gradient(model: &SeaIce, x0: &[f64], members: usize, steps: usize) -> [Vec<f64>; 2] {
+    let n = x0.len() / members;
+    let w: Vec<f64> = (0..x0.len()).map(|k| ((k as f64) * 0.37).sin()).collect();
+    let ad = cpu_f64_autodiff();
+    let batch = |v: &[f64], d: &Device| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [members, n]), d)
+    };
+    let xt = batch(x0, &ad).require_grad();
+    let y = model.forecast(xt.clone(), 0.0, steps);
+    let grads = (y.clone() * batch(&w, &ad)).sum().backward();
+    [to_vec(y), to_vec(xt.grad(&grads).unwrap())]
+}
+
+fn relative_gap(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// The fused mEVP kernel (one CPU kernel with a hand-written backward)
+/// gives the burn-ops solve's fields, residuals and gradients with
+/// respect to the whole state and to `P*` and `C_o`: a batch of three
+/// members with their own parameters, land, a moving wall, Coriolis and a
+/// gyre, a rectangular grid with `dx != dy`; and one large member, whose
+/// rows run in parallel. The numbers on one thread are those on two.
+#[test]
+fn fused_kernel_matches_the_burn_ops_solve() {
+    let cfg = |kernel: Kernel, nx: usize, ny: usize, iterations: usize| SeaIceConfig {
+        nx,
+        ny: Some(ny),
+        dx: 10_000.0,
+        dy: Some(8_000.0),
+        dt: 1200.0,
+        mevp: MevpConfig {
+            iterations,
+            kernel,
+            ..Default::default()
+        },
+        land: vec![Rectangle {
+            x: [0.6 * nx as f64 * 10_000.0, 0.8 * nx as f64 * 10_000.0],
+            y: [0.0, 0.3 * ny as f64 * 8_000.0],
+        }],
+        moving_wall: Some(MovingWall {
+            side: Side::North,
+            velocity: [0.01, -0.05],
+        }),
+        wind: Wind::Uniform { u: 12.0, v: -4.0 },
+        ocean: Ocean::Gyre { speed: 0.05 },
+        estimate: vec![Parameter::PStar, Parameter::COcean],
+        ..SeaIceConfig::default()
+    };
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for (nx, ny, iterations, members, steps) in [(9, 7, 30, 3, 3), (130, 128, 6, 1, 1)] {
+        let fused = cfg(Kernel::Fused, nx, ny, iterations).build().unwrap();
+        let ops = cfg(Kernel::Ops, nx, ny, iterations).build().unwrap();
+        let base = lumpy(&fused);
+        let n = base.len();
+        let mut x0 = Vec::with_capacity(members * n);
+        for m in 0..members {
+            let mut x = base.clone();
+            for (k, v) in x.iter_mut().enumerate().take(fused.grid().cells()) {
+                *v *= 1.0 + 0.1 * m as f64 * ((k as f64) * 0.3).cos();
+            }
+            x[n - 2] *= 1.0 + 0.2 * m as f64;
+            x[n - 1] *= 1.0 - 0.2 * m as f64;
+            x0.extend(x);
+        }
+        let [yf, gf] = values_and_gradient(&fused, &x0, members, steps);
+        let [yo, go] = values_and_gradient(&ops, &x0, members, steps);
+        let (dy, dg) = (relative_gap(&yf, &yo), relative_gap(&gf, &go));
+        assert!(dy < 1e-12, "{nx}x{ny}: fields differ by {dy:e}");
+        assert!(dg < 1e-9, "{nx}x{ny}: gradients differ by {dg:e}");
+        assert!(gf[n - 2].abs() > 0.0 && gf[n - 1].abs() > 0.0);
+        let [y1, g1] = one_thread.install(|| values_and_gradient(&fused, &x0, members, steps));
+        assert_eq!(y1, yf, "{nx}x{ny}: fields depend on the thread count");
+        assert_eq!(g1, gf, "{nx}x{ny}: gradients depend on the thread count");
+    }
+    // The residuals of the sub-iterations.
+    let (fused, ops) = (
+        cfg(Kernel::Fused, 9, 7, 40).build().unwrap(),
+        cfg(Kernel::Ops, 9, 7, 40).build().unwrap(),
+    );
+    let x0 = lumpy(&fused);
+    let device = cpu_f64();
+    let (_, rf) = fused.step_with_residuals(state(&x0, &device), 0.0);
+    let (_, ro) = ops.step_with_residuals(state(&x0, &device), 0.0);
+    assert_eq!(rf.len(), 40);
+    assert!(relative_gap(&rf, &ro) < 1e-10, "{rf:?} vs {ro:?}");
 }
