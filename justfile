@@ -86,13 +86,13 @@ boundary-layer:
 # paper/figures/sea_ice/ and paper/tables/sea_ice_*.txt.
 sea-ice:
     mkdir -p out/sea_ice paper/tables
-    for c in mehlmann2021_8km mehlmann2021_4km mehlmann2021_2km box compression_bbm; do \
+    for c in mehlmann2021_8km mehlmann2021_4km mehlmann2021_2km mehlmann2021_8km_abl box compression_bbm; do \
         cargo run --release --quiet -- simulate experiments/sea_ice/$c.toml --out out/sea_ice/$c.nc && \
         cargo run --release --quiet -- map out/sea_ice/$c.nc --out paper/figures/sea_ice/$c | grep -v '^wrote' > paper/tables/sea_ice_$c.txt; \
     done
 
 # The DA twins on the sea ice (4D-Var, LETKF and the free run recovering the
-# thickness; 4D-Var correcting P* and the ocean drag): about 20 and 35
+# thickness; 4D-Var correcting P* and the ocean drag): about 1 and 1.5
 # minutes on one core. Tables in paper/tables/sea_ice_twin_*.md, maps of the
 # thickness twin (truth, analyses, errors) in paper/figures/sea_ice/twin_thickness/.
 sea-ice-twins:

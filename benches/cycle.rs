@@ -342,25 +342,33 @@ fn boundary_layer(c: &mut Criterion) {
     use rime::models::BoundaryLayerConfig;
     use rime::models::boundary_layer::solve_tridiagonal;
     let device = cpu_f64();
-    let (batch, n) = (1024, 64);
-    let values = |f: &dyn Fn(usize) -> f64| {
-        let v: Vec<f64> = (0..batch * n).map(f).collect();
-        rime::device::tensor_from_rows(&v, batch, n, &device)
-    };
-    let lower = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.11).sin().abs());
-    let upper = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.13).cos().abs());
-    let diag = values(&|_| 1.8);
-    let rhs = values(&|i| ((i as f64) * 0.37).sin());
-    c.bench_function("boundary_layer/tridiagonal_64_levels_1024_columns", |b| {
-        b.iter(|| {
-            rime::device::to_vec(solve_tridiagonal(
-                lower.clone(),
-                diag.clone(),
-                upper.clone(),
-                rhs.clone(),
-            ))
-        })
-    });
+    let mut solves = vec![(1024, 64)];
+    // The column solver at the coupled model's size: 128 x 128 columns of
+    // 30 levels.
+    solves.push((128 * 128, 30));
+    for (batch, n) in solves {
+        let values = |f: &dyn Fn(usize) -> f64| {
+            let v: Vec<f64> = (0..batch * n).map(f).collect();
+            rime::device::tensor_from_rows(&v, batch, n, &device)
+        };
+        let lower = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.11).sin().abs());
+        let upper = values(&|i| -0.3 - 0.1 * ((i as f64) * 0.13).cos().abs());
+        let diag = values(&|_| 1.8);
+        let rhs = values(&|i| ((i as f64) * 0.37).sin());
+        c.bench_function(
+            &format!("boundary_layer/tridiagonal_{n}_levels_{batch}_columns"),
+            |b| {
+                b.iter(|| {
+                    rime::device::to_vec(solve_tridiagonal(
+                        lower.clone(),
+                        diag.clone(),
+                        upper.clone(),
+                        rhs.clone(),
+                    ))
+                })
+            },
+        );
+    }
     for columns in [1, 256] {
         let model = BoundaryLayerConfig {
             columns,
@@ -376,6 +384,43 @@ fn boundary_layer(c: &mut Criterion) {
             |b| b.iter(|| rime::device::to_vec(model.step(x.clone(), 0.0))),
         );
     }
+    // One step of the sea ice coupled to its columns (issue 9, point 6):
+    // 128 x 128 cells, 30 levels, one column step per ice step, mEVP with
+    // 100 sub-iterations, thermodynamics on; and the columns alone.
+    let text = r#"
+        atmosphere_steps = 1
+        [ice]
+        nx = 128
+        dx = 4000.0
+        dt = 120.0
+        wind = { kind = "cyclone", amplitude = 30.0, centre = [256000.0, 256000.0], velocity = [0.6, 0.6], decay = 100000.0, scale = 100000.0, angle = 72.0 }
+        [ice.mevp]
+        iterations = 100
+        [atmosphere]
+        levels = 30
+        top = 1500.0
+        bottom_thickness = 10.0
+    "#;
+    let config: rime::models::IceAtmosphereConfig = toml::from_str(text).unwrap();
+    let model = config.build().unwrap();
+    let x0 = model.initial_state().unwrap();
+    let x = model.step(
+        rime::device::tensor_from_rows(&x0, 1, x0.len(), &device),
+        0.0,
+    );
+    c.bench_function("sea_ice_abl/step_128x128_30_levels/1", |b| {
+        b.iter(|| rime::device::to_vec(model.step(x.clone(), 120.0)))
+    });
+    let air = model.atmosphere();
+    let columns = air.split(x.clone().narrow(
+        1,
+        x0.len() - air.geometry().size(),
+        air.geometry().size(),
+    ));
+    let below = air.configured_surface(1, 0.0, &device);
+    c.bench_function("boundary_layer/step_30_levels_16384_columns", |b| {
+        b.iter(|| rime::device::to_vec(air.join(air.step_over(columns.clone(), &below, None).0)))
+    });
 }
 
 /// One sea-ice step (mEVP with 20 sub-iterations, BBM with 20 sub-steps)

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::Model;
 use crate::learned::EmulatorConfig;
 use crate::models::{
-    Advection2dConfig, BoundaryLayerConfig, BuildError, Lorenz63Config, Lorenz96Config,
-    Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig, ModelSpec, QgConfig, SeaIceConfig,
+    Advection2dConfig, BoundaryLayerConfig, BuildError, IceAtmosphereConfig, Lorenz63Config,
+    Lorenz96Config, Lorenz96TruncatedConfig, Lorenz96TwoScaleConfig, ModelSpec, QgConfig,
+    SeaIceConfig,
 };
 
 type Parse = fn(toml::Table) -> Result<Arc<dyn ModelSpec>, String>;
@@ -72,6 +73,7 @@ pub const MODELS: &[ModelEntry] = &[
     model::<QgConfig>("qg"),
     model::<BoundaryLayerConfig>("boundary_layer"),
     model::<SeaIceConfig>("sea_ice"),
+    model::<IceAtmosphereConfig>("sea_ice_abl"),
     model::<EmulatorConfig>("emulator"),
 ];
 

@@ -744,6 +744,33 @@ pub fn tables() -> Vec<TableDoc> {
             reader: Reader::Model("sea_ice"),
         },
         TableDoc {
+            header: "[model] name = \"sea_ice_abl\"",
+            doc: "The sea ice coupled to an atmospheric boundary layer: one column above every ice cell, stepped `atmosphere_steps` times per ice step. The columns see the ice's concentration, its velocity (the stress over ice acts on the relative wind) and its surface temperature, with the ice's `wind` as their large-scale (geostrophic) wind; the ice moves under the columns' stress, and a zero-layer thermodynamics grows or melts it from the heat the air takes (open water at freezing makes new ice in leads). State: the sea ice's fields and parameters, `ts` (ice surface temperature, K, cells), then `air_u`, `air_v`, `air_theta`, `air_q`, `air_tke`, each one column of `levels` values per cell, located at the cell centres. Start it with `[initial] mean = \"model\"`; `rime map` draws the ice's maps and the lowest level's wind speed and temperature.",
+            keys: vec![
+                key(
+                    "ice",
+                    "table (the keys of name = \"sea_ice\")",
+                    "the sea ice; its `wind` is the large-scale wind above the boundary layer",
+                ),
+                key(
+                    "atmosphere",
+                    "table (the keys of name = \"boundary_layer\")",
+                    "the boundary layer; `columns`, `dt`, `ice_fraction`, `ice_temperature` and `water_temperature` come from the coupling, the geostrophic wind from the ice's `wind`",
+                ),
+                key(
+                    "atmosphere_steps",
+                    "integer ≥ 1",
+                    "boundary-layer steps per ice step; the two exchange stress and heat once per ice step",
+                ),
+                key(
+                    "thermodynamics",
+                    "table {enabled, conductivity, latent_heat, freezing, ocean_heat_flux, radiative_loss, air_heat_capacity, lead_thickness, initial_surface_temperature}",
+                    "zero-layer growth and melt: whether on (true), k (2.03 W/m/K), L (3.34e5 J/kg), freezing point (271.35 K), ocean heat flux into the ice (2 W/m2), net radiative loss upward (30 W/m2), c_p of air (1005 J/kg/K), h_0 of new ice in leads (0.5 m), initial ice surface temperature (258 K)",
+                ),
+            ],
+            reader: Reader::Model("sea_ice_abl"),
+        },
+        TableDoc {
             header: "[model] name = \"emulator\"",
             doc: "A model trained by `rime train`, whichever the checkpoint holds: a neural emulator (one network step advances the state by the record interval of its training data; residual learning, f32 network, cast at the seam), a generative surrogate (a stochastic model whose samples make the ensemble) or a hybrid model (its physical model with the learned tendency term or state correction). Its geometry is that of the model the data came from (a hybrid's: its physical model's). Usually the `[forecast_model]` of a twin whose `[model]` is the physical model.",
             keys: vec![

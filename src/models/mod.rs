@@ -9,6 +9,7 @@
 pub mod adjoint;
 pub mod advection2d;
 pub mod boundary_layer;
+pub mod ice_atmosphere;
 pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
@@ -20,6 +21,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use advection2d::{Advection2d, Advection2dConfig};
 pub use boundary_layer::{BoundaryLayer, BoundaryLayerConfig};
+pub use ice_atmosphere::{IceAtmosphere, IceAtmosphereConfig};
 pub use integrator::{Integrator, Ode, OdeModel, Tendency};
 pub use lorenz63::{Lorenz63, Lorenz63Config};
 pub use lorenz96::{Lorenz96, Lorenz96Config};

@@ -578,6 +578,15 @@ struct SurfaceExchange {
     moisture_source: Tensor<2>,
     /// `u_*^2` (m^2 s^-2).
     ustar2: Tensor<2>,
+    /// `gamma_m` over ice times the ice fraction times the ice velocity:
+    /// the momentum flux `gamma_m u_1 - source` acts on the wind relative
+    /// to moving ice.
+    momentum_source: Option<[Tensor<2>; 2]>,
+    /// Per unit area of ice and of open water: `gamma_m` and `gamma_h`
+    /// (m/s), and the surface temperatures (for the fluxes a coupled model
+    /// takes back).
+    ice: Option<(Tensor<2>, Tensor<2>)>,
+    water: Option<(Tensor<2>, Tensor<2>)>,
 }
 
 impl SurfaceExchange {
@@ -590,8 +599,66 @@ impl SurfaceExchange {
             moisture_coefficient: zero.clone(),
             moisture_source: zero.clone(),
             ustar2: zero,
+            momentum_source: None,
+            ice: None,
+            water: None,
         }
     }
+}
+
+/// What lies below the columns, `[members * columns, 1]` each (member-major),
+/// as tensors so that a coupled model differentiates through it.
+#[derive(Clone, Debug)]
+pub struct Surface {
+    /// Ice fraction, in [0, 1].
+    pub ice_fraction: Tensor<2>,
+    /// Ice surface temperature (K).
+    pub ice_temperature: Tensor<2>,
+    /// Open-water temperature (K).
+    pub water_temperature: Tensor<2>,
+    /// Ice velocity `(u, v)` (m/s): the stress over ice acts on the wind
+    /// relative to it. `None`: ice at rest.
+    pub ice_velocity: Option<[Tensor<2>; 2]>,
+    /// Which of ice and open water are anywhere present (a host hint that
+    /// skips a surface's bulk formulae where its fraction is zero
+    /// everywhere).
+    present: [bool; 2],
+}
+
+impl Surface {
+    /// A surface from tensors; both kinds are treated as present.
+    pub fn new(
+        ice_fraction: Tensor<2>,
+        ice_temperature: Tensor<2>,
+        water_temperature: Tensor<2>,
+        ice_velocity: Option<[Tensor<2>; 2]>,
+    ) -> Self {
+        Self {
+            ice_fraction,
+            ice_temperature,
+            water_temperature,
+            ice_velocity,
+            present: [true, true],
+        }
+    }
+}
+
+/// The fluxes at the surface over one step, from the exchange coefficients
+/// at its start and the wind and temperature at its end, `[members *
+/// columns, 1]` each, per unit area of each surface.
+#[derive(Clone, Debug)]
+pub struct SurfaceFluxes {
+    /// Kinematic stress of the air on the ice, `gamma_m (u_1 - u_ice)`
+    /// (m^2 s^-2; times the air density, N/m^2).
+    pub ice_stress: [Tensor<2>; 2],
+    /// Upward kinematic heat flux over ice, `gamma_h (T_ice - theta_1)`
+    /// (K m/s; times `rho_a c_p`, W/m^2).
+    pub ice_heat: Tensor<2>,
+    /// Upward kinematic heat flux over open water (K m/s).
+    pub water_heat: Tensor<2>,
+    /// The exchange coefficient for heat over ice, `gamma_h` (m/s): a
+    /// zero-layer ice model balances its conduction against it.
+    pub ice_heat_coefficient: Tensor<2>,
 }
 
 /// Diagnostics of one column, as Beare et al. (2006) define them.
@@ -645,16 +712,17 @@ fn row(values: &[f64], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values.to_vec(), [1, values.len()]), device)
 }
 
-/// Saturation specific humidity (kg/kg) at the surface pressure, Tetens'
-/// formula over ice or over water.
-fn saturation_humidity(temperature: f64, over_ice: bool) -> f64 {
-    let t = temperature - 273.15;
-    let e = if over_ice {
-        611.2 * (22.46 * t / (temperature - 0.53)).exp()
+/// Saturation specific humidity (kg/kg) at the surface pressure of a
+/// tensor of temperatures (K), Tetens' formula over ice or over water.
+fn saturation_humidity_tensor(temperature: Tensor<2>, over_ice: bool) -> Tensor<2> {
+    let (a, b) = if over_ice {
+        (22.46, 0.53)
     } else {
-        611.2 * (17.67 * t / (temperature - 29.65)).exp()
+        (17.67, 29.65)
     };
-    0.622 * e / (SURFACE_PRESSURE - 0.378 * e)
+    let t = temperature.clone() - 273.15;
+    let e = (t * a * (temperature - b).recip()).exp() * 611.2;
+    e.clone() * 0.622 * (e * (-0.378) + SURFACE_PRESSURE).recip()
 }
 
 /// Monin-Obukhov stability corrections `(psi_m, psi_h)` of `zeta = z/L`:
@@ -941,11 +1009,23 @@ impl BoundaryLayer {
         (gamma_m, ustar * per_h)
     }
 
-    /// The surface exchange of a batch at `time`.
-    fn surface(&self, x: &Columns, turbulence: &Turbulence, time: f64) -> SurfaceExchange {
-        let device = x.u.device();
-        let batch = x.u.dims()[0];
-        let members = batch / self.config.columns;
+    /// The surface the configuration describes at `time`, for `members`.
+    pub fn configured_surface(&self, members: usize, time: f64, device: &Device) -> Surface {
+        let water: Vec<f64> = self.ice_fraction.iter().map(|a| 1.0 - a).collect();
+        Surface {
+            ice_fraction: self.per_column(&self.ice_fraction, members, device),
+            ice_temperature: self.per_column(&self.ice_surface_temperature(time), members, device),
+            water_temperature: self.per_column(&self.water_temperature, members, device),
+            ice_velocity: None,
+            present: [
+                self.ice_fraction.iter().any(|w| *w != 0.0),
+                water.iter().any(|w| *w != 0.0),
+            ],
+        }
+    }
+
+    /// The surface exchange of a batch over `below`.
+    fn surface(&self, x: &Columns, turbulence: &Turbulence, below: &Surface) -> SurfaceExchange {
         let first = |f: &Tensor<2>| f.clone().narrow(1, 0, 1);
         let (u1, v1, theta1, q1) = (first(&x.u), first(&x.v), first(&x.theta), first(&x.q));
         let speed2 = u1.clone().square() + v1.clone().square();
@@ -962,42 +1042,63 @@ impl BoundaryLayer {
             }
             SurfaceKind::Bulk => {
                 let wind = (speed2 + GUST2).sqrt();
-                let ice_t = self.ice_surface_temperature(time);
+                // Over moving ice the bulk formulae see the relative wind.
+                let ice_wind = below.ice_velocity.as_ref().map(|[ui, vi]| {
+                    let (du, dv) = (u1.clone() - ui.clone(), v1.clone() - vi.clone());
+                    (du.square() + dv.square() + GUST2).sqrt()
+                });
                 let s = self.config.surface_saturation;
+                let ice_w = below.ice_fraction.clone();
                 let surfaces = [
                     (
-                        self.ice_fraction.clone(),
-                        ice_t,
+                        ice_w.clone(),
+                        below.ice_temperature.clone(),
                         Some(self.config.ice_roughness),
                         true,
                     ),
                     (
-                        self.ice_fraction.iter().map(|a| 1.0 - a).collect(),
-                        self.water_temperature.clone(),
+                        ice_w.neg() + 1.0,
+                        below.water_temperature.clone(),
                         None,
                         false,
                     ),
                 ];
                 let mut ex = SurfaceExchange::none(zero);
-                for (weight, temperature, roughness, over_ice) in surfaces {
-                    if weight.iter().all(|w| *w == 0.0) {
+                let mut ustar2 = None;
+                for (k, (w, ts, roughness, over_ice)) in surfaces.into_iter().enumerate() {
+                    if !below.present[k] {
                         continue;
                     }
-                    let humidity: Vec<f64> = temperature
-                        .iter()
-                        .map(|t| s * saturation_humidity(*t, over_ice))
-                        .collect();
-                    let w = self.per_column(&weight, members, &device);
-                    let ts = self.per_column(&temperature, members, &device);
-                    let qs = self.per_column(&humidity, members, &device);
+                    let qs = saturation_humidity_tensor(ts.clone(), over_ice) * s;
+                    let speed = match (&ice_wind, over_ice) {
+                        (Some(rel), true) => rel.clone(),
+                        _ => wind.clone(),
+                    };
                     let (gm, gh) = self.bulk(
-                        &wind,
+                        &speed,
                         &(theta1.clone() - ts.clone()),
                         &(q1.clone() - qs.clone()),
                         roughness,
                     );
-                    let gh = gh * w.clone();
-                    ex.momentum = ex.momentum + gm * w;
+                    if over_ice {
+                        ex.ice = Some((gm.clone(), gh.clone()));
+                    } else {
+                        ex.water = Some((gm.clone(), gh.clone()));
+                    }
+                    let weighted = gm * w.clone();
+                    if ice_wind.is_some() {
+                        let part = weighted.clone() * speed;
+                        ustar2 = Some(match ustar2 {
+                            Some(sum) => sum + part,
+                            None => part,
+                        });
+                    }
+                    if over_ice && let Some([ui, vi]) = &below.ice_velocity {
+                        ex.momentum_source =
+                            Some([weighted.clone() * ui.clone(), weighted.clone() * vi.clone()]);
+                    }
+                    let gh = gh * w;
+                    ex.momentum = ex.momentum + weighted;
                     ex.heat_coefficient = ex.heat_coefficient + gh.clone();
                     ex.heat_source = ex.heat_source + gh.clone() * ts;
                     ex.moisture_coefficient = ex.moisture_coefficient + gh.clone();
@@ -1007,7 +1108,10 @@ impl BoundaryLayer {
                     ex.heat_coefficient = ex.heat_coefficient.zeros_like();
                     ex.heat_source = ex.heat_source.zeros_like() + flux;
                 }
-                ex.ustar2 = ex.momentum.clone() * wind;
+                ex.ustar2 = match ustar2 {
+                    Some(u2) => u2,
+                    None => ex.momentum.clone() * wind,
+                };
                 ex
             }
         }
@@ -1055,7 +1159,26 @@ impl BoundaryLayer {
     ///
     /// # Shapes
     /// Every field `[members * columns, levels]`, in and out.
-    pub fn step_columns(&self, mut x: Columns, time: f64) -> Columns {
+    pub fn step_columns(&self, x: Columns, time: f64) -> Columns {
+        let members = x.u.dims()[0] / self.config.columns;
+        let below = self.configured_surface(members, time, &x.u.device());
+        self.step_over(x, &below, None).0
+    }
+
+    /// One step of a batch of columns over the surface `below`, with the
+    /// geostrophic wind of each column (`[members * columns, 1]` each;
+    /// `None`: the configured one); also the fluxes the surface receives.
+    /// This is what a coupled model calls: everything it passes in is
+    /// differentiated through.
+    ///
+    /// # Shapes
+    /// Every field `[members * columns, levels]`, in and out.
+    pub fn step_over(
+        &self,
+        mut x: Columns,
+        below: &Surface,
+        geostrophic: Option<&[Tensor<2>; 2]>,
+    ) -> (Columns, SurfaceFluxes) {
         let device = x.u.device();
         let c = &self.constants;
         // A state from elsewhere (an analysis) may carry TKE below e_min.
@@ -1067,7 +1190,7 @@ impl BoundaryLayer {
         let (s2, n2) = self.shear_and_stratification(&x, &dz);
         let interior = |e: &Tensor<2>| e.clone().narrow(1, 0, nl - 1);
         let old = self.turbulence(interior(&x.tke), n2.clone());
-        let surface = self.surface(&x, &old, time);
+        let surface = self.surface(&x, &old, below);
 
         // 1. TKE at the interior interfaces.
         let tke = if self.config.constant_viscosity.is_some() {
@@ -1130,10 +1253,34 @@ impl BoundaryLayer {
             &h,
             &dz,
         );
-        let rhs_u =
-            x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - f_dt * vg + relax.clone() * ug;
-        let rhs_v =
-            x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt) + f_dt * ug + relax.clone() * vg;
+        let (mut rhs_u, mut rhs_v) = match geostrophic {
+            None => (
+                x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - f_dt * vg
+                    + relax.clone() * ug,
+                x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt)
+                    + f_dt * ug
+                    + relax.clone() * vg,
+            ),
+            Some([ug, vg]) => (
+                x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - vg.clone() * f_dt
+                    + relax.clone() * ug.clone(),
+                x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt)
+                    + ug.clone() * f_dt
+                    + relax.clone() * vg.clone(),
+            ),
+        };
+        // The part of the surface stress carried by moving ice.
+        if let Some([su, sv]) = &surface.momentum_source {
+            let k = dt / self.grid.thickness()[0];
+            let lowest = |src: &Tensor<2>| {
+                Tensor::cat(
+                    vec![src.clone() * k, x.u.zeros_like().narrow(1, 1, nl - 1)],
+                    1,
+                )
+            };
+            rhs_u = rhs_u + lowest(su);
+            rhs_v = rhs_v + lowest(sv);
+        }
         let wind = solve_tridiagonal_complex(
             lower,
             Complex {
@@ -1174,13 +1321,43 @@ impl BoundaryLayer {
             upper,
             rhs + relax * self.config.initial_humidity,
         );
-        Columns {
-            u: wind.re,
-            v: wind.im,
-            theta,
-            q,
-            tke,
-        }
+        // The fluxes the surface receives, with the new lowest level.
+        let first = |f: &Tensor<2>| f.clone().narrow(1, 0, 1);
+        let (u1, v1, theta1) = (first(&wind.re), first(&wind.im), first(&theta));
+        let zero = u1.zeros_like();
+        let (ice_stress, ice_heat, ice_heat_coefficient) = match &surface.ice {
+            Some((gm, gh)) => {
+                let (du, dv) = match &below.ice_velocity {
+                    Some([ui, vi]) => (u1.clone() - ui.clone(), v1.clone() - vi.clone()),
+                    None => (u1.clone(), v1.clone()),
+                };
+                (
+                    [gm.clone() * du, gm.clone() * dv],
+                    gh.clone() * (below.ice_temperature.clone() - theta1.clone()),
+                    gh.clone(),
+                )
+            }
+            None => ([zero.clone(), zero.clone()], zero.clone(), zero.clone()),
+        };
+        let water_heat = match &surface.water {
+            Some((_, gh)) => gh.clone() * (below.water_temperature.clone() - theta1),
+            None => zero,
+        };
+        (
+            Columns {
+                u: wind.re,
+                v: wind.im,
+                theta,
+                q,
+                tke,
+            },
+            SurfaceFluxes {
+                ice_stress,
+                ice_heat,
+                water_heat,
+                ice_heat_coefficient,
+            },
+        )
     }
 
     /// Diagnostics of every column of every member at `time`, member-major.
@@ -1191,7 +1368,9 @@ impl BoundaryLayer {
         let dz = row(&self.grid.centre_spacing(), &device);
         let (_, n2) = self.shear_and_stratification(&x, &dz);
         let turbulence = self.turbulence(x.tke.clone().narrow(1, 0, nl - 1), n2);
-        let surface = self.surface(&x, &turbulence, time);
+        let members = x.u.dims()[0] / self.config.columns;
+        let below = self.configured_surface(members, time, &device);
+        let surface = self.surface(&x, &turbulence, &below);
         let host = crate::device::to_vec::<2>;
         let (u, v, theta) = (host(x.u), host(x.v), host(x.theta));
         let (k_m, k_h) = (host(turbulence.k_m), host(turbulence.k_h));

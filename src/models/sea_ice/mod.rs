@@ -674,6 +674,20 @@ impl SeaIce {
         t: f64,
         residuals: Option<&mut Vec<f64>>,
     ) -> IceFields {
+        let tau = self.wind_stress(t + self.config.dt, &f.h.device());
+        self.advance_under(f, p, tau, residuals)
+    }
+
+    /// [`advance`](Self::advance) under the air stress `tau` at the nodes
+    /// (`[members or 1, ny + 1, nx + 1]` each, N/m^2) instead of the
+    /// configured wind's: what a coupled atmosphere gives.
+    pub fn advance_under(
+        &self,
+        f: IceFields,
+        p: &IceParameters,
+        tau: [Tensor<3>; 2],
+        residuals: Option<&mut Vec<f64>>,
+    ) -> IceFields {
         let c = &self.config;
         let grid = &self.grid;
         let device = f.h.device();
@@ -687,7 +701,7 @@ impl SeaIce {
         let inputs = mevp::MomentumInputs {
             strength,
             dt_over_mass: mass.recip() * c.dt,
-            tau: self.wind_stress(t + c.dt, &device),
+            tau,
             ocean,
             drag: p.c_ocean.clone() * c.rho_ocean,
             coriolis_dt: c.coriolis * c.dt,
