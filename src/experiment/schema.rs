@@ -767,6 +767,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "table {enabled, conductivity, latent_heat, freezing, ocean_heat_flux, radiative_loss, air_heat_capacity, lead_thickness, initial_surface_temperature}",
                     "zero-layer growth and melt: whether on (true), k (2.03 W/m/K), L (3.34e5 J/kg), freezing point (271.35 K), ocean heat flux into the ice (2 W/m2), net radiative loss upward (30 W/m2), c_p of air (1005 J/kg/K), h_0 of new ice in leads (0.5 m), initial ice surface temperature (258 K)",
                 ),
+                key(
+                    "ice_forcing",
+                    "\"boundary_layer\" or \"wind\"",
+                    "what moves the ice: the columns' stress (default), or the prescribed `ice.wind` as in the uncoupled sea ice (the columns still run and exchange heat): the uncoupled forecast model of a coupled twin",
+                ),
             ],
             reader: Reader::Model("sea_ice_abl"),
         },

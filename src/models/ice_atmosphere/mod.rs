@@ -141,6 +141,24 @@ pub struct IceAtmosphereConfig {
     /// The ice's growth and melt.
     #[serde(default)]
     pub thermodynamics: ThermodynamicsConfig,
+    /// What drives the ice: `"boundary_layer"` (the columns' stress) or
+    /// `"wind"` (the ice's prescribed `wind` through its own bulk formula,
+    /// as the uncoupled sea ice; the columns still run above it and the
+    /// thermodynamics still exchange heat with them). The second is the
+    /// uncoupled forecast model of a twin whose truth is coupled.
+    #[serde(default)]
+    pub ice_forcing: IceForcing,
+}
+
+/// What drives the ice of the coupled model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IceForcing {
+    /// The stress of the boundary layer's lowest level.
+    #[default]
+    BoundaryLayer,
+    /// The prescribed wind (`ice.wind`) through `rho_a C_a |u_a| u_a`.
+    Wind,
 }
 
 fn four() -> usize {
@@ -368,7 +386,10 @@ impl IceAtmosphere {
             self.ice.grid().cell_to_node(cell_stress[0].clone()),
             self.ice.grid().cell_to_node(cell_stress[1].clone()),
         ];
-        let moved = self.ice.advance_under(f, &p, tau, None);
+        let moved = match self.config.ice_forcing {
+            IceForcing::BoundaryLayer => self.ice.advance_under(f, &p, tau, None),
+            IceForcing::Wind => self.ice.advance(f, &p, t, None),
+        };
         let theta1 = air.theta.clone().narrow(1, 0, 1).reshape([members, ny, nx]);
         let cells_of = |x: Tensor<2>| x.reshape([members, ny, nx]);
         let (moved, ts) = if thermo.enabled {

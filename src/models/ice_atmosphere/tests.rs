@@ -293,3 +293,22 @@ fn bad_values_are_named() {
         Wind::Uniform { u: 0.0, v: 0.0 },
     );
 }
+
+/// With `ice_forcing = "wind"` and no thermodynamics the ice of the coupled
+/// model is the uncoupled sea ice, value for value, while the columns run.
+#[test]
+fn ice_forced_by_the_wind_is_the_uncoupled_sea_ice() {
+    let mut config = small(false).config.clone();
+    config.ice_forcing = IceForcing::Wind;
+    let model = config.build().unwrap();
+    let device = cpu_f64();
+    let x0 = lumpy(&model);
+    let n_ice = model.ice().geometry().size();
+    let y = to_vec(model.forecast(batch(&x0, &device), 0.0, 4));
+    let alone = config.ice.build().unwrap();
+    let z = to_vec(alone.forecast(batch(&x0[..n_ice], &device), 0.0, 4));
+    assert_eq!(&y[..n_ice], &z[..]);
+    // The air moved on.
+    let air = n_ice + model.ice().grid().cells();
+    assert!(y[air..].iter().zip(&x0[air..]).any(|(a, b)| a != b));
+}
