@@ -772,6 +772,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "\"boundary_layer\" or \"wind\"",
                     "what moves the ice: the columns' stress (default), or the prescribed `ice.wind` as in the uncoupled sea ice (the columns still run and exchange heat): the uncoupled forecast model of a coupled twin",
                 ),
+                key(
+                    "estimate",
+                    "array of \"ice_roughness\"",
+                    "boundary-layer parameters appended to the state after the air (one value per member), to be estimated with it; the ice's own go in ice.estimate",
+                ),
             ],
             reader: Reader::Model("sea_ice_abl"),
         },

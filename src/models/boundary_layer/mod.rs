@@ -619,6 +619,8 @@ pub struct Surface {
     /// Ice velocity `(u, v)` (m/s): the stress over ice acts on the wind
     /// relative to it. `None`: ice at rest.
     pub ice_velocity: Option<[Tensor<2>; 2]>,
+    /// Roughness length of the ice (m); `None`: the configured one.
+    pub ice_roughness: Option<Tensor<2>>,
     /// Which of ice and open water are anywhere present (a host hint that
     /// skips a surface's bulk formulae where its fraction is zero
     /// everywhere).
@@ -638,8 +640,16 @@ impl Surface {
             ice_temperature,
             water_temperature,
             ice_velocity,
+            ice_roughness: None,
             present: [true, true],
         }
+    }
+
+    /// The same surface with the ice's roughness length given per column
+    /// (`[members * columns, 1]`, m), e.g. a parameter being estimated.
+    pub fn with_ice_roughness(mut self, roughness: Tensor<2>) -> Self {
+        self.ice_roughness = Some(roughness);
+        self
     }
 }
 
@@ -969,17 +979,22 @@ impl BoundaryLayer {
     /// Exchange coefficients `(gamma_m, gamma_h)` (m/s) of the bulk
     /// formulae at the lowest level, given the wind speed, the
     /// temperature and humidity differences to the surface, and a fixed
-    /// roughness (`None`: Charnock's over water).
+    /// roughness, one per column (`Some`), or Charnock's over water
+    /// (`None`).
     fn bulk(
         &self,
         wind: &Tensor<2>,
         dtheta: &Tensor<2>,
         dq: &Tensor<2>,
-        roughness: Option<f64>,
+        roughness: Option<Tensor<2>>,
     ) -> (Tensor<2>, Tensor<2>) {
         let z1 = self.grid.centres[0];
         let theta_ref = self.config.reference_temperature;
-        let mut log_z = wind.zeros_like() + (z1 / roughness.unwrap_or(1e-4)).ln();
+        let charnock = roughness.is_none();
+        let mut log_z = match roughness {
+            Some(z0) => (z0.recip() * z1).log(),
+            None => wind.zeros_like() + (z1 / 1e-4).ln(),
+        };
         let mut zeta = wind.zeros_like();
         let friction = |log_z: &Tensor<2>, zeta: &Tensor<2>| {
             let (psi_m, psi_h) = stability(zeta.clone());
@@ -997,7 +1012,7 @@ impl BoundaryLayer {
             zeta = ((theta_star / theta_ref + q_star * 0.608) * (KARMAN * GRAVITY * z1)
                 / ustar.clone().square())
             .clamp(ZETA_RANGE.0, ZETA_RANGE.1);
-            if roughness.is_none() {
+            if charnock {
                 // Charnock (0.018) plus the smooth-flow term.
                 let z0 =
                     ustar.clone().square() * (0.018 / GRAVITY) + ustar.recip() * (0.11 * 1.5e-5);
@@ -1017,6 +1032,7 @@ impl BoundaryLayer {
             ice_temperature: self.per_column(&self.ice_surface_temperature(time), members, device),
             water_temperature: self.per_column(&self.water_temperature, members, device),
             ice_velocity: None,
+            ice_roughness: None,
             present: [
                 self.ice_fraction.iter().any(|w| *w != 0.0),
                 water.iter().any(|w| *w != 0.0),
@@ -1053,7 +1069,10 @@ impl BoundaryLayer {
                     (
                         ice_w.clone(),
                         below.ice_temperature.clone(),
-                        Some(self.config.ice_roughness),
+                        Some(match &below.ice_roughness {
+                            Some(z0) => z0.clone(),
+                            None => ice_w.zeros_like() + self.config.ice_roughness,
+                        }),
                         true,
                     ),
                     (

@@ -36,7 +36,9 @@
 //! The sea ice's fields and parameters, then `ts` (K, at the cells), then
 //! the air `air_u, air_v, air_theta, air_q, air_tke`, each `[cells,
 //! levels]` (the column of cell `k` is row `k`), located at the cell
-//! centres so that the LETKF localises the air with the ice.
+//! centres so that the LETKF localises the air with the ice; then the
+//! estimated boundary-layer parameters (`estimate = ["ice_roughness"]`),
+//! one value per member at the domain's centre.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,20 @@ pub struct IceAtmosphereConfig {
     /// uncoupled forecast model of a twin whose truth is coupled.
     #[serde(default)]
     pub ice_forcing: IceForcing,
+    /// Boundary-layer parameters appended to the state (after the air),
+    /// one value per member, to be estimated with it by DA (the ice's own
+    /// go in `ice.estimate`).
+    #[serde(default)]
+    pub estimate: Vec<AirParameter>,
+}
+
+/// A boundary-layer parameter that can be estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AirParameter {
+    /// The roughness length of the ice, `atmosphere.ice_roughness` (m):
+    /// it sets the ice-atmosphere drag coefficient.
+    IceRoughness,
 }
 
 /// What drives the ice of the coupled model.
@@ -215,7 +231,14 @@ impl IceAtmosphereConfig {
         atmosphere.ice_temperature = PerColumn::Same(t.initial_surface_temperature);
         atmosphere.water_temperature = PerColumn::Same(t.freezing);
         let air = atmosphere.build().map_err(prefix("atmosphere"))?;
-        let geometry = coupled_geometry(&ice, &air);
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(p) = self.estimate.iter().find(|p| !seen.insert(**p)) {
+            return Err(BuildError::invalid(
+                "estimate",
+                format!("{p:?} is listed twice"),
+            ));
+        }
+        let geometry = coupled_geometry(&ice, &air, &self.estimate);
         Ok(IceAtmosphere {
             config: self.clone(),
             ice,
@@ -232,7 +255,7 @@ impl ModelSpec for IceAtmosphereConfig {
 }
 
 /// The ice's geometry, `ts`, and the air's fields at the cell centres.
-fn coupled_geometry(ice: &SeaIce, air: &BoundaryLayer) -> Geometry {
+fn coupled_geometry(ice: &SeaIce, air: &BoundaryLayer, estimate: &[AirParameter]) -> Geometry {
     let g = ice.grid();
     let levels = air.grid().levels();
     let mut fields = ice.geometry().fields.clone();
@@ -259,6 +282,16 @@ fn coupled_geometry(ice: &SeaIce, air: &BoundaryLayer) -> Geometry {
             coordinates: Coordinates::Points(points),
             mask: None,
         });
+    }
+    let centre = [0.5 * g.width(), 0.5 * g.height()];
+    for p in estimate {
+        match p {
+            AirParameter::IceRoughness => fields.push(Field {
+                coordinates: Coordinates::Points(vec![centre]),
+                units: "m".into(),
+                ..Field::chain("ice_roughness", "roughness length of the ice", 1)
+            }),
+        }
     }
     Geometry::new(fields, [None, None], CoordinateUnits::Metres)
 }
@@ -293,9 +326,9 @@ impl IceAtmosphere {
         self.ice.geometry().size()
     }
 
-    /// Splits a batch into the ice's state, `ts` `[members, ny, nx]` and
-    /// the columns.
-    fn split(&self, state: Tensor<2>) -> (Tensor<2>, Tensor<3>, Columns) {
+    /// Splits a batch into the ice's state, `ts` `[members, ny, nx]`, the
+    /// columns and the estimated air parameters `[members, k]`.
+    fn split(&self, state: Tensor<2>) -> (Tensor<2>, Tensor<3>, Columns, Option<Tensor<2>>) {
         let [members, _] = state.dims();
         let g = self.ice.grid();
         let (n_ice, cells) = (self.ice_len(), g.cells());
@@ -305,17 +338,26 @@ impl IceAtmosphere {
             .narrow(1, n_ice, cells)
             .reshape([members, g.ny, g.nx]);
         let air_len = self.air.geometry().size();
-        let air = self.air.split(state.narrow(1, n_ice + cells, air_len));
-        (ice, ts, air)
+        let air = self
+            .air
+            .split(state.clone().narrow(1, n_ice + cells, air_len));
+        let k = self.config.estimate.len();
+        let params = (k > 0).then(|| state.narrow(1, n_ice + cells + air_len, k));
+        (ice, ts, air, params)
     }
 
-    fn join(&self, ice: Tensor<2>, ts: Tensor<3>, air: Columns) -> Tensor<2> {
+    fn join(
+        &self,
+        ice: Tensor<2>,
+        ts: Tensor<3>,
+        air: Columns,
+        params: Option<Tensor<2>>,
+    ) -> Tensor<2> {
         let members = ice.dims()[0];
         let cells = self.ice.grid().cells();
-        Tensor::cat(
-            vec![ice, ts.reshape([members, cells]), self.air.join(air)],
-            1,
-        )
+        let mut parts = vec![ice, ts.reshape([members, cells]), self.air.join(air)];
+        parts.extend(params);
+        Tensor::cat(parts, 1)
     }
 
     /// The configured wind at the cell centres at `t`, `[members * cells,
@@ -347,7 +389,7 @@ impl IceAtmosphere {
         let g = self.ice.grid();
         let (ny, nx, cells) = (g.ny, g.nx, g.cells());
         let batch = members * cells;
-        let (ice_state, ts, mut air) = self.split(state);
+        let (ice_state, ts, mut air, params) = self.split(state);
         let (f, p) = self.ice.unpack(ice_state);
         let column = |x: Tensor<3>| x.reshape([batch, 1]);
         // The ice velocity at the centres: the mean of the four corners.
@@ -356,12 +398,29 @@ impl IceAtmosphere {
             (c(0, 0) + c(0, 1) + c(1, 0) + c(1, 1)) * 0.25
         };
         let thermo = &self.config.thermodynamics;
-        let below = Surface::new(
+        let mut below = Surface::new(
             column(f.a.clone()),
             column(ts.clone()),
             column(f.a.zeros_like() + thermo.freezing),
             Some([column(centre(&f.u)), column(centre(&f.v))]),
         );
+        for (k, p) in self.config.estimate.iter().enumerate() {
+            // One value per member, for each of its columns; kept above
+            // a micrometre, so that a trial point of a minimisation stays
+            // in the formula's domain.
+            let value = params
+                .clone()
+                .expect("estimated parameters are in the state")
+                .narrow(1, k, 1)
+                .reshape([members, 1, 1])
+                .expand([members, cells, 1])
+                .reshape([batch, 1]);
+            match p {
+                AirParameter::IceRoughness => {
+                    below = below.with_ice_roughness(value.clamp_min(1e-6));
+                }
+            }
+        }
         let steps = self.config.atmosphere_steps;
         let dt_air = self.config.ice.dt / steps as f64;
         let mut stress: Option<[Tensor<2>; 2]> = None;
@@ -404,7 +463,7 @@ impl IceAtmosphere {
         };
         let ice = self.ice.pack(moved, &p);
         (
-            self.join(ice, ts, air),
+            self.join(ice, ts, air, params),
             Exchange {
                 stress: cell_stress,
             },
@@ -498,6 +557,11 @@ impl Model for IceAtmosphere {
             cells,
         ));
         x.extend(self.air.initial_vector());
+        for p in &self.config.estimate {
+            x.push(match p {
+                AirParameter::IceRoughness => self.config.atmosphere.ice_roughness,
+            });
+        }
         Some(x)
     }
 
@@ -505,7 +569,7 @@ impl Model for IceAtmosphere {
         let g = self.ice.grid();
         let n_ice = self.ice_len();
         let mut maps = self.ice.maps(state.clone().narrow(1, 0, n_ice));
-        let (_, ts, air) = self.split(state);
+        let (_, ts, air, _) = self.split(state);
         let host = crate::device::to_vec::<2>;
         let lowest = |f: &Tensor<2>| host(f.clone().narrow(1, 0, 1));
         let (u1, v1, theta1) = (lowest(&air.u), lowest(&air.v), lowest(&air.theta));
