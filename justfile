@@ -93,12 +93,12 @@ sea-ice:
 
 # The DA twins on the sea ice (4D-Var, LETKF and the free run recovering the
 # thickness; 4D-Var correcting P* and the ocean drag; 4D-Var through the ice
-# coupled to its boundary layer, and with the prescribed wind): about 1, 1.5,
-# 4.5 and 4.5 minutes on one core. Tables in paper/tables/sea_ice_twin_*.md, maps of the
+# coupled to its boundary layer, with the prescribed wind, and estimating the
+# ice's roughness): about 1, 1.5, 6, 6 and 7 minutes on one core. Tables in paper/tables/sea_ice_twin_*.md, maps of the
 # thickness twin (truth, analyses, errors) in paper/figures/sea_ice/twin_thickness/.
 sea-ice-twins:
     mkdir -p out/sea_ice paper/tables
-    for c in twin_thickness twin_parameters twin_coupled twin_coupled_wind; do \
+    for c in twin_thickness twin_parameters twin_coupled twin_coupled_wind twin_coupled_roughness; do \
         cargo run --release --quiet -- run experiments/sea_ice/$c.toml --out out/sea_ice/$c --table paper/tables/sea_ice_$c.md; \
     done
     cargo run --release --quiet -- map out/sea_ice/twin_thickness --field h --out paper/figures/sea_ice/twin_thickness
