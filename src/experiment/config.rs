@@ -840,12 +840,6 @@ impl ExperimentConfig {
                 if o.count.ok_or(needs("count", kind))? == 0 {
                     return Err(("observations.count".into(), "must be at least 1".into()));
                 }
-                if matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1) {
-                    return Err((
-                        "observations.error_std".into(),
-                        format!("a {kind} network takes one error_std for all observations"),
-                    ));
-                }
             }
             OperatorKind::Swath => {
                 let swath = o.swath.as_ref().ok_or(needs("swath", "swath"))?;
@@ -869,15 +863,25 @@ impl ExperimentConfig {
                         format!("must be a non-negative distance, got {shift}"),
                     ));
                 }
-                if matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1) {
-                    return Err((
-                        "observations.error_std".into(),
-                        "a swath network takes one error_std for all observations (or one per field)"
-                            .into(),
-                    ));
-                }
             }
             OperatorKind::Identity | OperatorKind::File => {}
+        }
+        // A moving network's size changes from cycle to cycle.
+        let moving = match o.operator {
+            OperatorKind::Random => Some("random"),
+            OperatorKind::Tracks => Some("tracks"),
+            OperatorKind::Swath => Some("swath"),
+            _ => None,
+        };
+        if let Some(kind) = moving
+            && matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1)
+        {
+            return Err((
+                "observations.error_std".into(),
+                format!(
+                    "a {kind} network takes one error_std for all observations (or one per field)"
+                ),
+            ));
         }
         if o.operator != OperatorKind::Swath && o.swath.is_some() {
             return only("swath", "swath");

@@ -582,11 +582,10 @@ struct SurfaceExchange {
     /// the momentum flux `gamma_m u_1 - source` acts on the wind relative
     /// to moving ice.
     momentum_source: Option<[Tensor<2>; 2]>,
-    /// Per unit area of ice and of open water: `gamma_m` and `gamma_h`
-    /// (m/s), and the surface temperatures (for the fluxes a coupled model
-    /// takes back).
+    /// Per unit area of ice, `gamma_m` and `gamma_h`, and of open water,
+    /// `gamma_h` (m/s): for the fluxes a coupled model takes back.
     ice: Option<(Tensor<2>, Tensor<2>)>,
-    water: Option<(Tensor<2>, Tensor<2>)>,
+    water: Option<Tensor<2>>,
 }
 
 impl SurfaceExchange {
@@ -1026,7 +1025,6 @@ impl BoundaryLayer {
 
     /// The surface the configuration describes at `time`, for `members`.
     pub fn configured_surface(&self, members: usize, time: f64, device: &Device) -> Surface {
-        let water: Vec<f64> = self.ice_fraction.iter().map(|a| 1.0 - a).collect();
         Surface {
             ice_fraction: self.per_column(&self.ice_fraction, members, device),
             ice_temperature: self.per_column(&self.ice_surface_temperature(time), members, device),
@@ -1035,7 +1033,7 @@ impl BoundaryLayer {
             ice_roughness: None,
             present: [
                 self.ice_fraction.iter().any(|w| *w != 0.0),
-                water.iter().any(|w| *w != 0.0),
+                self.ice_fraction.iter().any(|a| *a != 1.0),
             ],
         }
     }
@@ -1102,7 +1100,7 @@ impl BoundaryLayer {
                     if over_ice {
                         ex.ice = Some((gm.clone(), gh.clone()));
                     } else {
-                        ex.water = Some((gm.clone(), gh.clone()));
+                        ex.water = Some(gh.clone());
                     }
                     let weighted = gm * w.clone();
                     if ice_wind.is_some() {
@@ -1272,22 +1270,22 @@ impl BoundaryLayer {
             &h,
             &dz,
         );
-        let (mut rhs_u, mut rhs_v) = match geostrophic {
-            None => (
-                x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - f_dt * vg
-                    + relax.clone() * ug,
-                x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt)
-                    + f_dt * ug
-                    + relax.clone() * vg,
-            ),
-            Some([ug, vg]) => (
-                x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - vg.clone() * f_dt
-                    + relax.clone() * ug.clone(),
-                x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt)
-                    + ug.clone() * f_dt
-                    + relax.clone() * vg.clone(),
-            ),
+        // The configured geostrophic wind as one value for every column.
+        let configured;
+        let [ug, vg] = match geostrophic {
+            Some(per_column) => per_column,
+            None => {
+                let one =
+                    |v: f64| Tensor::<2>::from_data(TensorData::new(vec![v], [1, 1]), &device);
+                configured = [one(ug), one(vg)];
+                &configured
+            }
         };
+        let mut rhs_u = x.u.clone() + x.v.clone() * ((1.0 - theta_c) * f_dt) - vg.clone() * f_dt
+            + relax.clone() * ug.clone();
+        let mut rhs_v = x.v.clone() - x.u.clone() * ((1.0 - theta_c) * f_dt)
+            + ug.clone() * f_dt
+            + relax.clone() * vg.clone();
         // The part of the surface stress carried by moving ice.
         if let Some([su, sv]) = &surface.momentum_source {
             let k = dt / self.grid.thickness()[0];
@@ -1359,7 +1357,7 @@ impl BoundaryLayer {
             None => ([zero.clone(), zero.clone()], zero.clone(), zero.clone()),
         };
         let water_heat = match &surface.water {
-            Some((_, gh)) => gh.clone() * (below.water_temperature.clone() - theta1),
+            Some(gh) => gh.clone() * (below.water_temperature.clone() - theta1),
             None => zero,
         };
         (

@@ -241,6 +241,7 @@ impl IceAtmosphereConfig {
         let geometry = coupled_geometry(&ice, &air, &self.estimate);
         Ok(IceAtmosphere {
             config: self.clone(),
+            ocean_cells: ice.grid().cell_weights(),
             ice,
             air,
             geometry,
@@ -303,6 +304,8 @@ pub struct IceAtmosphere {
     ice: SeaIce,
     air: BoundaryLayer,
     geometry: Geometry,
+    /// Ocean cells as ones and zeros (no ice grows on land).
+    ocean_cells: Vec<f64>,
 }
 
 /// What one coupled step returns besides the state: the mean air stress
@@ -366,15 +369,15 @@ impl IceAtmosphere {
         let g = self.ice.grid();
         let (w, h) = (g.width(), g.height());
         let (mut u, mut v) = (Vec::new(), Vec::new());
-        for _ in 0..members {
-            for y in g.cell_y() {
-                for x in g.cell_x() {
-                    let [a, b] = self.config.ice.wind.at(x, y, t, w, h);
-                    u.push(a);
-                    v.push(b);
-                }
+        for y in g.cell_y() {
+            for x in g.cell_x() {
+                let [a, b] = self.config.ice.wind.at(x, y, t, w, h);
+                u.push(a);
+                v.push(b);
             }
         }
+        // The same for every member.
+        let (u, v) = (u.repeat(members), v.repeat(members));
         let n = u.len();
         [
             Tensor::from_data(TensorData::new(u, [n, 1]), device),
@@ -393,10 +396,7 @@ impl IceAtmosphere {
         let (f, p) = self.ice.unpack(ice_state);
         let column = |x: Tensor<3>| x.reshape([batch, 1]);
         // The ice velocity at the centres: the mean of the four corners.
-        let centre = |n: &Tensor<3>| {
-            let c = |j: usize, i: usize| n.clone().narrow(1, j, ny).narrow(2, i, nx);
-            (c(0, 0) + c(0, 1) + c(1, 0) + c(1, 1)) * 0.25
-        };
+        let centre = |n: &Tensor<3>| g.node_to_cell(n);
         let thermo = &self.config.thermodynamics;
         let mut below = Surface::new(
             column(f.a.clone()),
@@ -441,12 +441,11 @@ impl IceAtmosphere {
         let [sx, sy] = stress.expect("at least one atmosphere step");
         let at_cells = |s: Tensor<2>| s.reshape([members, ny, nx]) * (rho_air / steps as f64);
         let cell_stress = [at_cells(sx), at_cells(sy)];
-        let tau = [
-            self.ice.grid().cell_to_node(cell_stress[0].clone()),
-            self.ice.grid().cell_to_node(cell_stress[1].clone()),
-        ];
         let moved = match self.config.ice_forcing {
-            IceForcing::BoundaryLayer => self.ice.advance_under(f, &p, tau, None),
+            IceForcing::BoundaryLayer => {
+                let tau = cell_stress.clone().map(|s| g.cell_to_node(s));
+                self.ice.advance_under(f, &p, tau, None)
+            }
             IceForcing::Wind => self.ice.advance(f, &p, t, None),
         };
         let theta1 = air.theta.clone().narrow(1, 0, 1).reshape([members, ny, nx]);
@@ -485,19 +484,11 @@ impl IceAtmosphere {
         let dt = ice.dt;
         let rho_cp = ice.rho_air * c.air_heat_capacity;
         let per_latent = dt / (ice.rho_ice * c.latent_heat);
-        let mask = f.h.ones_like()
-            * Tensor::<3>::from_data(
-                TensorData::new(
-                    self.ice
-                        .grid()
-                        .cell_mask
-                        .iter()
-                        .map(|&m| if m { 1.0 } else { 0.0 })
-                        .collect::<Vec<f64>>(),
-                    [1, self.ice.grid().ny, self.ice.grid().nx],
-                ),
-                &f.h.device(),
-            );
+        let g = self.ice.grid();
+        let mask = Tensor::<3>::from_data(
+            TensorData::new(self.ocean_cells.clone(), [1, g.ny, g.nx]),
+            &f.h.device(),
+        );
         let a = f.a.clone();
         // Thickness of the ice itself.
         let hi = (f.h.clone() * a.clone().clamp_min(1e-6).recip()).clamp_min(MIN_ICE);
@@ -520,7 +511,6 @@ impl IceAtmosphere {
             + melt * a * f.h.clone().clamp_min(1e-3).recip() * 0.5)
             .clamp(0.0, 1.0)
             * mask;
-        let ts = ts * f.h.ones_like();
         (
             IceFields {
                 h: h_new,
@@ -573,15 +563,10 @@ impl Model for IceAtmosphere {
         let host = crate::device::to_vec::<2>;
         let lowest = |f: &Tensor<2>| host(f.clone().narrow(1, 0, 1));
         let (u1, v1, theta1) = (lowest(&air.u), lowest(&air.v), lowest(&air.theta));
-        let map = |name: &str, long: &str, units: &str, values: Vec<f64>| MapField {
-            name: name.to_string(),
-            long_name: long.to_string(),
-            units: units.to_string(),
-            x: g.cell_x(),
-            y: g.cell_y(),
-            values,
+        // The air is drawn over land too.
+        let map = |name, long, units, values| MapField {
             mask: None,
-            scale: MapScale::Linear,
+            ..g.cell_map(name, long, units, values, MapScale::Linear)
         };
         maps.push(map(
             "air_speed",
@@ -595,15 +580,13 @@ impl Model for IceAtmosphere {
             "K",
             theta1,
         ));
-        maps.push(MapField {
-            mask: Some(g.cell_mask.clone()),
-            ..map(
-                "ts",
-                "ice surface temperature",
-                "K",
-                crate::device::to_vec(ts),
-            )
-        });
+        maps.push(g.cell_map(
+            "ts",
+            "ice surface temperature",
+            "K",
+            crate::device::to_vec(ts),
+            MapScale::Linear,
+        ));
         maps
     }
 

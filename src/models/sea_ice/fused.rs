@@ -86,10 +86,11 @@ pub(crate) struct NodeConstants {
     pub vo: Vec<f64>,
     /// 1 at active nodes, 0 elsewhere.
     pub mask: Vec<f64>,
-    /// A moving wall's velocities (zero elsewhere).
-    pub wall: Option<[Vec<f64>; 2]>,
-    /// The wall's velocities, zeros without one.
-    pub wall_or_rest: [Vec<f64>; 2],
+    /// A moving wall's velocities (zero elsewhere, and everywhere without
+    /// one).
+    pub wall: [Vec<f64>; 2],
+    /// Whether there is a moving wall.
+    pub moving_wall: bool,
 }
 
 impl Plan {
@@ -345,13 +346,7 @@ macro_rules! rows {
 /// Strain rates `(d, d_t, d_s)` of cell `(j, i)` and the node indices of
 /// its corners `(sw, se, nw, ne)`.
 #[inline(always)]
-fn strain(
-    plan: &Plan,
-    u: &[f64],
-    v: &[f64],
-    j: usize,
-    i: usize,
-) -> ([f64; 3], [usize; 4], [f64; 4]) {
+fn strain(plan: &Plan, u: &[f64], v: &[f64], j: usize, i: usize) -> ([f64; 3], [usize; 4]) {
     let w = plan.nx + 1;
     let (sw, se, nw, ne) = (
         j * w + i,
@@ -363,11 +358,7 @@ fn strain(
     let (pv, qv) = (v[ne] - v[sw], v[se] - v[nw]);
     let (ux, uy) = ((pu + qu) * plan.kx, (pu - qu) * plan.ky);
     let (vx, vy) = ((pv + qv) * plan.kx, (pv - qv) * plan.ky);
-    (
-        [ux + vy, ux - vy, uy + vx],
-        [sw, se, nw, ne],
-        [pu, qu, pv, qv],
-    )
+    ([ux + vy, ux - vy, uy + vx], [sw, se, nw, ne])
 }
 
 // The forward passes are written row by row over exactly sliced rows, with
@@ -519,15 +510,17 @@ fn drag_terms(plan: &Plan, inp: &Inputs, u: f64, v: f64, k: usize) -> (f64, f64,
     (cwd, cwd + (plan.beta + 1.0), speed, du, dv)
 }
 
-/// The next velocities and the force of a sub-iteration.
-struct Scratch {
+/// Velocities and the force of a sub-iteration at the nodes: the next
+/// velocities while it runs ([`iterate`]'s scratch), or the velocities it
+/// started from on the backward pass's tape.
+struct NodeFields {
     u: Vec<f64>,
     v: Vec<f64>,
     fx: Vec<f64>,
     fy: Vec<f64>,
 }
 
-impl Scratch {
+impl NodeFields {
     fn new(n: usize) -> Self {
         Self {
             u: vec![0.0; n],
@@ -549,7 +542,7 @@ fn iterate(
     plan: &Plan,
     s: &mut State,
     inp: &Inputs,
-    scratch: &mut Scratch,
+    scratch: &mut NodeFields,
     residual: bool,
     par: bool,
 ) -> f64 {
@@ -611,8 +604,8 @@ fn iterate(
                 uo: at(&k.uo),
                 vo: at(&k.vo),
                 mask: at(&k.mask),
-                wu: at(&k.wall_or_rest[0]),
-                wv: at(&k.wall_or_rest[1]),
+                wu: at(&k.wall[0]),
+                wv: at(&k.wall[1]),
             };
             velocity_row(plan.beta, plan.b, inp.drag, &r, fx, fy, u1, v1);
             if residual {
@@ -634,7 +627,7 @@ fn iterate(
 
 fn forward_member(plan: &Plan, x: &[f64], y: &mut [f64], par: bool, residuals: bool) -> Vec<f64> {
     let (mut s, inp) = split(plan, x);
-    let mut scratch = Scratch::new(plan.n());
+    let mut scratch = NodeFields::new(plan.n());
     let mut sums = Vec::with_capacity(if residuals { plan.iterations } else { 0 });
     for _ in 0..plan.iterations {
         let sum = iterate(plan, &mut s, &inp, &mut scratch, residuals, par);
@@ -698,14 +691,6 @@ struct CellAdjoint {
     diff: [f64; 4],
 }
 
-/// The velocities a sub-iteration started from and the force it computed.
-struct Taped {
-    u: Vec<f64>,
-    v: Vec<f64>,
-    fx: Vec<f64>,
-    fy: Vec<f64>,
-}
-
 fn adjoint_member(plan: &Plan, x: &[f64], gy: &[f64], gx: &mut [f64], par: bool) {
     let (n, c) = (plan.n(), plan.c());
     let k = plan.iterations;
@@ -714,7 +699,7 @@ fn adjoint_member(plan: &Plan, x: &[f64], gy: &[f64], gx: &mut [f64], par: bool)
     // Forward, keeping the state at the start of every segment.
     let mut checkpoints = Vec::with_capacity(k.div_ceil(seg));
     let mut s = start;
-    let mut scratch = Scratch::new(n);
+    let mut scratch = NodeFields::new(n);
     for p in 0..k {
         if p % seg == 0 {
             checkpoints.push(s.clone());
@@ -742,13 +727,7 @@ fn adjoint_member(plan: &Plan, x: &[f64], gy: &[f64], gx: &mut [f64], par: bool)
         .collect();
     let mut drag = 0.0;
     // Each segment, last first: rerun it keeping velocities and forces.
-    let blank = || Taped {
-        u: vec![0.0; n],
-        v: vec![0.0; n],
-        fx: vec![0.0; n],
-        fy: vec![0.0; n],
-    };
-    let mut tape: Vec<Taped> = (0..seg.min(k)).map(|_| blank()).collect();
+    let mut tape: Vec<NodeFields> = (0..seg.min(k)).map(|_| NodeFields::new(n)).collect();
     for (index, checkpoint) in checkpoints.into_iter().enumerate().rev() {
         let first = index * seg;
         let len = (first + seg).min(k) - first;
@@ -797,7 +776,7 @@ fn adjoint_member(plan: &Plan, x: &[f64], gy: &[f64], gx: &mut [f64], par: bool)
 fn adjoint_velocity(
     plan: &Plan,
     inp: &Inputs,
-    t: &Taped,
+    t: &NodeFields,
     nodes: &mut [NodeAdjoint],
     par: bool,
 ) -> f64 {
@@ -847,7 +826,7 @@ fn adjoint_velocity(
 fn adjoint_stress(
     plan: &Plan,
     inp: &Inputs,
-    t: &Taped,
+    t: &NodeFields,
     nodes: &[NodeAdjoint],
     cells: &mut [CellAdjoint],
     par: bool,
@@ -856,7 +835,7 @@ fn adjoint_stress(
     let (ra, e2, kx, ky) = (plan.ra, plan.e2, plan.kx, plan.ky);
     rows!(par, nx, [cells], |j: usize, row: &mut [CellAdjoint]| {
         for (i, a) in row.iter_mut().enumerate() {
-            let ([d, dt, ds], [sw, se, nw, ne], _) = strain(plan, &t.u, &t.v, j, i);
+            let ([d, dt, ds], [sw, se, nw, ne]) = strain(plan, &t.u, &t.v, j, i);
             // The force's adjoint, gathered (the negative transpose of the
             // divergence is the strain-rate stencil).
             let (fsw, fse, fnw, fne) = (&nodes[sw], &nodes[se], &nodes[nw], &nodes[ne]);

@@ -16,6 +16,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
 
+use crate::core::{MapField, MapScale};
+
 /// The grid: sizes, spacings and masks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grid {
@@ -106,6 +108,45 @@ impl Grid {
         (0..=self.ny).map(|j| j as f64 * self.dy).collect()
     }
 
+    /// A map of a cell field `[ny * nx]`, drawn on the ocean cells.
+    pub(crate) fn cell_map(
+        &self,
+        name: &str,
+        long_name: &str,
+        units: &str,
+        values: Vec<f64>,
+        scale: MapScale,
+    ) -> MapField {
+        MapField {
+            name: name.to_string(),
+            long_name: long_name.to_string(),
+            units: units.to_string(),
+            x: self.cell_x(),
+            y: self.cell_y(),
+            values,
+            mask: Some(self.cell_mask.clone()),
+            scale,
+        }
+    }
+
+    /// Ocean cells as ones and zeros, `ny * nx` row-major.
+    pub(crate) fn cell_weights(&self) -> Vec<f64> {
+        ones_and_zeros(&self.cell_mask)
+    }
+
+    /// Active nodes as ones and zeros, `(ny + 1) * (nx + 1)` row-major.
+    pub(crate) fn node_weights(&self) -> Vec<f64> {
+        ones_and_zeros(&self.node_mask)
+    }
+
+    /// The mean at the cell centres of a node field `[m, ny + 1, nx + 1]`
+    /// over the four corners of each cell.
+    pub(crate) fn node_to_cell(&self, n: &Tensor<3>) -> Tensor<3> {
+        let (ny, nx) = (self.ny, self.nx);
+        let corner = |j: usize, i: usize| n.clone().narrow(1, j, ny).narrow(2, i, nx);
+        (corner(0, 0) + corner(0, 1) + corner(1, 0) + corner(1, 1)) * 0.25
+    }
+
     /// The x and y derivatives at the cell centres of a node field
     /// `[m, ny + 1, nx + 1]`: each the mean of the two differences across
     /// the cell.
@@ -189,4 +230,8 @@ impl Grid {
         let div_y = flux_y.clone().narrow(1, 1, ny) - flux_y.narrow(1, 0, ny);
         div_x * (-dt / self.dx) + div_y * (-dt / self.dy)
     }
+}
+
+fn ones_and_zeros(mask: &[bool]) -> Vec<f64> {
+    mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect()
 }

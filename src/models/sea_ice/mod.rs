@@ -432,18 +432,14 @@ impl SeaIceConfig {
         };
         let geometry = geometry(&grid, self.rheology, &self.estimate);
         let [uo, vo] = ocean;
-        let rest = vec![0.0; grid.nodes()];
-        let wall_or_rest = wall.clone().unwrap_or_else(|| [rest.clone(), rest]);
+        let moving_wall = wall.is_some();
+        let wall = wall.unwrap_or_else(|| [vec![0.0; grid.nodes()], vec![0.0; grid.nodes()]]);
         let nodes = Arc::new(fused::NodeConstants {
-            wall_or_rest,
             uo,
             vo,
-            mask: grid
-                .node_mask
-                .iter()
-                .map(|&m| if m { 1.0 } else { 0.0 })
-                .collect(),
+            mask: grid.node_weights(),
             wall,
+            moving_wall,
         });
         Ok(SeaIce {
             config: self.clone(),
@@ -706,11 +702,10 @@ impl SeaIce {
             drag: p.c_ocean.clone() * c.rho_ocean,
             coriolis_dt: c.coriolis * c.dt,
             node_mask: node_field(&self.nodes.mask),
-            wall: self
-                .nodes
-                .wall
-                .as_ref()
-                .map(|[wu, wv]| [node_field(wu), node_field(wv)]),
+            wall: self.nodes.moving_wall.then(|| {
+                let [wu, wv] = &self.nodes.wall;
+                [node_field(wu), node_field(wv)]
+            }),
             nodes: self.nodes.clone(),
         };
         let start = mevp::Dynamics {
@@ -836,16 +831,7 @@ impl Model for SeaIce {
         let u = &state[2 * cells..2 * cells + nodes];
         let v = &state[2 * cells + nodes..2 * cells + 2 * nodes];
         let speed: Vec<f64> = u.iter().zip(v).map(|(a, b)| a.hypot(*b)).collect();
-        let cell = |name: &str, long: &str, units: &str, values: Vec<f64>, scale| MapField {
-            name: name.to_string(),
-            long_name: long.to_string(),
-            units: units.to_string(),
-            x: g.cell_x(),
-            y: g.cell_y(),
-            values,
-            mask: Some(g.cell_mask.clone()),
-            scale,
-        };
+        let cell = |name, long, units, values, scale| g.cell_map(name, long, units, values, scale);
         let mut maps = vec![
             cell(
                 "h",
