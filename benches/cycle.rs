@@ -246,6 +246,8 @@ fn emulator(c: &mut Criterion) {
         increment_mean: vec![0.0; 40],
         increment_std: vec![0.9; 40],
         fixed: Vec::new(),
+        forcing_mean: Vec::new(),
+        forcing_std: Vec::new(),
     };
     let emulator = Emulator::from_parts(
         arch.init(40, 1, &device),
@@ -309,6 +311,8 @@ fn unet(c: &mut Criterion) {
         increment_mean: vec![0.0; n],
         increment_std: vec![0.6; n],
         fixed: Vec::new(),
+        forcing_mean: Vec::new(),
+        forcing_std: Vec::new(),
     };
     let residual = ResidualStep::new(&norm);
     let net = arch.init_with_inputs(1, &[65, 65], 1, &device);
@@ -331,6 +335,88 @@ fn unet(c: &mut Criterion) {
             let loss = (residual.step(&net, x0) - y).square().mean();
             let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(1e-4, net.clone(), grads);
+        })
+    });
+
+    // The sea-ice emulator's network (experiments/sea_ice/emulator):
+    // 16 channels, 3 levels, h and a on 32 x 32 cells as two channels and
+    // the wind at both ends of the step as four more.
+    let arch = Architecture::Unet2d {
+        channels: 16,
+        levels: 3,
+    };
+    let (fields, pix) = (2, 32 * 32);
+    let n = fields * pix;
+    let norm = Normalisation {
+        mean: vec![0.5; n],
+        std: vec![0.15; n],
+        increment_mean: vec![0.0; n],
+        increment_std: vec![0.01; n],
+        fixed: Vec::new(),
+        forcing_mean: vec![0.0; 2],
+        forcing_std: vec![3.0; 2],
+    };
+    let residual = ResidualStep::new(&norm);
+    let shape = [fields, 32, 32];
+    let x: Vec<f32> = (0..18 * n)
+        .map(|i| 0.5 + 0.1 * ((i as f32) * 0.37).sin())
+        .collect();
+    let f: Vec<f32> = (0..3 * 4 * pix)
+        .map(|i| ((i as f32) * 0.11).sin())
+        .collect();
+    let forcing = |k: usize, b: usize, device: &burn::tensor::Device| {
+        rime::learned::net::f32_tensor(
+            f[k * 4 * pix..(k + 1) * 4 * pix].to_vec(),
+            [1, 4, pix],
+            device,
+        )
+        .expand([b, 4, pix])
+    };
+    let net = arch.init_with_extra(1, 4, &shape, 1, &device);
+    c.bench_function("sea ice unet forecast step, 16 members, 2x32x32", |b| {
+        b.iter(|| {
+            let t = rime::learned::net::f32_tensor(x[..16 * n].to_vec(), [16, n], &device);
+            rime::device::to_vec(residual.step_forced(&net, t, Some(forcing(0, 16, &device))))
+        })
+    });
+    let mut net = arch.init_with_extra(1, 4, &shape, 1, &ad);
+    let mut optim: burn::optim::ModuleOptimizer = burn::optim::AdamConfig::new().init();
+    c.bench_function("sea ice unet training step, batch 16, rollout 2", |b| {
+        b.iter(|| {
+            let mut xk = rime::learned::net::f32_tensor(x[..16 * n].to_vec(), [16, n], &ad);
+            let mut loss = None;
+            for k in 1..=2 {
+                xk = residual.step_forced(&net, xk, Some(forcing(k - 1, 16, &ad)));
+                let y =
+                    rime::learned::net::f32_tensor(x[k * n..(k + 16) * n].to_vec(), [16, n], &ad);
+                let term = (xk.clone() - y).square().mean();
+                loss = Some(match loss {
+                    Some(l) => l + term,
+                    None => term,
+                });
+            }
+            let loss = loss.unwrap() * 0.5;
+            let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(1e-4, net.clone(), grads);
+        })
+    });
+
+    // The sea-ice model it emulates, one 12-hour record (36 steps of
+    // 20 min, 100 mEVP sub-iterations) of 16 members at 32 x 32.
+    let text = std::fs::read_to_string("experiments/sea_ice/emulator/test.toml").unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let model_table = toml::to_string(&table["model"]).unwrap();
+    let model = rime::experiment::registry::ModelConfig::from_toml(&model_table)
+        .unwrap()
+        .init(&device)
+        .unwrap();
+    let x0 = model.initial_state().unwrap();
+    let members = 16;
+    let batch: Vec<f64> = (0..members).flat_map(|_| x0.clone()).collect();
+    c.bench_function("sea ice model 12-hour record, 16 members, 32x32", |b| {
+        b.iter(|| {
+            let t = rime::device::tensor_from_rows(&batch, members, x0.len(), &device);
+            rime::device::to_vec(model.forecast(t, 0.0, 36))
         })
     });
 }

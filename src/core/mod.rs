@@ -16,7 +16,7 @@ pub mod obs;
 
 pub use forecast::{ForecastError, Forecaster};
 pub use geometry::{CoordinateUnits, Coordinates, Field, Geometry, GridPosition, Location};
-pub use model::{HostStepper, MapField, MapScale, Model, NoiseKeys, StochasticModel};
+pub use model::{ForcingField, HostStepper, MapField, MapScale, Model, NoiseKeys, StochasticModel};
 pub use obs::{
     LinearObs, ObsBatch, ObsError, ObsOperator, Subset, apply_to_ensemble, apply_to_state,
 };

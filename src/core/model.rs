@@ -6,6 +6,22 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::geometry::Geometry;
 use crate::rng::{Rng, standard_normal};
 
+/// One field of a model's external forcing at one time
+/// ([`Model::forcing`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForcingField {
+    /// Short name, e.g. `wind_u`; files call it `forcing_<name>`.
+    pub name: String,
+    /// What it is.
+    pub long_name: String,
+    /// CF units.
+    pub units: String,
+    /// The geometry field whose shape and coordinates it has.
+    pub like: usize,
+    /// The values, laid out as that field.
+    pub values: Vec<f64>,
+}
+
 /// A forecast model: advances every member of a batch at once.
 ///
 /// Physics models and learned models (emulators, generative surrogates)
@@ -79,6 +95,22 @@ pub trait Model: Send + Sync {
     /// ([`crate::learned::hybrid`]).
     fn ode(&self) -> Option<crate::models::integrator::Ode<'_>> {
         None
+    }
+
+    /// The model's external forcing at `time` (a sea ice's wind), each
+    /// field laid out like one field of the geometry: `rime simulate`
+    /// writes it beside the states (`forcing_<name>`) so that an emulator
+    /// can be trained to take it as input. Empty for a model without one.
+    fn forcing(&self, _time: f64) -> Vec<ForcingField> {
+        Vec::new()
+    }
+
+    /// Whether a step depends on the time only through the state (true for
+    /// the Lorenz family); false where a forcing or a moving source
+    /// changes with time, so that forecasts from states at different times
+    /// must be stepped apart.
+    fn autonomous(&self) -> bool {
+        true
     }
 
     /// The 2-D maps of one state (`[1, n]`) a researcher looks at

@@ -1295,6 +1295,8 @@ pub struct TrajectoryFile {
     stream: Stream,
     layout: Layout,
     buffers: Vec<Vec<f64>>,
+    /// Forcing variables per record.
+    forcing: usize,
 }
 
 impl TrajectoryFile {
@@ -1310,6 +1312,25 @@ impl TrajectoryFile {
         runs: usize,
         attributes: Vec<(String, StreamAttr)>,
         format: NetcdfFormat,
+    ) -> Result<Self, IoError> {
+        Self::create_with_forcing(path, geometry, runs, attributes, format, &[])
+    }
+
+    /// [`create`](Self::create), with the model's forcing fields (their
+    /// names, units and layouts, from [`crate::core::Model::forcing`]) as
+    /// variables `forcing_<name>` over `time` and the dimensions of the
+    /// field each is laid out like (one value per record, shared by the
+    /// trajectories); [`append_forcing`](Self::append_forcing) writes them.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub fn create_with_forcing(
+        path: &Path,
+        geometry: &Geometry,
+        runs: usize,
+        attributes: Vec<(String, StreamAttr)>,
+        format: NetcdfFormat,
+        forcing: &[crate::core::ForcingField],
     ) -> Result<Self, IoError> {
         let bad = || IoError::InvalidDataset {
             path: Some(path.to_path_buf()),
@@ -1346,6 +1367,20 @@ impl TrajectoryFile {
                 .attr("flag_meanings", "train validation test"),
         ];
         records.extend(layout.state_vars("state", "model state", Some("trajectory")));
+        for f in forcing {
+            let like = &layout.fields[f.like];
+            let mut dims = vec!["time"];
+            dims.extend(like.dims.iter().map(String::as_str));
+            let mut var = StreamVar::new(&format!("forcing_{}", f.name), &dims, StreamType::F64)
+                .attr("long_name", f.long_name.as_str())
+                .attr("units", f.units.as_str())
+                .attr("rime_role", "forcing")
+                .attr("grid_position", like.position);
+            if let Some(c) = &like.coordinates {
+                var = var.attr("coordinates", c.as_str());
+            }
+            records.push(var);
+        }
         let header = StreamHeader {
             record_dim: "time".into(),
             dims,
@@ -1363,7 +1398,25 @@ impl TrajectoryFile {
             stream,
             layout,
             buffers,
+            forcing: forcing.len(),
         })
+    }
+
+    /// Appends record `k` with the forcing at its time (one slice per
+    /// forcing field given to [`create_with_forcing`](Self::create_with_forcing)).
+    ///
+    /// # Errors
+    /// A write that fails.
+    pub fn append_forcing(
+        &mut self,
+        k: usize,
+        time: f64,
+        split: i32,
+        states: &DMatrix<f64>,
+        forcing: &[&[f64]],
+    ) -> Result<(), IoError> {
+        assert_eq!(forcing.len(), self.forcing, "one slice per forcing field");
+        self.append_all(k, time, split, states, forcing)
     }
 
     /// Appends record `k`: its time, split code and the states, `n x runs`
@@ -1378,6 +1431,21 @@ impl TrajectoryFile {
         split: i32,
         states: &DMatrix<f64>,
     ) -> Result<(), IoError> {
+        assert_eq!(
+            self.forcing, 0,
+            "a file with forcing is appended with append_forcing"
+        );
+        self.append_all(k, time, split, states, &[])
+    }
+
+    fn append_all(
+        &mut self,
+        k: usize,
+        time: f64,
+        split: i32,
+        states: &DMatrix<f64>,
+        forcing: &[&[f64]],
+    ) -> Result<(), IoError> {
         for (f, buffer) in self.layout.fields.iter().zip(&mut self.buffers) {
             for (r, column) in states.column_iter().enumerate() {
                 buffer[r * f.len..(r + 1) * f.len]
@@ -1388,6 +1456,7 @@ impl TrajectoryFile {
         let mut record: Vec<&[f64]> =
             vec![std::slice::from_ref(&time), std::slice::from_ref(&split)];
         record.extend(self.buffers.iter().map(Vec::as_slice));
+        record.extend(forcing);
         self.stream.append(k, &record)
     }
 

@@ -79,7 +79,7 @@ pub const MODELS: &[ModelEntry] = &[
 
 /// Keys of model tables that name files; a relative path is taken from the
 /// folder of the file that holds the table.
-const FILE_KEYS: &[&str] = &["checkpoint"];
+const FILE_KEYS: &[&str] = &["checkpoint", "forcing"];
 
 /// The names of the registered models.
 pub fn model_names() -> Vec<&'static str> {

@@ -795,6 +795,11 @@ pub fn tables() -> Vec<TableDoc> {
                     "number > 0",
                     "generative surrogates only: the scale of the sampling noise (1: as trained; below 1 narrows the ensemble), a calibration to choose on validation data",
                 ),
+                key(
+                    "forcing",
+                    "path",
+                    "networks trained with forcing (data with `forcing_*` variables, e.g. a sea ice's wind) only, and required for them: a trajectory file whose `forcing_*` variables hold the forcing at every step of the run (`rime simulate` of the physical model under it writes one), relative to the experiment file",
+                ),
             ],
             reader: Reader::Model("emulator"),
         },

@@ -155,11 +155,12 @@ impl SimulateConfig {
             return Err(bad("steps_per_record", "must be at least 1".into()));
         }
         let [a, b] = s.split;
-        if !(a > 0.0 && b >= 0.0 && a + b <= 1.0) {
+        // [0, 0]: a file of test records only (a held-out forcing).
+        if !(a >= 0.0 && b >= 0.0 && a + b <= 1.0) {
             return Err(bad(
                 "split",
                 format!(
-                    "[train, validation] fractions must be positive and sum to at most 1, got [{a}, {b}]"
+                    "[train, validation] fractions must be at least 0 and sum to at most 1, got [{a}, {b}]"
                 ),
             ));
         }
@@ -296,12 +297,14 @@ pub fn simulate(
     if let Some(d) = &config.description {
         attributes.push(("comment".into(), d.as_str().into()));
     }
-    let mut writer = crate::experiment::output::TrajectoryFile::create(
+    let forcing_at = |time: f64| model.forcing(time);
+    let mut writer = crate::experiment::output::TrajectoryFile::create_with_forcing(
         out,
         model.geometry(),
         s.trajectories,
         attributes,
         NetcdfFormat::Classic,
+        &forcing_at(time),
     )?;
     let mut bar = Progress::new(progress, s.records, "records");
     for k in 0..s.records {
@@ -310,7 +313,9 @@ pub fn simulate(
                 .map_err(|e| e.context(format!("record {k} of {}", s.records)))?;
             time += interval;
         }
-        writer.append(k, time, split_code(k, s.records, s.split), &states)?;
+        let forcing = forcing_at(time);
+        let slices: Vec<&[f64]> = forcing.iter().map(|f| f.values.as_slice()).collect();
+        writer.append_forcing(k, time, split_code(k, s.records, s.split), &states, &slices)?;
         bar.set(k + 1, "");
     }
     bar.finish();
@@ -385,7 +390,8 @@ pub struct Trajectories {
     /// State size.
     pub n: usize,
     /// The state's shape: the dimensions of its one field (after time and
-    /// trajectory), or `[n]` for several fields.
+    /// trajectory), `[fields, ny, nx]` for several 2-D fields of one shape,
+    /// or `[n]`.
     pub shape: Vec<usize>,
     /// The state variables read, in order.
     pub variables: Vec<String>,
@@ -395,6 +401,18 @@ pub struct Trajectories {
     pub interval: f64,
     /// The `[model]` table the file was simulated with (`rime_model`), if any.
     pub model: Option<String>,
+    /// The forcing variables (`forcing_<name>` over `time` and a field's
+    /// dimensions, shared by the runs), in file order.
+    pub forcing_variables: Vec<String>,
+    /// Values of each forcing variable per record (all the same length),
+    /// `forcing[(t * forcing_variables.len() + g) * forcing_len + i]`.
+    pub forcing: Vec<f64>,
+    /// Length of one forcing variable.
+    pub forcing_len: usize,
+    /// Which file each record came from: records of different files
+    /// (read together by [`Trajectories::read_files`]) never make one
+    /// sample.
+    pub segment: Vec<usize>,
 }
 
 impl Trajectories {
@@ -440,6 +458,8 @@ impl Trajectories {
         let mut variables = Vec::new();
         let mut fields: Vec<(usize, Vec<f64>)> = Vec::new();
         let mut shapes: Vec<Vec<usize>> = Vec::new();
+        let mut forcing_variables = Vec::new();
+        let mut forcing_fields: Vec<Vec<f64>> = Vec::new();
         for v in &ds.variables {
             if v.dimensions.first().map(String::as_str) != Some("time")
                 || v.dimensions.len() < 2
@@ -448,6 +468,17 @@ impl Trajectories {
                 continue;
             }
             let with_runs = v.dimensions.get(1).map(String::as_str) == Some("trajectory");
+            if v.name.starts_with("forcing_") {
+                if with_runs {
+                    return Err(err(format!(
+                        "forcing variable `{}` has a `trajectory` dimension; forcing is one field per record, shared by the trajectories",
+                        v.name
+                    )));
+                }
+                forcing_variables.push(v.name.clone());
+                forcing_fields.push(v.data.to_f64());
+                continue;
+            }
             let dims: Vec<usize> = v.dimensions[if with_runs { 2 } else { 1 }..]
                 .iter()
                 .map(|d| ds.dim_len(d).unwrap_or(1))
@@ -500,10 +531,43 @@ impl Trajectories {
             (fields, shapes) = parts.into_iter().unzip();
         }
         let n: usize = fields.iter().map(|f| f.0).sum();
+        // One field: its shape; several 2-D fields of one shape: `[fields,
+        // ny, nx]` (channels of a 2-D network); otherwise a line.
         let shape = match shapes.as_slice() {
             [one] if !one.is_empty() => one.clone(),
+            [first, rest @ ..] if first.len() == 2 && rest.iter().all(|s| s == first) => {
+                let mut s = vec![shapes.len()];
+                s.extend(first);
+                s
+            }
             _ => vec![n],
         };
+        let forcing_len = forcing_fields.first().map_or(0, |f| f.len() / records);
+        if let Some(k) = forcing_fields
+            .iter()
+            .position(|f| f.len() != forcing_len * records)
+        {
+            return Err(err(format!(
+                "forcing variable `{}` has {} values a record, `{}` {forcing_len}: all forcing variables must have one size",
+                forcing_variables[k],
+                forcing_fields[k].len() / records,
+                forcing_variables[0]
+            )));
+        }
+        let g = forcing_fields.len();
+        let mut forcing = vec![0.0; records * g * forcing_len];
+        for (k, f) in forcing_fields.iter().enumerate() {
+            for t in 0..records {
+                forcing[(t * g + k) * forcing_len..(t * g + k + 1) * forcing_len]
+                    .copy_from_slice(&f[t * forcing_len..(t + 1) * forcing_len]);
+            }
+        }
+        if let Some(bad) = forcing.iter().position(|v| !v.is_finite()) {
+            return Err(err(format!(
+                "non-finite forcing at record {}",
+                bad / (g * forcing_len).max(1)
+            )));
+        }
         let mut values = vec![0.0; records * runs * n];
         let mut offset = 0;
         for (len, data) in &fields {
@@ -544,7 +608,107 @@ impl Trajectories {
             values,
             interval,
             model,
+            forcing_variables,
+            forcing,
+            forcing_len,
+            segment: vec![0; records],
         })
+    }
+
+    /// Reads several trajectory files of the same layout (variables, runs,
+    /// record interval, forcing variables) as one: the records of each
+    /// file follow those of the one before, each file's split as its own
+    /// `split` variable (or `fallback_split`) says, and no sample spans
+    /// two files. Runs under different forcing (cyclones on other tracks)
+    /// go in different files: the files' splits then keep whole forcings
+    /// out of training.
+    ///
+    /// # Errors
+    /// As [`read_variables`](Self::read_variables), and files that do not
+    /// match the first (named, with what differs).
+    pub fn read_files(
+        paths: &[PathBuf],
+        fallback_split: [f64; 2],
+        variables: &[String],
+    ) -> Result<Self, String> {
+        let (first, rest) = paths
+            .split_first()
+            .ok_or_else(|| "no trajectory file given".to_string())?;
+        let mut all = Self::read_variables(first, fallback_split, variables)?;
+        for (k, path) in rest.iter().enumerate() {
+            let next = Self::read_variables(path, fallback_split, variables)?;
+            let differ = |what: &str, a: String, b: String| -> Result<(), String> {
+                if a == b {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}: {what} {b} does not match {}'s {a}",
+                        path.display(),
+                        first.display()
+                    ))
+                }
+            };
+            differ(
+                "variables",
+                format!("{:?} {:?}", all.variables, all.shape),
+                format!("{:?} {:?}", next.variables, next.shape),
+            )?;
+            differ("trajectories", all.runs.to_string(), next.runs.to_string())?;
+            differ(
+                "forcing",
+                format!("{:?} of {}", all.forcing_variables, all.forcing_len),
+                format!("{:?} of {}", next.forcing_variables, next.forcing_len),
+            )?;
+            if (next.interval - all.interval).abs() > 1e-9 * all.interval.abs() {
+                differ(
+                    "record interval",
+                    all.interval.to_string(),
+                    next.interval.to_string(),
+                )?;
+            }
+            if all.model != next.model {
+                all.model = None;
+            }
+            all.times.extend(next.times);
+            all.split.extend(next.split);
+            all.values.extend(next.values);
+            all.forcing.extend(next.forcing);
+            all.segment
+                .extend(std::iter::repeat_n(k + 1, next.segment.len()));
+        }
+        Ok(all)
+    }
+
+    /// The forcing fields at record `t`, one after the other (empty
+    /// without forcing).
+    pub fn forcing_at(&self, t: usize) -> &[f64] {
+        let m = self.forcing_variables.len() * self.forcing_len;
+        &self.forcing[t * m..(t + 1) * m]
+    }
+
+    /// Whether records `t` and `t + 1` follow each other in one file.
+    fn continues(&self, t: usize) -> bool {
+        t + 1 < self.records() && self.segment[t + 1] == self.segment[t]
+    }
+
+    /// Mean and standard deviation of each forcing variable over the
+    /// training records (pooled over its points).
+    pub fn forcing_statistics(&self) -> (Vec<f64>, Vec<f64>) {
+        let g = self.forcing_variables.len();
+        let (mut sum, mut sq) = (vec![0.0; g], vec![0.0; g]);
+        let mut count = 0;
+        for t in (0..self.records()).filter(|&t| self.split[t] == 0) {
+            for (k, f) in self
+                .forcing_at(t)
+                .chunks(self.forcing_len.max(1))
+                .enumerate()
+            {
+                sum[k] += f.iter().sum::<f64>();
+                sq[k] += f.iter().map(|v| v * v).sum::<f64>();
+            }
+            count += self.forcing_len;
+        }
+        moments(&sum, &sq, count)
     }
 
     /// Number of records.
@@ -564,7 +728,9 @@ impl Trajectories {
         let records = self.records();
         let mut out = Vec::new();
         for t in 0..records.saturating_sub(lead) {
-            if (t..=t + lead).all(|k| self.split[k] == code) {
+            if (t..=t + lead).all(|k| self.split[k] == code)
+                && (t..t + lead).all(|k| self.continues(k))
+            {
                 out.extend((0..self.runs).map(|r| (t, r)));
             }
         }
@@ -584,7 +750,7 @@ impl Trajectories {
             if self.split[t] != 0 {
                 continue;
             }
-            let next = t + 1 < self.records() && self.split[t + 1] == 0;
+            let next = self.continues(t) && self.split[t + 1] == 0;
             for r in 0..self.runs {
                 let x = self.state(t, r);
                 for i in 0..n {

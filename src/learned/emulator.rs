@@ -47,6 +47,12 @@ pub struct Normalisation {
     /// they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fixed: Vec<usize>,
+    /// Mean of each forcing variable (an emulator of a forced model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forcing_mean: Vec<f64>,
+    /// Standard deviation of each forcing variable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forcing_std: Vec<f64>,
 }
 
 impl Normalisation {
@@ -56,31 +62,63 @@ impl Normalisation {
     /// variables whose increments are exactly zero in the training data are
     /// [`fixed`](Normalisation::fixed) and left out of the pool.
     pub fn pooled(stats: &super::data::Statistics) -> Self {
+        Self::pooled_by(stats, &[stats.mean.len()])
+    }
+
+    /// [`pooled`](Self::pooled) within each of consecutive `blocks` of
+    /// variables (the fields of a multi-field state, such as a sea ice's
+    /// thickness and concentration, each with its own units).
+    pub fn pooled_by(stats: &super::data::Statistics, blocks: &[usize]) -> Self {
         let len = stats.mean.len();
+        assert_eq!(blocks.iter().sum::<usize>(), len, "blocks cover the state");
         let fixed: Vec<usize> = (0..len)
             .filter(|&i| stats.increment_std[i] == 0.0 && stats.increment_mean[i] == 0.0)
             .collect();
-        let free: Vec<usize> = (0..len).filter(|i| !fixed.contains(i)).collect();
-        let n = free.len().max(1) as f64;
-        let pool = |m: &[f64], s: &[f64]| -> (f64, f64) {
-            let mean = free.iter().map(|&i| m[i]).sum::<f64>() / n;
-            let var = free
-                .iter()
-                .map(|&i| s[i] * s[i] + (m[i] - mean) * (m[i] - mean))
-                .sum::<f64>()
-                / n;
-            (mean, var.sqrt().max(1e-12))
+        let mut out = Self {
+            mean: Vec::with_capacity(len),
+            std: Vec::with_capacity(len),
+            increment_mean: Vec::with_capacity(len),
+            increment_std: Vec::with_capacity(len),
+            fixed: Vec::new(),
+            forcing_mean: Vec::new(),
+            forcing_std: Vec::new(),
         };
-        let (mu, sigma) = pool(&stats.mean, &stats.std);
-        let (dmu, dsigma) = pool(&stats.increment_mean, &stats.increment_std);
+        let mut start = 0;
+        for &b in blocks {
+            let free: Vec<usize> = (start..start + b).filter(|i| !fixed.contains(i)).collect();
+            let n = free.len().max(1) as f64;
+            let pool = |m: &[f64], s: &[f64]| -> (f64, f64) {
+                let mean = free.iter().map(|&i| m[i]).sum::<f64>() / n;
+                let var = free
+                    .iter()
+                    .map(|&i| s[i] * s[i] + (m[i] - mean) * (m[i] - mean))
+                    .sum::<f64>()
+                    / n;
+                (mean, var.sqrt().max(1e-12))
+            };
+            let (mu, sigma) = pool(&stats.mean, &stats.std);
+            let (dmu, dsigma) = pool(&stats.increment_mean, &stats.increment_std);
+            out.mean.extend(std::iter::repeat_n(mu, b));
+            out.std.extend(std::iter::repeat_n(sigma, b));
+            out.increment_mean.extend(std::iter::repeat_n(dmu, b));
+            out.increment_std.extend(std::iter::repeat_n(dsigma, b));
+            start += b;
+        }
         // Every variable fixed: nothing to learn, nothing to mask.
-        let fixed = if free.is_empty() { Vec::new() } else { fixed };
-        Self {
-            mean: vec![mu; len],
-            std: vec![sigma; len],
-            increment_mean: vec![dmu; len],
-            increment_std: vec![dsigma; len],
-            fixed,
+        if fixed.len() < len {
+            out.fixed = fixed;
+        }
+        out
+    }
+
+    /// `(f - mean) / std` of the forcing variables laid end to end
+    /// (`values.len() / forcing_mean.len()` values each), in f32.
+    pub fn normalise_forcing(&self, values: &[f64], out: &mut Vec<f32>) {
+        let g = self.forcing_mean.len();
+        let len = values.len() / g.max(1);
+        for (k, f) in values.chunks(len.max(1)).enumerate() {
+            let (m, inv) = (self.forcing_mean[k], 1.0 / self.forcing_std[k]);
+            out.extend(f.iter().map(|v| ((v - m) * inv) as f32));
         }
     }
 }
@@ -157,6 +195,11 @@ pub struct CheckpointHeader {
     /// `[n]` if absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shape: Vec<usize>,
+    /// The forcing variables the network takes (`forcing_<name>` of the
+    /// data), each at the start and the end of a step; their moments are
+    /// in the normalisation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forcing: Vec<String>,
 }
 
 impl CheckpointHeader {
@@ -164,6 +207,20 @@ impl CheckpointHeader {
     /// generative surrogate (noisy sample, condition, noise level).
     pub fn inputs(&self) -> usize {
         if self.generative.is_some() { 3 } else { 1 }
+    }
+
+    /// Extra input channels: each forcing variable at the start and the
+    /// end of the step.
+    pub fn extra(&self) -> usize {
+        2 * self.forcing.len()
+    }
+
+    /// Fields of the state (`[fields, ny, nx]` states have several).
+    pub fn fields(&self) -> usize {
+        match self.shape.as_slice() {
+            [f, _, _] => *f,
+            _ => 1,
+        }
     }
 
     /// The shape of the state the network sees.
@@ -283,7 +340,13 @@ impl Checkpoint {
         self.header.architecture.fits(&shape)?;
         self.header
             .architecture
-            .init_with_inputs(self.header.inputs(), &shape, self.header.seed, device)
+            .init_with_extra(
+                self.header.inputs(),
+                self.header.extra(),
+                &shape,
+                self.header.seed,
+                device,
+            )
             .try_load_record(record)
             .map_err(|e| e.to_string())
     }
@@ -390,8 +453,28 @@ impl ResidualStep {
 
     /// One step of `[batch, n]` f32 states.
     pub fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
+        self.step_forced(network, x, None)
+    }
+
+    /// One step under normalised forcing channels `[batch, extra, m]`
+    /// (see [`Network::forward_extra`]).
+    pub fn step_forced(
+        &self,
+        network: &Network,
+        x: Tensor<2>,
+        forcing: Option<Tensor<3>>,
+    ) -> Tensor<2> {
         let z = self.scaling.normalise(x.clone());
-        self.scaling.advance(x, network.forward(z))
+        let y = match forcing {
+            None => network.forward(z),
+            Some(f) => {
+                let [b, n] = z.dims();
+                network
+                    .forward_extra(z.reshape([b, 1, n]), Some(f))
+                    .reshape([b, n])
+            }
+        };
+        self.scaling.advance(x, y)
     }
 
     /// `1 / sigma_d` as a row, to measure errors in increment units.
@@ -411,6 +494,94 @@ pub fn float_dtype(t: &Tensor<2>) -> FloatDType {
     }
 }
 
+/// The forcing of a forced emulator or surrogate through an experiment:
+/// the `forcing_*` variables of a trajectory file, looked up by time.
+#[derive(Clone, Debug)]
+pub struct ForcingSource {
+    path: PathBuf,
+    times: Vec<f64>,
+    /// Normalised, f32, per record.
+    values: Vec<Vec<f32>>,
+    len: usize,
+    tolerance: f64,
+}
+
+impl ForcingSource {
+    /// Reads the forcing variables `header.forcing` of `path`, normalised
+    /// as the network was trained.
+    ///
+    /// # Errors
+    /// An unreadable file, or one without those variables or sizes.
+    pub fn load(path: &Path, header: &CheckpointHeader) -> Result<Self, String> {
+        let data = super::data::Trajectories::read(path, [1.0, 0.0])?;
+        if data.forcing_variables != header.forcing {
+            return Err(format!(
+                "{}: forcing variables {:?}; the network takes {:?}",
+                path.display(),
+                data.forcing_variables,
+                header.forcing
+            ));
+        }
+        let len = data.forcing_len;
+        let expected = header.n / header.fields();
+        if !matches!(header.architecture, Architecture::Cnn1d { .. }) && len != expected {
+            return Err(format!(
+                "{}: forcing fields of {len} values; the network's fields have {expected}",
+                path.display()
+            ));
+        }
+        let values = (0..data.records())
+            .map(|t| {
+                let mut v = Vec::with_capacity(header.forcing.len() * len);
+                header
+                    .normalisation
+                    .normalise_forcing(data.forcing_at(t), &mut v);
+                v
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            tolerance: 1e-6 * header.interval.abs().max(1e-12),
+            times: data.times,
+            values,
+            len,
+        })
+    }
+
+    /// The normalised forcing record at `time`.
+    ///
+    /// # Panics
+    /// A time the file does not hold (the message names the file and
+    /// its times): the experiment runs past the forcing it was given.
+    fn at(&self, time: f64) -> &[f32] {
+        let k = self
+            .times
+            .iter()
+            .position(|t| (t - time).abs() <= self.tolerance)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no forcing record at model time {time} (the file holds {} records from {} to {}); give `forcing` a file that covers the run",
+                    self.path.display(),
+                    self.times.len(),
+                    self.times[0],
+                    self.times[self.times.len() - 1]
+                )
+            });
+        &self.values[k]
+    }
+
+    /// The forcing channels `[batch, 2 g, len]` of a step from `time` to
+    /// `time + dt`, the same for every member.
+    pub fn channels(&self, time: f64, dt: f64, batch: usize, device: &Device) -> Tensor<3> {
+        let (a, b) = (self.at(time), self.at(time + dt));
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        let c = v.len() / self.len;
+        f32_tensor(v, [1, c, self.len], device).expand([batch, c, self.len])
+    }
+}
+
 /// The `[model] name = "emulator"` table: a trained checkpoint (a
 /// deterministic emulator, a generative surrogate or a hybrid model,
 /// whichever the checkpoint holds).
@@ -425,6 +596,12 @@ pub struct EmulatorConfig {
     /// validation data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// For a network trained with forcing (a sea ice's wind): a trajectory
+    /// file whose `forcing_*` variables give it at every step of the run
+    /// (`rime simulate` of the physical model under that forcing writes
+    /// one); relative to the experiment file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forcing: Option<PathBuf>,
 }
 
 impl ModelSpec for EmulatorConfig {
@@ -455,12 +632,35 @@ impl ModelSpec for EmulatorConfig {
                 ),
             ));
         }
+        let forcing = match (&self.forcing, checkpoint.header.forcing.is_empty()) {
+            (None, true) => None,
+            (Some(path), false) => Some(
+                ForcingSource::load(path, &checkpoint.header)
+                    .map_err(|e| BuildError::invalid("forcing", e))?,
+            ),
+            (None, false) => {
+                return Err(BuildError::invalid(
+                    "forcing",
+                    format!(
+                        "the network takes the forcing {:?}: give a trajectory file holding it over the run",
+                        checkpoint.header.forcing
+                    ),
+                ));
+            }
+            (Some(_), true) => {
+                return Err(BuildError::invalid(
+                    "forcing",
+                    "the network was trained without forcing",
+                ));
+            }
+        };
         if let Some(config) = &checkpoint.header.generative {
             let geometry = source_geometry(&checkpoint.header, device).map_err(&file)?;
             let network = checkpoint.network(device).map_err(&file)?;
-            let generative = super::generative::Generative::new(
+            let generative = super::generative::Generative::with_fields(
                 config.clone(),
                 &checkpoint.header.normalisation,
+                checkpoint.header.fields(),
             );
             return Ok(Box::new(
                 super::generative::Surrogate::new(
@@ -469,7 +669,8 @@ impl ModelSpec for EmulatorConfig {
                     geometry,
                     checkpoint.header.interval,
                 )
-                .with_temperature(self.temperature.unwrap_or(1.0)),
+                .with_temperature(self.temperature.unwrap_or(1.0))
+                .with_forcing(forcing),
             ));
         }
         if checkpoint.header.hybrid.is_some() {
@@ -477,7 +678,9 @@ impl ModelSpec for EmulatorConfig {
                 super::hybrid::Hybrid::new(&checkpoint, device).map_err(file)?,
             ));
         }
-        Ok(Box::new(Emulator::new(&checkpoint, device).map_err(file)?))
+        let mut emulator = Emulator::new(&checkpoint, device).map_err(file)?;
+        emulator.forcing = forcing;
+        Ok(Box::new(emulator))
     }
 }
 
@@ -514,6 +717,7 @@ pub struct Emulator {
     geometry: Geometry,
     dt: f64,
     name: String,
+    forcing: Option<ForcingSource>,
 }
 
 impl Emulator {
@@ -538,6 +742,7 @@ impl Emulator {
             geometry,
             dt: h.interval,
             name: "emulator".into(),
+            forcing: None,
         })
     }
 
@@ -555,6 +760,7 @@ impl Emulator {
             geometry,
             dt,
             name: "emulator".into(),
+            forcing: None,
         }
     }
 
@@ -565,10 +771,20 @@ impl Emulator {
 }
 
 impl Model for Emulator {
-    fn step(&self, state: Tensor<2>, _time: f64) -> Tensor<2> {
+    fn step(&self, state: Tensor<2>, time: f64) -> Tensor<2> {
         let dtype = float_dtype(&state);
         let x = state.cast(FloatDType::F32);
-        self.residual.step(&self.network, x).cast(dtype)
+        let forcing = self
+            .forcing
+            .as_ref()
+            .map(|f| f.channels(time, self.dt, x.dims()[0], &x.device()));
+        self.residual
+            .step_forced(&self.network, x, forcing)
+            .cast(dtype)
+    }
+
+    fn autonomous(&self) -> bool {
+        self.forcing.is_none()
     }
 
     fn dt(&self) -> f64 {

@@ -203,6 +203,32 @@ pub struct ModelScores {
     pub spectrum: Vec<Vec<f64>>,
     /// Mean and variance (pooled) of the free run, where one was asked.
     pub free_run: Option<(f64, f64)>,
+    /// For a state of several 2-D fields: per field (in the data's
+    /// variable order) the RMSE per lead and, for an ensemble, the
+    /// spread-skill ratio per lead (NaN otherwise).
+    pub fields: Vec<FieldScores>,
+}
+
+/// The scores of one field of a multi-field state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldScores {
+    /// The variable.
+    pub name: String,
+    /// RMSE of the forecast (ensemble mean) per lead.
+    pub rmse: Vec<f64>,
+    /// Spread-skill ratio per lead (NaN for deterministic forecasts).
+    pub spread_skill: Vec<f64>,
+}
+
+/// RMSE of `f` against `truth` over the rows `rows` (one field).
+fn rmse_rows(f: &DMatrix<f64>, truth: &DMatrix<f64>, rows: std::ops::Range<usize>) -> f64 {
+    let mut sq = 0.0;
+    for j in 0..f.ncols() {
+        for i in rows.clone() {
+            sq += (f[(i, j)] - truth[(i, j)]).powi(2);
+        }
+    }
+    (sq / (rows.len() * f.ncols()).max(1) as f64).sqrt()
 }
 
 /// The result of an evaluation.
@@ -287,6 +313,25 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         .collect();
     let n = data.n;
     let s = starts.len();
+    if !data.split.contains(&0) {
+        anyhow::bail!(
+            "{}: {} has no training records for the climatology and the anomalies; list the training file(s) in `data.file` too (a list: the training files, then the held-out one)",
+            file.display(),
+            data_path.display()
+        );
+    }
+    // The fields of a multi-field state, scored apart as well.
+    let blocks: Vec<(String, std::ops::Range<usize>)> = match data.shape.as_slice() {
+        [f, _, _] => {
+            let len = n / f;
+            data.variables
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (v.clone(), k * len..(k + 1) * len))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let stats = data.statistics();
     let clim = stats.mean.clone();
     let climate = {
@@ -321,6 +366,7 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         rank_histogram: Vec::new(),
         spectrum: spec,
         free_run: None,
+        fields: Vec::new(),
     };
     models.push(deterministic(
         "persistence",
@@ -336,6 +382,19 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         vec![spectrum(&clim_matrix); e.leads],
     ));
 
+    // The baselines by field.
+    for (k, base) in [&truth[0], &clim_matrix].into_iter().enumerate() {
+        models[k].fields = blocks
+            .iter()
+            .map(|(name, rows)| FieldScores {
+                name: name.clone(),
+                rmse: (1..=e.leads)
+                    .map(|l| rmse_rows(base, &truth[l], rows.clone()))
+                    .collect(),
+                spread_skill: vec![f64::NAN; e.leads],
+            })
+            .collect();
+    }
     let mut bar = super::progress::Progress::new(progress, config.models.len() * e.leads, "leads");
     for (index, (label, model_config)) in config.models.iter().enumerate() {
         let model = model_config
@@ -374,16 +433,66 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
             rank_histogram: Vec::new(),
             spectrum: Vec::new(),
             free_run: None,
+            fields: blocks
+                .iter()
+                .map(|(name, _)| FieldScores {
+                    name: name.clone(),
+                    rmse: Vec::new(),
+                    spread_skill: Vec::new(),
+                })
+                .collect(),
+        };
+        // A model that is not autonomous (forced) steps each start from its
+        // own time; an autonomous one all at once.
+        let groups: Vec<(f64, Vec<usize>)> = if model.autonomous() {
+            vec![(data.times[0], (0..s).collect())]
+        } else {
+            let mut g: Vec<(f64, Vec<usize>)> = Vec::new();
+            for (j, &(t, _)) in starts.iter().enumerate() {
+                match g.iter_mut().find(|(time, _)| *time == data.times[t]) {
+                    Some((_, js)) => js.push(j),
+                    None => g.push((data.times[t], vec![j])),
+                }
+            }
+            g
         };
         for (k, truth_k) in truth.iter().enumerate().skip(1) {
-            let time = data.times[0] + (k - 1) as f64 * data.interval;
-            x = forecaster
-                .ensemble(model.as_ref(), &x, time, steps)
-                .map_err(|err| anyhow::anyhow!("model `{label}` at lead {k}: {err}"))?;
+            let lead_time = (k - 1) as f64 * data.interval;
+            if groups.len() == 1 {
+                x = forecaster
+                    .ensemble(model.as_ref(), &x, groups[0].0 + lead_time, steps)
+                    .map_err(|err| anyhow::anyhow!("model `{label}` at lead {k}: {err}"))?;
+            } else {
+                for (time, js) in &groups {
+                    let cols: Vec<usize> = js.iter().flat_map(|&j| j * m..(j + 1) * m).collect();
+                    let part = x.select_columns(cols.iter());
+                    let next = forecaster
+                        .ensemble(model.as_ref(), &part, time + lead_time, steps)
+                        .map_err(|err| anyhow::anyhow!("model `{label}` at lead {k}: {err}"))?;
+                    for (c, &col) in cols.iter().enumerate() {
+                        x.set_column(col, &next.column(c));
+                    }
+                }
+            }
             let mean = DMatrix::from_fn(n, s, |i, j| {
                 (0..m).map(|r| x[(i, j * m + r)]).sum::<f64>() / m as f64
             });
             let (rmse, acc) = rmse_acc(&mean, truth_k, &clim);
+            for (fs, (_, rows)) in scores.fields.iter_mut().zip(&blocks) {
+                let r = rmse_rows(&mean, truth_k, rows.clone());
+                fs.rmse.push(r);
+                fs.spread_skill.push(if stochastic {
+                    let mut var = 0.0;
+                    for j in 0..s {
+                        let members = x.view((rows.start, j * m), (rows.len(), m)).into_owned();
+                        var +=
+                            crate::metrics::ensemble_variance(&members).sum() / rows.len() as f64;
+                    }
+                    spread_skill((var / s as f64).sqrt(), r, m)
+                } else {
+                    f64::NAN
+                });
+            }
             scores.rmse.push(rmse);
             scores.acc.push(acc);
             scores.spectrum.push(spectrum(&x));
@@ -414,7 +523,8 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
             let (mut sum, mut sq, mut count) = (0.0, 0.0, 0usize);
             let mut finite = true;
             for k in 0..e.free_run {
-                match forecaster.ensemble(model.as_ref(), &x, k as f64 * data.interval, steps) {
+                let time = data.times[starts[0].0] + k as f64 * data.interval;
+                match forecaster.ensemble(model.as_ref(), &x, time, steps) {
                     Ok(next) => x = next,
                     Err(_) => {
                         finite = false;
@@ -787,5 +897,27 @@ pub fn table(ev: &Evaluation) -> String {
         "\nClimate of the training split: mean {:.4}, variance {:.4}.\n",
         ev.climate.0, ev.climate.1
     );
+    if ev.models.iter().any(|m| !m.fields.is_empty()) {
+        s += &format!(
+            "\nBy field:\n\n| model | field | RMSE at {:.3} | RMSE at {:.3} | RMSE at {:.3} | spread-skill at {:.3} |\n|---|---|---|---|---|---|\n",
+            t(1),
+            t(mid),
+            t(leads),
+            t(leads)
+        );
+        for m in &ev.models {
+            for fs in &m.fields {
+                s += &format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    m.label,
+                    fs.name,
+                    f(fs.rmse[0]),
+                    f(fs.rmse[mid - 1]),
+                    f(fs.rmse[leads - 1]),
+                    f(fs.spread_skill[leads - 1])
+                );
+            }
+        }
+    }
     s
 }

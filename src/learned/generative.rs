@@ -27,7 +27,10 @@
 //! samples from zero noise.
 //!
 //! Bounded variables are censored (as GenSIM): with `lower` or `upper`, the
-//! sampled state is clipped to them.
+//! sampled state is clipped to them; each is one number for every variable
+//! or a list with one per field of a multi-field state (`inf` or `-inf`
+//! where a field has no bound), e.g. a sea ice's thickness `h >= 0` and
+//! concentration `0 <= a <= 1`: `lower = [0.0, 0.0]`, `upper = [inf, 1.0]`.
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -64,12 +67,12 @@ pub enum GenerativeConfig {
         /// Standard deviation of the training `ln sigma`.
         #[serde(default = "p_std")]
         p_std: f64,
-        /// Censor sampled states below this.
+        /// Censor sampled states below this (one value, or one per field).
         #[serde(default)]
-        lower: Option<f64>,
-        /// Censor sampled states above this.
+        lower: Option<Bound>,
+        /// Censor sampled states above this (one value, or one per field).
         #[serde(default)]
-        upper: Option<f64>,
+        upper: Option<Bound>,
     },
     /// Flow matching.
     FlowMatching {
@@ -79,13 +82,46 @@ pub enum GenerativeConfig {
         /// Heun steps of the sampler.
         #[serde(default = "steps")]
         steps: usize,
-        /// Censor sampled states below this.
+        /// Censor sampled states below this (one value, or one per field).
         #[serde(default)]
-        lower: Option<f64>,
-        /// Censor sampled states above this.
+        lower: Option<Bound>,
+        /// Censor sampled states above this (one value, or one per field).
         #[serde(default)]
-        upper: Option<f64>,
+        upper: Option<Bound>,
     },
+}
+
+/// A censoring bound: one value for every variable, or one per field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bound {
+    /// The same for every variable.
+    All(f64),
+    /// One per field, in the state's field order.
+    Fields(Vec<f64>),
+}
+
+impl Bound {
+    /// The bound of each of `n` variables in `fields` equal fields.
+    fn per_variable(&self, n: usize, fields: usize) -> Vec<f32> {
+        match self {
+            Bound::All(v) => vec![*v as f32; n],
+            Bound::Fields(vs) => {
+                assert_eq!(vs.len(), fields, "one bound per field");
+                let len = n / fields.max(1);
+                vs.iter()
+                    .flat_map(|&v| std::iter::repeat_n(v as f32, len))
+                    .collect()
+            }
+        }
+    }
+
+    fn values(&self) -> Vec<f64> {
+        match self {
+            Bound::All(v) => vec![*v],
+            Bound::Fields(vs) => vs.clone(),
+        }
+    }
 }
 
 fn sigma_min() -> f64 {
@@ -146,7 +182,7 @@ impl GenerativeConfig {
                         format!("must be below sigma_max = {sigma_max}, got {sigma_min}"),
                     ));
                 }
-                (*steps, *lower, *upper)
+                (*steps, lower, upper)
             }
             GenerativeConfig::FlowMatching {
                 s_min,
@@ -157,27 +193,63 @@ impl GenerativeConfig {
                 if !(*s_min >= 0.0 && *s_min < 1.0) {
                     return Err(("s_min".into(), format!("must lie in [0, 1), got {s_min}")));
                 }
-                (*steps, *lower, *upper)
+                (*steps, lower, upper)
             }
         };
         if steps == 0 {
             return Err(("steps".into(), "must be at least 1".into()));
         }
-        if let (Some(l), Some(u)) = (lower, upper)
-            && !(l < u)
-        {
-            return Err((
-                "lower".into(),
-                format!("must be below upper = {u}, got {l}"),
-            ));
+        for (key, b) in [("lower", lower), ("upper", upper)] {
+            if let Some(b) = b
+                && (b.values().is_empty() || b.values().iter().any(|v| v.is_nan()))
+            {
+                return Err((key.into(), "needs numbers (inf or -inf for none)".into()));
+            }
+        }
+        if let (Some(l), Some(u)) = (lower, upper) {
+            let (l, u) = (l.values(), u.values());
+            let pairs: Vec<(f64, f64)> = if l.len() == u.len() {
+                l.iter().copied().zip(u.iter().copied()).collect()
+            } else if l.len() == 1 {
+                u.iter().map(|&v| (l[0], v)).collect()
+            } else if u.len() == 1 {
+                l.iter().map(|&v| (v, u[0])).collect()
+            } else {
+                return Err((
+                    "lower".into(),
+                    format!("has {} values, upper {}", l.len(), u.len()),
+                ));
+            };
+            if let Some((l, u)) = pairs.iter().find(|(l, u)| !(l < u)) {
+                return Err((
+                    "lower".into(),
+                    format!("must be below upper = {u}, got {l}"),
+                ));
+            }
         }
         Ok(())
     }
 
-    fn bounds(&self) -> (Option<f64>, Option<f64>) {
+    /// The bounds' lists that need a number of fields (the longer of the
+    /// two lists; 1 for single values).
+    pub fn bound_fields(&self) -> usize {
+        let (l, u) = self.bounds();
+        l.into_iter()
+            .chain(u)
+            .map(|b| match b {
+                Bound::All(_) => 1,
+                Bound::Fields(v) => v.len(),
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    fn bounds(&self) -> (Option<&Bound>, Option<&Bound>) {
         match self {
             GenerativeConfig::Diffusion { lower, upper, .. }
-            | GenerativeConfig::FlowMatching { lower, upper, .. } => (*lower, *upper),
+            | GenerativeConfig::FlowMatching { lower, upper, .. } => {
+                (lower.as_ref(), upper.as_ref())
+            }
         }
     }
 }
@@ -195,14 +267,44 @@ pub struct Generative {
     /// Which model and its sampler.
     pub config: GenerativeConfig,
     scaling: Scaling,
+    /// The censoring bounds per variable (`[1, n]` rows), where given.
+    lower: Option<Vec<f32>>,
+    upper: Option<Vec<f32>>,
+}
+
+/// What a generative model's sample is conditioned on: the normalised
+/// current state and, for a forced model, the normalised forcing channels
+/// (see [`Network::forward_extra`]).
+#[derive(Clone, Debug)]
+pub struct Condition {
+    state: Tensor<2>,
+    forcing: Option<Tensor<3>>,
 }
 
 impl Generative {
-    /// A generative model of `config` with `norm`.
+    /// A generative model of `config` with `norm`, for a state of `fields`
+    /// fields of one size (a per-field bound needs one value each).
     pub fn new(config: GenerativeConfig, norm: &Normalisation) -> Self {
+        Self::with_fields(config, norm, 1)
+    }
+
+    /// [`new`](Self::new) for a state of `fields` equal fields.
+    ///
+    /// # Panics
+    /// A per-field bound without one value per field (the training file's
+    /// check refuses it first).
+    pub fn with_fields(config: GenerativeConfig, norm: &Normalisation, fields: usize) -> Self {
+        let n = norm.mean.len();
+        let (lower, upper) = config.bounds();
+        let (lower, upper) = (
+            lower.map(|b| b.per_variable(n, fields)),
+            upper.map(|b| b.per_variable(n, fields)),
+        );
         Self {
             config,
             scaling: Scaling::new(norm),
+            lower,
+            upper,
         }
     }
 
@@ -218,22 +320,52 @@ impl Generative {
 
     /// The state after an increment `y` (normalised) from `x`, censored.
     pub fn state(&self, x: Tensor<2>, y: Tensor<2>) -> Tensor<2> {
-        let out = self.scaling.advance(x, y);
-        match self.config.bounds() {
-            (None, None) => out,
-            (lo, hi) => out.clamp(
-                lo.unwrap_or(f64::NEG_INFINITY) as f32,
-                hi.unwrap_or(f64::INFINITY) as f32,
-            ),
+        let mut out = self.scaling.advance(x, y);
+        let device = out.device();
+        let row = |v: &Vec<f32>| f32_tensor(v.clone(), [1, v.len()], &device);
+        match (&self.lower, &self.upper) {
+            (None, None) => {}
+            // One bound each: a scalar clamp, as before per-field bounds.
+            (lo, hi)
+                if lo.as_ref().is_none_or(|v| v.iter().all(|&a| a == v[0]))
+                    && hi.as_ref().is_none_or(|v| v.iter().all(|&a| a == v[0])) =>
+            {
+                out = out.clamp(
+                    lo.as_ref().map_or(f32::NEG_INFINITY, |v| v[0]),
+                    hi.as_ref().map_or(f32::INFINITY, |v| v[0]),
+                );
+            }
+            (lo, hi) => {
+                let b = out.dims()[0];
+                if let Some(lo) = lo {
+                    out = out.max_pair(row(lo).expand([b, lo.len()]));
+                }
+                if let Some(hi) = hi {
+                    out = out.min_pair(row(hi).expand([b, hi.len()]));
+                }
+            }
+        }
+        out
+    }
+
+    /// The condition of f32 states `x` `[B, n]` under normalised forcing
+    /// channels (none for an unforced model).
+    pub fn condition_on(&self, x: Tensor<2>, forcing: Option<Tensor<3>>) -> Condition {
+        Condition {
+            state: self.condition(x),
+            forcing,
         }
     }
 
-    /// The network's three input channels: noisy sample, condition, level.
-    fn evaluate(network: &Network, z: Tensor<2>, cond: Tensor<2>, level: Tensor<2>) -> Tensor<2> {
+    /// The network's input channels: noisy sample, condition, level (and
+    /// the forcing channels).
+    fn evaluate(network: &Network, z: Tensor<2>, cond: &Condition, level: Tensor<2>) -> Tensor<2> {
         let [b, n] = z.dims();
         let level = level.expand([b, n]);
-        let input: Tensor<3> = Tensor::stack(vec![z, cond, level], 1);
-        network.forward_channels(input).reshape([b, n])
+        let input: Tensor<3> = Tensor::stack(vec![z, cond.state.clone(), level], 1);
+        network
+            .forward_extra(input, cond.forcing.clone())
+            .reshape([b, n])
     }
 
     /// The EDM denoiser `D(y; sigma)` for per-sample levels `sigma` `[B]`.
@@ -241,7 +373,7 @@ impl Generative {
         &self,
         network: &Network,
         y: Tensor<2>,
-        cond: Tensor<2>,
+        cond: &Condition,
         sigma: &[f64],
     ) -> Tensor<2> {
         let GenerativeConfig::Diffusion { sigma_data: sd, .. } = self.config else {
@@ -269,9 +401,22 @@ impl Generative {
         levels: &[f64],
         noise: Tensor<2>,
     ) -> Tensor<1> {
+        self.loss_forced(network, x, next, None, levels, noise)
+    }
+
+    /// [`loss`](Self::loss) under normalised forcing channels.
+    pub fn loss_forced(
+        &self,
+        network: &Network,
+        x: Tensor<2>,
+        next: Tensor<2>,
+        forcing: Option<Tensor<3>>,
+        levels: &[f64],
+        noise: Tensor<2>,
+    ) -> Tensor<1> {
         let device = x.device();
         let y = self.target(x.clone(), next);
-        let cond = self.condition(x);
+        let cond = self.condition_on(x, forcing);
         match self.config {
             GenerativeConfig::Diffusion {
                 sigma_data: sd,
@@ -289,7 +434,7 @@ impl Generative {
                 );
                 let s = column(sigma.iter().map(|&s| s as f32).collect(), &device);
                 let noisy = y.clone() + noise * s;
-                let d = self.denoise(network, noisy, cond, &sigma);
+                let d = self.denoise(network, noisy, &cond, &sigma);
                 ((d - y).square() * weight).mean()
             }
             GenerativeConfig::FlowMatching { s_min, .. } => {
@@ -304,7 +449,7 @@ impl Generative {
                 );
                 let yt = noise.clone() * keep + y.clone() * t.clone();
                 let target = y - noise * ((1.0 - s_min) as f32);
-                let v = Self::evaluate(network, yt, cond, t);
+                let v = Self::evaluate(network, yt, &cond, t);
                 (v - target).square().mean()
             }
         }
@@ -313,9 +458,20 @@ impl Generative {
     /// Samples the next state of every f32 state in `x` `[B, n]` from the
     /// standard normal draws `z` `[B, n]` (zeros: the deterministic sample).
     pub fn sample(&self, network: &Network, x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        self.sample_forced(network, x, None, z)
+    }
+
+    /// [`sample`](Self::sample) under normalised forcing channels.
+    pub fn sample_forced(
+        &self,
+        network: &Network,
+        x: Tensor<2>,
+        forcing: Option<Tensor<3>>,
+        z: Tensor<2>,
+    ) -> Tensor<2> {
         let b = x.dims()[0];
         let device = x.device();
-        let cond = self.condition(x.clone());
+        let cond = self.condition_on(x.clone(), forcing);
         let y = match self.config {
             GenerativeConfig::Diffusion {
                 sigma_min,
@@ -339,13 +495,12 @@ impl Generative {
                 let mut y = z * (levels[0] as f32);
                 for i in 0..steps {
                     let (s, s_next) = (levels[i], levels[i + 1]);
-                    let d = (y.clone()
-                        - self.denoise(network, y.clone(), cond.clone(), &vec![s; b]))
+                    let d = (y.clone() - self.denoise(network, y.clone(), &cond, &vec![s; b]))
                         * ((1.0 / s) as f32);
                     let euler = y.clone() + d.clone() * ((s_next - s) as f32);
                     y = if s_next > 0.0 {
                         let d2 = (euler.clone()
-                            - self.denoise(network, euler, cond.clone(), &vec![s_next; b]))
+                            - self.denoise(network, euler, &cond, &vec![s_next; b]))
                             * ((1.0 / s_next) as f32);
                         y + (d + d2) * ((0.5 * (s_next - s)) as f32)
                     } else {
@@ -357,7 +512,7 @@ impl Generative {
             GenerativeConfig::FlowMatching { steps, .. } => {
                 let h = 1.0 / steps as f64;
                 let velocity = |y: Tensor<2>, t: f64| {
-                    Self::evaluate(network, y, cond.clone(), column(vec![t as f32; b], &device))
+                    Self::evaluate(network, y, &cond, column(vec![t as f32; b], &device))
                 };
                 let mut y = z;
                 for i in 0..steps {
@@ -381,6 +536,7 @@ pub struct Surrogate {
     geometry: Geometry,
     dt: f64,
     temperature: f64,
+    forcing: Option<super::emulator::ForcingSource>,
 }
 
 impl Surrogate {
@@ -392,7 +548,14 @@ impl Surrogate {
             geometry,
             dt,
             temperature: 1.0,
+            forcing: None,
         }
+    }
+
+    /// The same surrogate under `forcing` (for a network trained with it).
+    pub fn with_forcing(mut self, forcing: Option<super::emulator::ForcingSource>) -> Self {
+        self.forcing = forcing;
+        self
     }
 
     /// The same surrogate sampling from noise scaled by `temperature`
@@ -405,7 +568,7 @@ impl Surrogate {
         self
     }
 
-    fn sample_as(&self, state: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+    fn sample_as(&self, state: Tensor<2>, time: f64, z: Tensor<2>) -> Tensor<2> {
         let z = if self.temperature == 1.0 {
             z
         } else {
@@ -413,19 +576,27 @@ impl Surrogate {
         };
         let dtype = float_dtype(&state);
         let x = state.cast(FloatDType::F32);
+        let forcing = self
+            .forcing
+            .as_ref()
+            .map(|f| f.channels(time, self.dt, x.dims()[0], &x.device()));
         self.generative
-            .sample(&self.network, x, z.cast(FloatDType::F32))
+            .sample_forced(&self.network, x, forcing, z.cast(FloatDType::F32))
             .cast(dtype)
     }
 }
 
 impl Model for Surrogate {
     /// The deterministic sample (zero noise).
-    fn step(&self, state: Tensor<2>, _time: f64) -> Tensor<2> {
+    fn step(&self, state: Tensor<2>, time: f64) -> Tensor<2> {
         let [b, n] = state.dims();
         let device = state.device();
         let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; b * n], [b, n]), &device);
-        self.sample_as(state, z)
+        self.sample_as(state, time, z)
+    }
+
+    fn autonomous(&self) -> bool {
+        self.forcing.is_none()
     }
 
     fn dt(&self) -> f64 {
@@ -446,10 +617,10 @@ impl Model for Surrogate {
 }
 
 impl StochasticModel for Surrogate {
-    fn step_with_noise(&self, state: Tensor<2>, _time: f64, keys: &NoiseKeys) -> Tensor<2> {
+    fn step_with_noise(&self, state: Tensor<2>, time: f64, keys: &NoiseKeys) -> Tensor<2> {
         let [b, n] = state.dims();
         let z = keys.standard_normal(b, n, &state.device());
-        self.sample_as(state, z)
+        self.sample_as(state, time, z)
     }
 }
 
@@ -467,6 +638,8 @@ mod tests {
             increment_mean: vec![0.0; n],
             increment_std: vec![1.0; n],
             fixed: Vec::new(),
+            forcing_mean: Vec::new(),
+            forcing_std: Vec::new(),
         }
     }
 
@@ -607,8 +780,8 @@ mod tests {
         let config = GenerativeConfig::FlowMatching {
             s_min: 1e-4,
             steps: 4,
-            lower: Some(-0.5),
-            upper: Some(0.5),
+            lower: Some(Bound::All(-0.5)),
+            upper: Some(Bound::All(0.5)),
         };
         let mut norm = identity(n);
         norm.increment_std = vec![3.0; n];
@@ -640,8 +813,40 @@ mod tests {
         // Members differ (their own generators).
         assert_ne!(a[..n], a[n..2 * n]);
         let d1 = to_vec(surrogate.step(x.clone(), 0.0));
-        let d2 = to_vec(surrogate.step(x, 0.0));
+        let d2 = to_vec(surrogate.step(x.clone(), 0.0));
         assert_eq!(d1, d2);
         assert_eq!(d1[..n], d1[n..2 * n], "zero noise: one sample per state");
+
+        // Per-field bounds (two fields of 4, as a sea ice's h >= 0 and
+        // 0 <= a <= 1): each field censored to its own range.
+        let config: GenerativeConfig = toml::from_str(
+            "kind = \"flow_matching\"\nsteps = 4\nlower = [0.0, -0.25]\nupper = [inf, 0.25]\n",
+        )
+        .unwrap();
+        assert_eq!(config.check(), Ok(()));
+        assert_eq!(config.bound_fields(), 2);
+        let surrogate = Surrogate::new(
+            arch.init_with_inputs(3, &[n], 2, &device),
+            Generative::with_fields(config, &norm, 2),
+            Geometry::chain(n, true, "x"),
+            0.1,
+        );
+        let a = to_vec(surrogate.step_with_noise(x, 0.0, &keys(1)));
+        for (i, v) in a.iter().enumerate() {
+            let range = if i % n < 4 {
+                0.0..=f64::INFINITY
+            } else {
+                -0.25..=0.25
+            };
+            assert!(range.contains(v), "variable {i}: {v}");
+        }
+        assert!(
+            a.iter().any(|&v| v > 0.25),
+            "the first field is not capped: {a:?}"
+        );
+        let bad: GenerativeConfig =
+            toml::from_str("kind = \"flow_matching\"\nlower = [0.0, 1.0]\nupper = [1.0, 0.5]\n")
+                .unwrap();
+        assert_eq!(bad.check().unwrap_err().0, "lower");
     }
 }

@@ -344,6 +344,8 @@ mod tests {
             increment_mean: vec![0.1; 8],
             increment_std: vec![0.3; 8],
             fixed: Vec::new(),
+            forcing_mean: Vec::new(),
+            forcing_std: Vec::new(),
         }
     }
 

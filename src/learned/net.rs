@@ -121,11 +121,13 @@ impl Architecture {
     pub fn fits(&self, shape: &[usize]) -> Result<(), String> {
         match self {
             Architecture::Cnn1d { .. } => Ok(()),
-            Architecture::Unet2d { .. } if shape.len() == 2 && shape.iter().all(|&d| d > 0) => {
+            Architecture::Unet2d { .. }
+                if (shape.len() == 2 || shape.len() == 3) && shape.iter().all(|&d| d > 0) =>
+            {
                 Ok(())
             }
             Architecture::Unet2d { .. } => Err(format!(
-                "kind = \"unet2d\" needs a state of one 2-D field; this one has shape {shape:?}"
+                "kind = \"unet2d\" needs a state of 2-D fields of one shape; this one has shape {shape:?}"
             )),
         }
     }
@@ -149,6 +151,23 @@ impl Architecture {
         seed: u64,
         device: &Device,
     ) -> Network {
+        self.init_with_extra(inputs, 0, shape, seed, device)
+    }
+
+    /// [`init_with_inputs`](Self::init_with_inputs) with `extra` channels
+    /// more (forcing fields, each the size of one field of the state; see
+    /// [`Network::forward_extra`]).
+    ///
+    /// # Panics
+    /// A shape the network does not fit.
+    pub fn init_with_extra(
+        &self,
+        inputs: usize,
+        extra: usize,
+        shape: &[usize],
+        seed: u64,
+        device: &Device,
+    ) -> Network {
         if let Err(e) = self.fits(shape) {
             panic!("{e}");
         }
@@ -159,7 +178,7 @@ impl Architecture {
                 kernel,
                 bilinear,
             } => Network::Cnn1d(Cnn1d::new(
-                inputs,
+                inputs + extra,
                 *channels,
                 *layers,
                 *kernel,
@@ -168,14 +187,21 @@ impl Architecture {
                 seed,
                 device,
             )),
-            Architecture::Unet2d { channels, levels } => Network::Unet2d(Unet2d::new(
-                inputs,
-                *channels,
-                *levels,
-                [shape[0], shape[1]],
-                seed,
-                device,
-            )),
+            Architecture::Unet2d { channels, levels } => {
+                let (fields, grid) = match shape {
+                    [f, ny, nx] => (*f, [*ny, *nx]),
+                    _ => (1, [shape[0], shape[1]]),
+                };
+                Network::Unet2d(Unet2d::new(
+                    inputs * fields + extra,
+                    fields,
+                    *channels,
+                    *levels,
+                    grid,
+                    seed,
+                    device,
+                ))
+            }
         }
     }
 }
@@ -306,6 +332,15 @@ impl Cnn1d {
         }
         self.last.forward(h)
     }
+
+    /// [`forward_channels`](Self::forward_channels) with `extra` channels
+    /// `[batch, extra, n]` beside the inputs.
+    pub fn forward_extra(&self, x: Tensor<3>, extra: Option<Tensor<3>>) -> Tensor<3> {
+        match extra {
+            Some(e) => self.forward_channels(Tensor::cat(vec![x.cast(FloatDType::F32), e], 1)),
+            None => self.forward_channels(x),
+        }
+    }
 }
 
 /// A 2-D convolution with zero padding that keeps the grid: weights
@@ -372,11 +407,15 @@ pub struct Unet2d {
     last: Conv2dSame,
     ny: usize,
     nx: usize,
+    /// Fields of the state: channels out, and channels in per input.
+    fields: usize,
 }
 
 impl Unet2d {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         inputs: usize,
+        fields: usize,
         channels: usize,
         levels: usize,
         [ny, nx]: [usize; 2],
@@ -402,28 +441,51 @@ impl Unet2d {
                 )
             })
             .collect();
-        let last = Conv2dSame::new(channels, 1, 1, seed, "last", device);
+        let last = Conv2dSame::new(channels, fields, 1, seed, "last", device);
         Self {
             down,
             up,
             last,
             ny,
             nx,
+            fields,
         }
     }
 
-    /// `[batch, n] -> [batch, n]`, `n = ny nx` in row-major order, in f32.
+    /// `[batch, n] -> [batch, n]`, `n = fields ny nx` in row-major order
+    /// (fields slowest), in f32.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [b, n] = x.dims();
         self.forward_channels(x.reshape([b, 1, n])).reshape([b, n])
     }
 
-    /// `[batch, inputs, n] -> [batch, 1, n]`, in f32.
+    /// `[batch, inputs, n] -> [batch, 1, n]`, in f32: each input's fields
+    /// are channels.
     pub fn forward_channels(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_extra(x, None)
+    }
+
+    /// [`forward_channels`](Self::forward_channels) with `extra` channels
+    /// `[batch, extra, ny nx]` (forcing fields) beside the inputs' fields.
+    pub fn forward_extra(&self, x: Tensor<3>, extra: Option<Tensor<3>>) -> Tensor<3> {
         let [b, c, n] = x.dims();
-        let (ny, nx) = (self.ny, self.nx);
-        assert_eq!(n, ny * nx, "a U-Net built for {ny} x {nx} got {n} values");
-        let x = x.cast(FloatDType::F32).reshape([b, c, ny, nx]);
+        let (ny, nx, f) = (self.ny, self.nx, self.fields);
+        assert_eq!(
+            n,
+            f * ny * nx,
+            "a U-Net built for {f} fields of {ny} x {nx} got {n} values"
+        );
+        let x = x.cast(FloatDType::F32).reshape([b, c * f, ny, nx]);
+        let x = match extra {
+            Some(e) => {
+                let e_channels = e.dims()[1];
+                Tensor::cat(
+                    vec![x, e.cast(FloatDType::F32).reshape([b, e_channels, ny, nx])],
+                    1,
+                )
+            }
+            None => x,
+        };
         // Zero-pad to a multiple of 2^(levels - 1).
         let m = 1usize << (self.down.len() - 1);
         let (py, px) = (ny.next_multiple_of(m), nx.next_multiple_of(m));
@@ -490,6 +552,16 @@ impl Network {
         match self {
             Network::Cnn1d(net) => net.forward_channels(x),
             Network::Unet2d(net) => net.forward_channels(x),
+        }
+    }
+
+    /// [`forward_channels`](Self::forward_channels) with `extra` input
+    /// channels (forcing fields): `[batch, extra, m]`, with `m = n` for a
+    /// 1-D network and one field's size for a U-Net.
+    pub fn forward_extra(&self, x: Tensor<3>, extra: Option<Tensor<3>>) -> Tensor<3> {
+        match self {
+            Network::Cnn1d(net) => net.forward_extra(x, extra),
+            Network::Unet2d(net) => net.forward_extra(x, extra),
         }
     }
 }

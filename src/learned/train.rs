@@ -38,8 +38,10 @@ use crate::device::{DeviceChoice, DeviceError, Precision, to_vec};
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// The trajectory file (`rime simulate` output, or any file of that
-    /// layout); relative to the training file's folder.
-    pub file: PathBuf,
+    /// layout), or a list of such files read as one
+    /// ([`Trajectories::read_files`]: runs under other forcing, each file
+    /// with its own split); relative to the training file's folder.
+    pub file: DataFiles,
     /// `[train, validation]` fractions of the records, used only if the
     /// file has no `split` variable.
     #[serde(default = "default_split")]
@@ -54,6 +56,32 @@ fn default_split() -> [f64; 2] {
     [0.8, 0.1]
 }
 
+/// `data.file`: one trajectory file or a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataFiles {
+    /// One file.
+    One(PathBuf),
+    /// Several, read one after the other.
+    Many(Vec<PathBuf>),
+}
+
+impl DataFiles {
+    /// The files, relative to `base`.
+    pub fn paths(&self, base: &Path) -> Vec<PathBuf> {
+        match self {
+            DataFiles::One(p) => vec![base.join(p)],
+            DataFiles::Many(ps) => ps.iter().map(|p| base.join(p)).collect(),
+        }
+    }
+}
+
+impl From<PathBuf> for DataFiles {
+    fn from(p: PathBuf) -> Self {
+        DataFiles::One(p)
+    }
+}
+
 impl DataConfig {
     /// Reads the trajectories named in `config_file` (the training or
     /// evaluation file, whose folder relative paths start from); returns
@@ -63,10 +91,10 @@ impl DataConfig {
     /// The loader's error, under the key `data.file` of `config_file`.
     pub fn load(&self, config_file: &Path) -> anyhow::Result<(PathBuf, Trajectories)> {
         let base = config_file.parent().unwrap_or(Path::new("."));
-        let path = base.join(&self.file);
-        let data = Trajectories::read_variables(&path, self.split, &self.variables)
+        let paths = self.file.paths(base);
+        let data = Trajectories::read_files(&paths, self.split, &self.variables)
             .map_err(|e| anyhow::anyhow!("{}: key `data.file`: {e}", config_file.display()))?;
-        Ok((path, data))
+        Ok((paths[0].clone(), data))
     }
 }
 
@@ -249,16 +277,40 @@ fn gather(data: &Trajectories, samples: &[(usize, usize)], k: usize, device: &De
     f32_tensor(v, [samples.len(), n], device)
 }
 
+/// The normalised forcing channels of the step from record `t + k` to
+/// `t + k + 1` of each sample, `[B, 2 g, len]` (each forcing variable at
+/// both ends); `None` for data without forcing or a model that does not
+/// take it.
+fn gather_forcing(
+    data: &Trajectories,
+    norm: &Normalisation,
+    samples: &[(usize, usize)],
+    k: usize,
+    device: &Device,
+) -> Option<Tensor<3>> {
+    if norm.forcing_mean.is_empty() {
+        return None;
+    }
+    let len = data.forcing_len;
+    let c = 2 * data.forcing_variables.len();
+    let mut v = Vec::with_capacity(samples.len() * c * len);
+    for &(t, _) in samples {
+        norm.normalise_forcing(data.forcing_at(t + k), &mut v);
+        norm.normalise_forcing(data.forcing_at(t + k + 1), &mut v);
+    }
+    Some(f32_tensor(v, [samples.len(), c, len], device))
+}
+
 /// One network-driven step of `[batch, n]` f32 states and the scale its
 /// errors are measured in: what the rollout loss differentiates.
 trait Stepper {
-    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2>;
+    fn step(&self, network: &Network, x: Tensor<2>, forcing: Option<Tensor<3>>) -> Tensor<2>;
     fn inverse_increment_std(&self, device: &Device) -> Tensor<2>;
 }
 
 impl Stepper for ResidualStep {
-    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
-        ResidualStep::step(self, network, x)
+    fn step(&self, network: &Network, x: Tensor<2>, forcing: Option<Tensor<3>>) -> Tensor<2> {
+        ResidualStep::step_forced(self, network, x, forcing)
     }
     fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
         ResidualStep::inverse_increment_std(self, device)
@@ -266,7 +318,8 @@ impl Stepper for ResidualStep {
 }
 
 impl Stepper for HybridStep {
-    fn step(&self, network: &Network, x: Tensor<2>) -> Tensor<2> {
+    /// A hybrid's physical model brings its own forcing.
+    fn step(&self, network: &Network, x: Tensor<2>, _forcing: Option<Tensor<3>>) -> Tensor<2> {
         HybridStep::step(self, network, x, 0.0)
     }
     fn inverse_increment_std(&self, device: &Device) -> Tensor<2> {
@@ -278,6 +331,7 @@ impl Stepper for HybridStep {
 fn rollout_loss(
     network: &Network,
     residual: &dyn Stepper,
+    norm: &Normalisation,
     data: &Trajectories,
     samples: &[(usize, usize)],
     rollout: usize,
@@ -287,7 +341,8 @@ fn rollout_loss(
     let mut x = gather(data, samples, 0, device);
     let mut loss: Option<Tensor<1>> = None;
     for k in 1..=rollout {
-        x = residual.step(network, x);
+        let forcing = gather_forcing(data, norm, samples, k - 1, device);
+        x = residual.step(network, x, forcing);
         let e = (x.clone() - gather(data, samples, k, device)) * scale.clone();
         let term = e.square().mean();
         loss = Some(match loss {
@@ -303,11 +358,12 @@ fn rollout_loss(
 /// built on the autodiff device for training and on the plain one for
 /// validation).
 enum Objective {
-    Residual(ResidualStep),
-    Generative(Generative),
+    Residual(ResidualStep, Normalisation),
+    Generative(Generative, Normalisation),
     Hybrid {
         train: HybridStep,
         valid: HybridStep,
+        norm: Normalisation,
     },
 }
 
@@ -326,11 +382,13 @@ impl Objective {
         device: &Device,
     ) -> Tensor<1> {
         match self {
-            Objective::Residual(r) => rollout_loss(network, r, data, samples, rollout, device),
-            Objective::Hybrid { train, .. } => {
-                rollout_loss(network, train, data, samples, rollout, device)
+            Objective::Residual(r, norm) => {
+                rollout_loss(network, r, norm, data, samples, rollout, device)
             }
-            Objective::Generative(g) => {
+            Objective::Hybrid { train, norm, .. } => {
+                rollout_loss(network, train, norm, data, samples, rollout, device)
+            }
+            Objective::Generative(g, norm) => {
                 let mut rng = crate::rng::stream(seed, name);
                 let b = samples.len();
                 let levels: Vec<f64> = match g.config {
@@ -344,10 +402,11 @@ impl Objective {
                     .into_iter()
                     .map(|v| v as f32)
                     .collect();
-                g.loss(
+                g.loss_forced(
                     network,
                     gather(data, samples, 0, device),
                     gather(data, samples, 1, device),
+                    gather_forcing(data, norm, samples, 0, device),
                     &levels,
                     f32_tensor(noise, [b, data.n], device),
                 )
@@ -368,11 +427,13 @@ impl Objective {
         device: &Device,
     ) -> (f64, f64) {
         match self {
-            Objective::Residual(r) => validate(network, r, data, samples, rollout, device),
-            Objective::Hybrid { valid, .. } => {
-                validate(network, valid, data, samples, rollout, device)
+            Objective::Residual(r, norm) => {
+                validate(network, r, norm, data, samples, rollout, device)
             }
-            Objective::Generative(g) => {
+            Objective::Hybrid { valid, norm, .. } => {
+                validate(network, valid, norm, data, samples, rollout, device)
+            }
+            Objective::Generative(g, norm) => {
                 if samples.is_empty() {
                     return (f64::NAN, f64::NAN);
                 }
@@ -385,7 +446,8 @@ impl Objective {
                 let few = &samples[..samples.len().min(512)];
                 let x = gather(data, few, 0, device);
                 let z = f32_tensor(vec![0.0; few.len() * data.n], [few.len(), data.n], device);
-                let e = g.sample(network, x, z) - gather(data, few, 1, device);
+                let forcing = gather_forcing(data, norm, few, 0, device);
+                let e = g.sample_forced(network, x, forcing, z) - gather(data, few, 1, device);
                 let sq = to_vec(e.square().sum())[0];
                 (
                     loss / samples.len() as f64,
@@ -400,6 +462,7 @@ impl Objective {
 fn validate(
     network: &Network,
     residual: &dyn Stepper,
+    norm: &Normalisation,
     data: &Trajectories,
     samples: &[(usize, usize)],
     rollout: usize,
@@ -411,11 +474,12 @@ fn validate(
     let (mut loss, mut sq, mut count) = (0.0, 0.0, 0usize);
     for chunk in samples.chunks(1024) {
         let l = to_vec(rollout_loss(
-            network, residual, data, chunk, rollout, device,
+            network, residual, norm, data, chunk, rollout, device,
         ))[0];
         loss += l * chunk.len() as f64;
         let x = gather(data, chunk, 0, device);
-        let e = residual.step(network, x) - gather(data, chunk, 1, device);
+        let forcing = gather_forcing(data, norm, chunk, 0, device);
+        let e = residual.step(network, x, forcing) - gather(data, chunk, 1, device);
         sq += to_vec(e.square().sum())[0];
         count += chunk.len();
     }
@@ -469,11 +533,57 @@ pub fn train(
         Err(e) => return Err(e.into()),
     };
     let ad = device.clone().autodiff();
-    let normalisation = match &config.hybrid {
+    let fields = match data.shape.as_slice() {
+        [f, _, _] => *f,
+        _ => 1,
+    };
+    if let Some(g) = &config.generative
+        && g.bound_fields() > 1
+        && g.bound_fields() != fields
+    {
+        anyhow::bail!(
+            "{}: key `generative.lower`/`upper`: {} bounds for a state of {fields} field(s) ({})",
+            file.display(),
+            g.bound_fields(),
+            data.variables.join(", ")
+        );
+    }
+    // The forcing a pure network takes (a hybrid's physical model brings
+    // its own), on the grid of one field (a U-Net) or of the state.
+    let forcing = if config.hybrid.is_none() {
+        data.forcing_variables.clone()
+    } else {
+        Vec::new()
+    };
+    let expected = match config.network {
+        Architecture::Cnn1d { .. } => data.n,
+        Architecture::Unet2d { .. } => data.n / fields,
+    };
+    if !forcing.is_empty() && data.forcing_len != expected {
+        anyhow::bail!(
+            "{}: the forcing variables of {} have {} values a record; the network needs {expected} (one per point of a field)",
+            file.display(),
+            data_path.display(),
+            data.forcing_len
+        );
+    }
+    let mut normalisation = match &config.hybrid {
         Some(h) => hybrid_normalisation(h, &data, &device)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        None if fields > 1 => {
+            Normalisation::pooled_by(&data.statistics(), &vec![data.n / fields; fields])
+        }
         None => Normalisation::pooled(&data.statistics()),
     };
+    if !forcing.is_empty() {
+        let (mean, std) = data.forcing_statistics();
+        normalisation.forcing_mean = mean;
+        // A forcing that never changes in training is centred, not scaled.
+        normalisation.forcing_std = std
+            .into_iter()
+            .map(|s| if s > 0.0 { s } else { 1.0 })
+            .collect();
+    }
     let best_path = out.join("emulator.ckpt");
     let last_path = out.join("last.ckpt");
     let mut header = CheckpointHeader {
@@ -494,6 +604,7 @@ pub fn train(
         generative: config.generative.clone(),
         hybrid: config.hybrid.clone(),
         shape: data.shape.clone(),
+        forcing,
     };
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let mut network = if resume {
@@ -519,6 +630,7 @@ pub fn train(
         if last.header.architecture != config.network
             || last.header.n != data.n
             || last.header.shape() != data.shape
+            || last.header.forcing != header.forcing
         {
             anyhow::bail!(
                 "--resume: {} holds a {:?} network for {} variables; {} asks for {:?} on {} variables",
@@ -553,10 +665,13 @@ pub fn train(
     } else {
         config
             .network
-            .init_with_inputs(header.inputs(), &data.shape, t.seed, &ad)
+            .init_with_extra(header.inputs(), header.extra(), &data.shape, t.seed, &ad)
     };
     let objective = match (&config.generative, &config.hybrid) {
-        (Some(g), _) => Objective::Generative(Generative::new(g.clone(), &header.normalisation)),
+        (Some(g), _) => Objective::Generative(
+            Generative::with_fields(g.clone(), &header.normalisation, fields),
+            header.normalisation.clone(),
+        ),
         (None, Some(h)) => {
             let step = |device: &Device| {
                 HybridStep::new(h, &header.normalisation, data.n, data.interval, device)
@@ -565,9 +680,13 @@ pub fn train(
             Objective::Hybrid {
                 train: step(&ad)?,
                 valid: step(&device)?,
+                norm: header.normalisation.clone(),
             }
         }
-        (None, None) => Objective::Residual(ResidualStep::new(&header.normalisation)),
+        (None, None) => Objective::Residual(
+            ResidualStep::new(&header.normalisation),
+            header.normalisation.clone(),
+        ),
     };
     let start_epoch = header.training.epoch + 1;
     let end_epoch = until.map_or(t.epochs, |u| u.min(t.epochs));
@@ -963,6 +1082,7 @@ mod tests {
         let spec = crate::learned::EmulatorConfig {
             checkpoint: report.best.clone(),
             temperature: None,
+            forcing: None,
         };
         let device = cpu_f64();
         let model = crate::models::ModelSpec::init(&spec, &device).unwrap();
@@ -981,6 +1101,7 @@ mod tests {
             let spec = crate::learned::EmulatorConfig {
                 checkpoint: report.best.clone(),
                 temperature: Some(t),
+                forcing: None,
             };
             let model = crate::models::ModelSpec::init(&spec, &device).unwrap();
             let e = f.ensemble(model.as_ref(), &x0, 0.0, 2).unwrap();
@@ -1188,6 +1309,131 @@ mod tests {
         let relative = (diff / size).sqrt();
         eprintln!("learned term vs -g_U: relative RMS difference {relative:.4}");
         assert!(relative < 0.03, "{relative}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A sea-ice simulation file under a cyclone (12 x 12 cells of 32 km,
+    /// 6 runs from correlated thicknesses, 9 records 12 hours apart, the
+    /// wind written as forcing).
+    fn sea_ice_file(dir: &Path, name: &str, centre: [f64; 2], velocity: [f64; 2], split: &str) {
+        let sim = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &sim,
+            format!(
+                "[model]\nname = \"sea_ice\"\nnx = 12\ndx = 32000.0\ndt = 3600.0\n\
+                 [model.mevp]\nalpha = 1000.0\nbeta = 1000.0\niterations = 60\n\
+                 [model.wind]\nkind = \"cyclone\"\namplitude = 30.0\ncentre = [{}, {}]\n\
+                 velocity = [{}, {}]\ndecay = 100000.0\nscale = 100000.0\nangle = 72.0\n\
+                 [model.ocean]\nkind = \"gyre\"\nspeed = 0.01\n\
+                 [model.thickness]\nkind = \"uniform\"\nvalue = 0.5\n\
+                 [model.concentration]\nkind = \"uniform\"\nvalue = 0.95\n\
+                 [initial]\nmean = \"model\"\nstd = {{ h = 0.15 }}\nlength_scale = 96000.0\n\
+                 [simulate]\ntrajectories = 6\nrecords = 9\nsteps_per_record = 12\nseed = 4\nsplit = {split}\n",
+                centre[0], centre[1], velocity[0], velocity[1]
+            ),
+        )
+        .unwrap();
+        let config = SimulateConfig::from_file(&sim).unwrap();
+        simulate(&config, &sim, &dir.join(format!("{name}.nc")), false).unwrap();
+    }
+
+    /// Issue 11, point 6 in small: a U-Net with the sea ice's thickness
+    /// and concentration as two channels and the wind at both ends of a
+    /// 12-hour step as four more, trained on two cyclones read from two
+    /// files (no sample spans them), beats persistence at every lead of a
+    /// day on a third cyclone on another track (held-out forcing), taking
+    /// its wind from that file; each field keeps its own normalisation,
+    /// and a forced checkpoint without a forcing file is refused.
+    #[test]
+    fn a_forced_unet_emulates_the_sea_ice_under_a_held_out_cyclone() {
+        use crate::learned::evaluate::{EvaluateConfig, evaluate};
+        let dir = std::env::temp_dir().join(format!("rime-train-ice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        sea_ice_file(&dir, "a", [64e3, 64e3], [0.8, 0.8], "[1.0, 0.0]");
+        sea_ice_file(&dir, "b", [320e3, 64e3], [-0.8, 0.8], "[1.0, 0.0]");
+        sea_ice_file(&dir, "v", [64e3, 200e3], [0.9, 0.0], "[0.0, 1.0]");
+        sea_ice_file(&dir, "c", [200e3, 330e3], [0.0, -0.9], "[0.0, 0.0]");
+        let file = dir.join("train.toml");
+        std::fs::write(
+            &file,
+            "[data]\nfile = [\"a.nc\", \"b.nc\", \"v.nc\"]\nvariables = [\"state_h\", \"state_a\"]\n\
+             [network]\nkind = \"unet2d\"\nchannels = 8\nlevels = 2\n\
+             [training]\nepochs = 20\nbatch_size = 8\nlearning_rate = 3e-3\nlearning_rate_final = 1e-4\nseed = 1\n",
+        )
+        .unwrap();
+        let config = TrainConfig::from_file(&file).unwrap();
+        let (_, data) = config.data.load(&file).unwrap();
+        assert_eq!(data.shape, vec![2, 12, 12]);
+        assert_eq!(
+            data.forcing_variables,
+            vec!["forcing_wind_u".to_string(), "forcing_wind_v".to_string()]
+        );
+        assert_eq!((data.records(), data.forcing_len), (27, 144));
+        // 2 training files x 6 runs x 8 steps: none across a file's end.
+        assert_eq!(data.samples(0, 1).len(), 96);
+        assert_eq!(data.samples(1, 1).len(), 48);
+        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let checkpoint = Checkpoint::load(&report.best).unwrap();
+        let norm = &checkpoint.header.normalisation;
+        assert_eq!(checkpoint.header.forcing, data.forcing_variables);
+        assert!(
+            norm.mean[0] < norm.mean[144] && (norm.mean[0] - 0.5).abs() < 0.1,
+            "h and a keep their own moments: {} {}",
+            norm.mean[0],
+            norm.mean[144]
+        );
+        let eval = dir.join("evaluate.toml");
+        let model = |forcing: &str| {
+            format!(
+                "[[models]]\nlabel = \"emulator\"\nname = \"emulator\"\ncheckpoint = \"out/emulator.ckpt\"\n{forcing}"
+            )
+        };
+        std::fs::write(
+            &eval,
+            format!(
+                "[data]\nfile = [\"a.nc\", \"b.nc\", \"v.nc\", \"c.nc\"]\nvariables = [\"state_h\", \"state_a\"]\n\
+                 [evaluate]\nleads = 2\nstarts = 36\n{}",
+                model("forcing = \"c.nc\"\n")
+            ),
+        )
+        .unwrap();
+        let e = evaluate(
+            &EvaluateConfig::from_file(&eval).unwrap(),
+            &dir.join("eval"),
+            false,
+        )
+        .unwrap();
+        let (persistence, emulator) = (&e.models[0], &e.models[2]);
+        eprintln!(
+            "held-out cyclone: persistence {:?}, emulator {:?}",
+            persistence.rmse, emulator.rmse
+        );
+        for k in 0..2 {
+            assert!(
+                emulator.rmse[k] < 0.8 * persistence.rmse[k],
+                "lead {}: emulator {} vs persistence {}",
+                k + 1,
+                emulator.rmse[k],
+                persistence.rmse[k]
+            );
+        }
+        std::fs::write(
+            &eval,
+            format!(
+                "[data]\nfile = [\"a.nc\", \"b.nc\", \"v.nc\", \"c.nc\"]\nvariables = [\"state_h\", \"state_a\"]\n\
+                 [evaluate]\nleads = 2\n{}",
+                model("")
+            ),
+        )
+        .unwrap();
+        let err = evaluate(
+            &EvaluateConfig::from_file(&eval).unwrap(),
+            &dir.join("eval"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("forcing"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -539,6 +539,15 @@ impl Model for IceAtmosphere {
         "sea_ice_abl"
     }
 
+    /// The large-scale (geostrophic) wind at the cell centres.
+    fn forcing(&self, time: f64) -> Vec<crate::core::ForcingField> {
+        self.ice.forcing(time)
+    }
+
+    fn autonomous(&self) -> bool {
+        false
+    }
+
     fn initial_state(&self) -> Option<Vec<f64>> {
         let mut x = self.ice.initial_state()?;
         let cells = self.ice.grid().cells();

@@ -66,7 +66,8 @@ pub use mevp::{Kernel, MevpConfig, ViscousPlasticConfig};
 
 use super::{BuildError, ModelSpec, positive};
 use crate::core::{
-    CoordinateUnits, Coordinates, Field, Geometry, GridPosition, MapField, MapScale, Model,
+    CoordinateUnits, Coordinates, Field, ForcingField, Geometry, GridPosition, MapField, MapScale,
+    Model,
 };
 
 /// The fastest ice the transport's Courant check allows for (m/s).
@@ -798,6 +799,34 @@ impl Model for SeaIce {
 
     fn name(&self) -> &str {
         "sea_ice"
+    }
+
+    /// The 10 m wind at the cell centres (`wind_u`, `wind_v`, m/s).
+    fn forcing(&self, time: f64) -> Vec<ForcingField> {
+        let (width, height) = (self.grid.width(), self.grid.height());
+        let (mut u, mut v) = (Vec::new(), Vec::new());
+        for y in self.grid.cell_y() {
+            for x in self.grid.cell_x() {
+                let [a, b] = self.config.wind.at(x, y, time, width, height);
+                u.push(a);
+                v.push(b);
+            }
+        }
+        let field = |name: &str, long: &str, values| ForcingField {
+            name: name.into(),
+            long_name: long.into(),
+            units: "m s-1".into(),
+            like: 0,
+            values,
+        };
+        vec![
+            field("wind_u", "10 m wind, x component", u),
+            field("wind_v", "10 m wind, y component", v),
+        ]
+    }
+
+    fn autonomous(&self) -> bool {
+        false
     }
 
     fn initial_state(&self) -> Option<Vec<f64>> {
