@@ -70,6 +70,23 @@ qg-emulator:
     cargo run -- run experiments/qg/grid65.toml --out out/qg_grid65 --table paper/tables/qg_grid65.md
     cargo run -- run experiments/qg/emulator_grid65.toml --out out/qg_emulator_grid65 --table paper/tables/qg_emulator_grid65.md
 
+# The sea-ice emulator and diffusion surrogate (issue 11, point 6): eight
+# 8-day runs of the 32 x 32 sea ice under cyclones on different tracks
+# (about 5 s each), the U-Net emulator at 12-hour steps (~20 min on two
+# cores) and the diffusion surrogate (~40 min), both evaluated against the
+# model on the held-out cyclone; table to paper/tables/, figures to
+# paper/figures/sea_ice/emulator/.
+sea-ice-emulator:
+    mkdir -p out/sea_ice_emulator
+    for c in train1 train2 train3 train4 train5 train6 validation test; do \
+        cargo run --release --quiet -- simulate experiments/sea_ice/emulator/$c.toml --out out/sea_ice_emulator/$c.nc; \
+    done
+    cargo run --release -- train experiments/sea_ice/emulator/train.toml --out out/sea_ice_emulator/emulator
+    cargo run --release -- train experiments/sea_ice/emulator/surrogate_train.toml --out out/sea_ice_emulator/surrogate
+    cargo run --release -- evaluate experiments/sea_ice/emulator/evaluate.toml --out paper/figures/sea_ice/emulator --table paper/tables/sea_ice_emulator.md
+    cp out/sea_ice_emulator/emulator/training.png paper/figures/sea_ice/emulator/emulator_training.png
+    cp out/sea_ice_emulator/surrogate/training.png paper/figures/sea_ice/emulator/surrogate_training.png
+
 # The boundary-layer validation cases; each file's diagnostics against its
 # [expected] ranges go to paper/tables/.
 boundary-layer:
@@ -117,11 +134,14 @@ slow-tests:
 bench:
     cargo bench --bench cycle
 
-# rime against DAPPER (per cycle) and JAX (4D-Var gradient) on the same machine.
+# rime against DAPPER (per cycle), JAX (4D-Var gradient, sea ice) and PyTorch (the emulator networks) on the same machine.
 peers:
     bash benches/peers/dapper_cycle.sh
     bash benches/peers/jax_gradient.sh
     bash benches/peers/dapper_qg.sh
+    bash benches/peers/jax_sea_ice.sh
+    bash benches/peers/torch_emulator.sh
+    bash benches/peers/torch_unet.sh
 
 # Regenerates every table of the paper.
 paper: reproduce

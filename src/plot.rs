@@ -174,7 +174,19 @@ fn tick(v: f64, log: bool) -> String {
     }
     let a = v.abs();
     if !(1e-3..1e5).contains(&a) {
-        format!("{v:.0e}")
+        // Up to three significant digits: 1.5e5 is not 2e5.
+        let s = format!("{v:.2e}");
+        match s.split_once('e') {
+            Some((m, e)) => {
+                let m = if m.contains('.') {
+                    m.trim_end_matches('0').trim_end_matches('.')
+                } else {
+                    m
+                };
+                format!("{m}e{e}")
+            }
+            None => s,
+        }
     } else if a >= 1.0 && (v - v.round()).abs() < 1e-9 * a {
         format!("{}", v.round() as i64)
     } else {
@@ -510,6 +522,8 @@ mod tests {
         assert_eq!(tick(60.0, true), "");
         assert_eq!(tick(0.05, true), "0.05");
         assert_eq!(tick(100000.0, true), "1e5");
+        assert_eq!(tick(150000.0, false), "1.5e5");
+        assert_eq!(tick(-2.25e-5, false), "-2.25e-5");
         assert_eq!(tick(0.25, false), "0.25");
         assert_eq!(tick(3.0, false), "3");
     }

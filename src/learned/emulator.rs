@@ -8,6 +8,12 @@
 //! `mu_d`, `sigma_d` of the one-record increments, from the training split)
 //! stored in the checkpoint beside the weights.
 //!
+//! A model with an external forcing (the sea ice's wind) is emulated with
+//! the forcing as input: each forcing field at the start and the end of the
+//! step enters as extra channels, normalised by its moments over the
+//! training records, and as a [`Model`] the emulator reads it by model time
+//! from a trajectory file ([`ForcingSource`]).
+//!
 //! The network runs in f32; the state enters and leaves in the device's
 //! float type (f64 for DA), cast once at each step. Under autodiff the
 //! weights are constants and gradients flow to the state, which is what
@@ -176,7 +182,7 @@ pub struct CheckpointHeader {
     /// The `[model]` table (TOML) of the model that produced the data, if
     /// known: the emulator takes its geometry.
     pub model: Option<String>,
-    /// The training data file.
+    /// The training data file(s), comma-separated.
     pub data: String,
     /// The training configuration file.
     pub config: String,

@@ -8,8 +8,8 @@
 //! model (a generative surrogate, whose own samples are the ensemble) also
 //! the fair CRPS, the spread, the spread-skill ratio (WeatherBench 2
 //! definitions, `../shared/REFERENCES.md`) and the rank histogram; the power
-//! spectrum of the forecasts along the state (one-dimensional states) with
-//! that of the truth, to see whether small scales survive the rollout; and
+//! spectrum of the forecasts (along the state, or radially binned over each
+//! 2-D field) with that of the truth, to see whether small scales survive the rollout; and
 //! a free run's climatological mean and variance against the data's
 //! (does the model stay on the attractor?).
 //!
@@ -199,7 +199,8 @@ pub struct ModelScores {
     pub spread_skill: Vec<f64>,
     /// Rank-histogram frequencies per lead (empty for deterministic).
     pub rank_histogram: Vec<Vec<f64>>,
-    /// Power spectrum of the forecasts per lead (one-dimensional states).
+    /// Power spectrum of the forecasts per lead: along the state, or radial
+    /// over 2-D fields ([`spectrum_of`]).
     pub spectrum: Vec<Vec<f64>>,
     /// Mean and variance (pooled) of the free run, where one was asked.
     pub free_run: Option<(f64, f64)>,
@@ -244,6 +245,64 @@ pub struct Evaluation {
     pub climate: (f64, f64),
     /// The files written.
     pub files: Vec<PathBuf>,
+}
+
+/// Mean power spectrum of the columns of `x` (`n x k`) for states of
+/// `shape`: of 2-D fields (`[ny, nx]` or `[fields, ny, nx]`) the 2-D
+/// spectrum of each field, summed over rings of radial wavenumber (in
+/// cycles per domain along the longer side) and over the fields;
+/// otherwise along the state.
+fn spectrum_of(x: &DMatrix<f64>, shape: &[usize]) -> Vec<f64> {
+    match *shape {
+        [ny, nx] => spectrum_2d(x, 1, ny, nx),
+        [f, ny, nx] => spectrum_2d(x, f, ny, nx),
+        _ => spectrum(x),
+    }
+}
+
+/// The radially binned 2-D power spectrum of [`spectrum_of`].
+fn spectrum_2d(x: &DMatrix<f64>, fields: usize, ny: usize, nx: usize) -> Vec<f64> {
+    use rustfft::{FftPlanner, num_complex::Complex};
+    let mut planner = FftPlanner::<f64>::new();
+    let (row_fft, col_fft) = (planner.plan_fft_forward(nx), planner.plan_fft_forward(ny));
+    let long = nx.max(ny);
+    let mut power = vec![0.0; long / 2 + 1];
+    let mut field = vec![Complex::new(0.0, 0.0); ny * nx];
+    let mut column = vec![Complex::new(0.0, 0.0); ny];
+    let norm = ((ny * nx) as f64).powi(2);
+    for state in x.column_iter() {
+        for f in 0..fields {
+            for (c, v) in field
+                .iter_mut()
+                .zip(&state.as_slice()[f * ny * nx..(f + 1) * ny * nx])
+            {
+                *c = Complex::new(*v, 0.0);
+            }
+            for row in field.chunks_mut(nx) {
+                row_fft.process(row);
+            }
+            for i in 0..nx {
+                for j in 0..ny {
+                    column[j] = field[j * nx + i];
+                }
+                col_fft.process(&mut column);
+                for j in 0..ny {
+                    field[j * nx + i] = column[j];
+                }
+            }
+            for j in 0..ny {
+                let ky = j.min(ny - j) as f64 / ny as f64;
+                for i in 0..nx {
+                    let kx = i.min(nx - i) as f64 / nx as f64;
+                    let k = ((kx * kx + ky * ky).sqrt() * long as f64).round() as usize;
+                    if k < power.len() {
+                        power[k] += field[j * nx + i].norm_sqr() / norm;
+                    }
+                }
+            }
+        }
+    }
+    power.iter().map(|p| p / x.ncols().max(1) as f64).collect()
 }
 
 /// Mean power spectrum along the state of the columns of `x` (`n x k`).
@@ -348,7 +407,10 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
     let states_at =
         |k: usize| DMatrix::from_fn(n, s, |i, j| data.state(starts[j].0 + k, starts[j].1)[i]);
     let truth: Vec<DMatrix<f64>> = (0..=e.leads).map(states_at).collect();
-    let truth_spectrum: Vec<Vec<f64>> = truth[1..].iter().map(spectrum).collect();
+    let truth_spectrum: Vec<Vec<f64>> = truth[1..]
+        .iter()
+        .map(|t| spectrum_of(t, &data.shape))
+        .collect();
     let device = crate::device::select(e.device, None)?;
     let mut models = Vec::new();
 
@@ -371,7 +433,7 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
     models.push(deterministic(
         "persistence",
         persistence,
-        vec![spectrum(&truth[0]); e.leads],
+        vec![spectrum_of(&truth[0], &data.shape); e.leads],
     ));
     let clim_matrix = DMatrix::from_fn(n, s, |i, _| clim[i]);
     models.push(deterministic(
@@ -379,7 +441,7 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         (1..=e.leads)
             .map(|k| (rmse_acc(&clim_matrix, &truth[k], &clim).0, f64::NAN))
             .collect(),
-        vec![spectrum(&clim_matrix); e.leads],
+        vec![spectrum_of(&clim_matrix, &data.shape); e.leads],
     ));
 
     // The baselines by field.
@@ -495,7 +557,7 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
             }
             scores.rmse.push(rmse);
             scores.acc.push(acc);
-            scores.spectrum.push(spectrum(&x));
+            scores.spectrum.push(spectrum_of(&x, &data.shape));
             if stochastic {
                 let (mut crps, mut var) = (0.0, 0.0);
                 let mut hist = RankHistogram::new(m);
@@ -920,4 +982,32 @@ pub fn table(ev: &Evaluation) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plane wave of 3 cycles across a 16 x 12 field puts its power
+    /// (half its squared amplitude) in ring 3; on two fields the rings add,
+    /// and a 1-D state keeps the spectrum along the state.
+    #[test]
+    fn two_dimensional_spectra_are_radial_and_add_over_fields() {
+        let (ny, nx) = (12, 16);
+        let wave: Vec<f64> = (0..ny * nx)
+            .map(|p| (2.0 * std::f64::consts::PI * 3.0 * (p % nx) as f64 / nx as f64).cos())
+            .collect();
+        let x = DMatrix::from_column_slice(ny * nx, 1, &wave);
+        let s = spectrum_of(&x, &[ny, nx]);
+        assert_eq!(s.len(), 9);
+        assert!((s[3] - 0.5).abs() < 1e-12, "{s:?}");
+        assert!(s.iter().enumerate().all(|(k, p)| k == 3 || p.abs() < 1e-20));
+        let two: Vec<f64> = wave.iter().chain(&wave).copied().collect();
+        let s2 = spectrum_of(
+            &DMatrix::from_column_slice(2 * ny * nx, 1, &two),
+            &[2, ny, nx],
+        );
+        assert!((s2[3] - 1.0).abs() < 1e-12, "{s2:?}");
+        assert_eq!(spectrum_of(&x, &[ny * nx]).len(), ny * nx / 2 + 1);
+    }
 }

@@ -97,29 +97,33 @@ pub enum GenerativeConfig {
 pub enum Bound {
     /// The same for every variable.
     All(f64),
-    /// One per field, in the state's field order.
-    Fields(Vec<f64>),
+    /// One per field, in the state's field order; `inf` (a TOML float) or
+    /// absent (`null`, as JSON writes an infinite number in a checkpoint's
+    /// header) where a field has no bound on this side.
+    Fields(Vec<Option<f64>>),
 }
 
 impl Bound {
-    /// The bound of each of `n` variables in `fields` equal fields.
-    fn per_variable(&self, n: usize, fields: usize) -> Vec<f32> {
+    /// The bound of each of `n` variables in `fields` equal fields, `none`
+    /// (an infinity) where a field has none.
+    fn per_variable(&self, n: usize, fields: usize, none: f64) -> Vec<f32> {
         match self {
             Bound::All(v) => vec![*v as f32; n],
             Bound::Fields(vs) => {
                 assert_eq!(vs.len(), fields, "one bound per field");
                 let len = n / fields.max(1);
                 vs.iter()
-                    .flat_map(|&v| std::iter::repeat_n(v as f32, len))
+                    .flat_map(|v| std::iter::repeat_n(v.unwrap_or(none) as f32, len))
                     .collect()
             }
         }
     }
 
-    fn values(&self) -> Vec<f64> {
+    /// The values, `none` where a field has none.
+    fn values(&self, none: f64) -> Vec<f64> {
         match self {
             Bound::All(v) => vec![*v],
-            Bound::Fields(vs) => vs.clone(),
+            Bound::Fields(vs) => vs.iter().map(|v| v.unwrap_or(none)).collect(),
         }
     }
 }
@@ -199,15 +203,18 @@ impl GenerativeConfig {
         if steps == 0 {
             return Err(("steps".into(), "must be at least 1".into()));
         }
-        for (key, b) in [("lower", lower), ("upper", upper)] {
+        for (key, b, none) in [
+            ("lower", lower, f64::NEG_INFINITY),
+            ("upper", upper, f64::INFINITY),
+        ] {
             if let Some(b) = b
-                && (b.values().is_empty() || b.values().iter().any(|v| v.is_nan()))
+                && (b.values(none).is_empty() || b.values(none).iter().any(|v| v.is_nan()))
             {
                 return Err((key.into(), "needs numbers (inf or -inf for none)".into()));
             }
         }
         if let (Some(l), Some(u)) = (lower, upper) {
-            let (l, u) = (l.values(), u.values());
+            let (l, u) = (l.values(f64::NEG_INFINITY), u.values(f64::INFINITY));
             let pairs: Vec<(f64, f64)> = if l.len() == u.len() {
                 l.iter().copied().zip(u.iter().copied()).collect()
             } else if l.len() == 1 {
@@ -297,8 +304,8 @@ impl Generative {
         let n = norm.mean.len();
         let (lower, upper) = config.bounds();
         let (lower, upper) = (
-            lower.map(|b| b.per_variable(n, fields)),
-            upper.map(|b| b.per_variable(n, fields)),
+            lower.map(|b| b.per_variable(n, fields, f64::NEG_INFINITY)),
+            upper.map(|b| b.per_variable(n, fields, f64::INFINITY)),
         );
         Self {
             config,
@@ -825,6 +832,14 @@ mod tests {
         .unwrap();
         assert_eq!(config.check(), Ok(()));
         assert_eq!(config.bound_fields(), 2);
+        // A checkpoint's JSON header writes inf as null and reads it back
+        // as no bound.
+        let json = serde_json::to_string(&config).unwrap();
+        let back: GenerativeConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.bounds().1,
+            Some(&Bound::Fields(vec![None, Some(0.25)]))
+        );
         let surrogate = Surrogate::new(
             arch.init_with_inputs(3, &[n], 2, &device),
             Generative::with_fields(config, &norm, 2),

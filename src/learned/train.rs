@@ -595,7 +595,14 @@ pub fn train(
         n: data.n,
         interval: data.interval,
         model: data.model.clone(),
-        data: data_path.display().to_string(),
+        data: config
+            .data
+            .file
+            .paths(file.parent().unwrap_or(Path::new(".")))
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         config: file.display().to_string(),
         training: TrainingState {
             best_validation: f64::INFINITY,
