@@ -686,6 +686,14 @@ impl Trajectories {
         &self.forcing[t * m..(t + 1) * m]
     }
 
+    /// Fields of the state: several for `[fields, ny, nx]` data, else 1.
+    pub fn fields(&self) -> usize {
+        match self.shape.as_slice() {
+            [f, _, _] => *f,
+            _ => 1,
+        }
+    }
+
     /// Whether records `t` and `t + 1` follow each other in one file.
     fn continues(&self, t: usize) -> bool {
         t + 1 < self.records() && self.segment[t + 1] == self.segment[t]

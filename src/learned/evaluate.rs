@@ -380,17 +380,17 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         );
     }
     // The fields of a multi-field state, scored apart as well.
-    let blocks: Vec<(String, std::ops::Range<usize>)> = match data.shape.as_slice() {
-        [f, _, _] => {
-            let len = n / f;
+    let blocks: Vec<(String, std::ops::Range<usize>)> =
+        if data.fields() > 1 && data.variables.len() == data.fields() {
+            let len = n / data.fields();
             data.variables
                 .iter()
                 .enumerate()
                 .map(|(k, v)| (v.clone(), k * len..(k + 1) * len))
                 .collect()
-        }
-        _ => Vec::new(),
-    };
+        } else {
+            Vec::new()
+        };
     let stats = data.statistics();
     let clim = stats.mean.clone();
     let climate = {

@@ -533,10 +533,7 @@ pub fn train(
         Err(e) => return Err(e.into()),
     };
     let ad = device.clone().autodiff();
-    let fields = match data.shape.as_slice() {
-        [f, _, _] => *f,
-        _ => 1,
-    };
+    let fields = data.fields();
     if let Some(g) = &config.generative
         && g.bound_fields() > 1
         && g.bound_fields() != fields
