@@ -1301,30 +1301,16 @@ pub struct TrajectoryFile {
 
 impl TrajectoryFile {
     /// Creates `path` (which must end in `.nc`) for `runs` trajectories of
-    /// states laid out as `geometry` says; `state_name` names the
-    /// variable(s) (`state` or `state_<field>`).
+    /// states laid out as `geometry` says (variables `state` or
+    /// `state_<field>`), and the model's forcing fields (their names, units
+    /// and layouts, from [`crate::core::Model::forcing`]; none for an
+    /// unforced model) as variables `forcing_<name>` over `time` and the
+    /// dimensions of the field each is laid out like (one value per record,
+    /// shared by the trajectories).
     ///
     /// # Errors
     /// A path without a `.nc` name, or a file that cannot be created.
     pub fn create(
-        path: &Path,
-        geometry: &Geometry,
-        runs: usize,
-        attributes: Vec<(String, StreamAttr)>,
-        format: NetcdfFormat,
-    ) -> Result<Self, IoError> {
-        Self::create_with_forcing(path, geometry, runs, attributes, format, &[])
-    }
-
-    /// [`create`](Self::create), with the model's forcing fields (their
-    /// names, units and layouts, from [`crate::core::Model::forcing`]) as
-    /// variables `forcing_<name>` over `time` and the dimensions of the
-    /// field each is laid out like (one value per record, shared by the
-    /// trajectories); [`append_forcing`](Self::append_forcing) writes them.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with_forcing(
         path: &Path,
         geometry: &Geometry,
         runs: usize,
@@ -1402,25 +1388,9 @@ impl TrajectoryFile {
         })
     }
 
-    /// Appends record `k` with the forcing at its time (one slice per
-    /// forcing field given to [`create_with_forcing`](Self::create_with_forcing)).
-    ///
-    /// # Errors
-    /// A write that fails.
-    pub fn append_forcing(
-        &mut self,
-        k: usize,
-        time: f64,
-        split: i32,
-        states: &DMatrix<f64>,
-        forcing: &[&[f64]],
-    ) -> Result<(), IoError> {
-        assert_eq!(forcing.len(), self.forcing, "one slice per forcing field");
-        self.append_all(k, time, split, states, forcing)
-    }
-
-    /// Appends record `k`: its time, split code and the states, `n x runs`
-    /// (one trajectory per column).
+    /// Appends record `k`: its time, split code, the states, `n x runs`
+    /// (one trajectory per column), and the forcing at its time (one slice
+    /// per forcing field given to [`create`](Self::create)).
     ///
     /// # Errors
     /// A write that fails.
@@ -1430,22 +1400,9 @@ impl TrajectoryFile {
         time: f64,
         split: i32,
         states: &DMatrix<f64>,
-    ) -> Result<(), IoError> {
-        assert_eq!(
-            self.forcing, 0,
-            "a file with forcing is appended with append_forcing"
-        );
-        self.append_all(k, time, split, states, &[])
-    }
-
-    fn append_all(
-        &mut self,
-        k: usize,
-        time: f64,
-        split: i32,
-        states: &DMatrix<f64>,
         forcing: &[&[f64]],
     ) -> Result<(), IoError> {
+        assert_eq!(forcing.len(), self.forcing, "one slice per forcing field");
         for (f, buffer) in self.layout.fields.iter().zip(&mut self.buffers) {
             for (r, column) in states.column_iter().enumerate() {
                 buffer[r * f.len..(r + 1) * f.len]

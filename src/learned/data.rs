@@ -298,7 +298,7 @@ pub fn simulate(
         attributes.push(("comment".into(), d.as_str().into()));
     }
     let forcing_at = |time: f64| model.forcing(time);
-    let mut writer = crate::experiment::output::TrajectoryFile::create_with_forcing(
+    let mut writer = crate::experiment::output::TrajectoryFile::create(
         out,
         model.geometry(),
         s.trajectories,
@@ -315,7 +315,7 @@ pub fn simulate(
         }
         let forcing = forcing_at(time);
         let slices: Vec<&[f64]> = forcing.iter().map(|f| f.values.as_slice()).collect();
-        writer.append_forcing(k, time, split_code(k, s.records, s.split), &states, &slices)?;
+        writer.append(k, time, split_code(k, s.records, s.split), &states, &slices)?;
         bar.set(k + 1, "");
     }
     bar.finish();
