@@ -11,6 +11,8 @@ ds = xr.open_dataset(path)
 h = ds["state_h"]
 assert h.dims == ("time", "trajectory", "y", "x"), h.dims
 assert h.attrs["units"] == "m", h.attrs
+# The physical models count time in seconds (issue 31: it said "1").
+assert ds["time"].attrs["units"] == "s" and ds["time"].dtype == np.float64, ds["time"].attrs
 assert ds["x"].attrs["units"] == "m" and ds["x"].attrs.get("standard_name") == "projection_x_coordinate"
 u = ds["state_u"]
 assert u.attrs["grid_position"] == "corner", u.attrs

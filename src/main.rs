@@ -45,6 +45,10 @@ enum Command {
         /// Where models run (overrides `run.device`).
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
+        /// Replace files in the output folder that no recorded rime command
+        /// wrote (without it, rime refuses to overwrite them).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Prints the reference of the experiment file: every table and key with
     /// its type, default and meaning (Markdown).
@@ -58,7 +62,8 @@ enum Command {
     Map {
         /// The trajectory file, or a run's output folder.
         file: PathBuf,
-        /// The field to map from a run's folder (e.g. `h`).
+        /// The field to map from a run's folder (e.g. `h`; optional when the
+        /// run has one field).
         #[arg(long)]
         field: Option<String>,
         /// The folder of the maps.
@@ -70,6 +75,10 @@ enum Command {
         /// The trajectory.
         #[arg(long, default_value_t = 0)]
         trajectory: usize,
+        /// Replace files in the output folder that no recorded rime command
+        /// wrote (without it, rime refuses to overwrite them).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Draws columns of a CSV table as a PNG line plot (one curve per value of
     /// `--group`; with `--log`, log-log axes and each curve's fitted power-law
@@ -108,6 +117,10 @@ enum Command {
         /// The NetCDF file to write.
         #[arg(long, default_value = "trajectories.nc")]
         out: PathBuf,
+        /// Replace files in the output folder that no recorded rime command
+        /// wrote (without it, rime refuses to overwrite them).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Trains a neural emulator on a trajectory file: writes `emulator.ckpt`
     /// (best validation loss), `last.ckpt` (with the optimiser state) and the
@@ -125,6 +138,10 @@ enum Command {
         /// one passes `--resume`).
         #[arg(long)]
         until_epoch: Option<usize>,
+        /// Replace files in the output folder that no recorded rime command
+        /// wrote (without it, rime refuses to overwrite them).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Scores models (emulators, surrogates, physical models) against the
     /// test split of a trajectory file, lead by lead, beside persistence and
@@ -140,6 +157,10 @@ enum Command {
         /// Also write the summary table (Markdown) to this file.
         #[arg(long)]
         table: Option<PathBuf>,
+        /// Replace files in the output folder that no recorded rime command
+        /// wrote (without it, rime refuses to overwrite them).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Reads and validates an experiment file and builds its models without running it.
     Check {
@@ -206,20 +227,23 @@ fn real_main() -> anyhow::Result<ExitCode> {
             out,
             record,
             trajectory,
+            overwrite,
         } => {
             if file.is_dir() {
-                let field = field.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: a run's folder: give the field to map with --field",
-                        file.display()
-                    )
-                })?;
-                for path in rime::experiment::maps::draw_run_maps(&file, &field, record, &out)? {
+                let maps = rime::experiment::maps::draw_run_maps(
+                    &file,
+                    field.as_deref(),
+                    record,
+                    &out,
+                    overwrite,
+                )?;
+                for path in maps {
                     println!("wrote {}", path.display());
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let report = rime::experiment::maps::draw_maps(&file, &out, record, trajectory)?;
+            let report =
+                rime::experiment::maps::draw_maps(&file, &out, record, trajectory, overwrite)?;
             for path in &report.maps {
                 println!("wrote {}", path.display());
             }
@@ -260,10 +284,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { file, out } => {
+        Command::Simulate {
+            file,
+            out,
+            overwrite,
+        } => {
             let config =
                 rime::learned::SimulateConfig::from_file(&file).map_err(anyhow::Error::msg)?;
-            let report = rime::learned::simulate(&config, &file, &out, true)?;
+            let report = rime::learned::simulate(&config, &file, &out, true, overwrite)?;
             println!(
                 "wrote {}: {} trajectories x {} records of {} variables, {} model time apart ({:.1} s)",
                 report.path.display(),
@@ -298,10 +326,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             out,
             resume,
             until_epoch,
+            overwrite,
         } => {
             let config =
                 rime::learned::TrainConfig::from_file(&file).map_err(anyhow::Error::msg)?;
-            let report = rime::learned::train(&config, &file, &out, resume, until_epoch, true)?;
+            let report =
+                rime::learned::train(&config, &file, &out, resume, until_epoch, true, overwrite)?;
             let s = &report.state;
             if let Some(best) = s.history.iter().find(|r| r.epoch == s.best_epoch) {
                 println!(
@@ -331,10 +361,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Evaluate { file, out, table } => {
+        Command::Evaluate {
+            file,
+            out,
+            table,
+            overwrite,
+        } => {
             let config = rime::learned::evaluate::EvaluateConfig::from_file(&file)
                 .map_err(anyhow::Error::msg)?;
-            let ev = rime::learned::evaluate::evaluate(&config, &out, true)?;
+            // Every output target is checked before any computing.
+            if let Some(path) = &table {
+                rime::io::folder::check_writable(path)?;
+            }
+            let ev = rime::learned::evaluate::evaluate(&config, &out, true, overwrite)?;
             let markdown = rime::learned::evaluate::table(&ev);
             print!("{markdown}");
             if let Some(path) = table {
@@ -386,8 +425,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             table,
             check_expected,
             device,
+            overwrite,
         } => {
             let config = ExperimentConfig::from_file(&file)?;
+            // Every output target is checked before any computing.
+            if let Some(path) = &table {
+                rime::io::folder::check_writable(path)?;
+            }
             let format = match format {
                 Format::Classic => NetcdfFormat::Classic,
                 Format::Netcdf4 => NetcdfFormat::Netcdf4,
@@ -400,6 +444,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 output: Some(output::OutputTarget {
                     dir: out.clone(),
                     format,
+                    overwrite,
                 }),
                 // The per-cycle scores are in the NetCDF files.
                 drop_series: true,

@@ -109,6 +109,16 @@ pub fn curves(csv: &str, spec: &PlotSpec, path: &str) -> Result<Vec<Curve>, Plot
     let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for (row, line) in lines.enumerate() {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        // A ragged row means a shifted column: its values would be read
+        // under the wrong heading.
+        if cells.len() != header.len() {
+            return Err(table(format!(
+                "row {}: {} cells, the header has {}",
+                row + 2,
+                cells.len(),
+                header.len()
+            )));
+        }
         let cell = |i: usize| cells.get(i).copied().unwrap_or("");
         if cell(iy).is_empty() {
             continue;
@@ -123,6 +133,19 @@ pub fn curves(csv: &str, spec: &PlotSpec, path: &str) -> Result<Vec<Curve>, Plot
             })
         };
         let point = (number(ix, &spec.x)?, number(iy, &spec.y)?);
+        // Logarithmic axes cannot show zero or negative values; flooring
+        // them would draw a point that is not in the table.
+        for (log, name, v) in [
+            (spec.log, &spec.x, point.0),
+            (spec.log || spec.log_y, &spec.y, point.1),
+        ] {
+            if log && !(v > 0.0) {
+                return Err(table(format!(
+                    "row {}: `{name}` = {v} cannot be drawn on a logarithmic axis (values must be positive)",
+                    row + 2
+                )));
+            }
+        }
         let name = ig.map_or(String::new(), |i| cell(i).to_string());
         groups.entry(name).or_default().push(point);
     }
@@ -566,6 +589,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(missing.contains("no column `memory`"), "{missing}");
+        // Issue 31: a ragged row and a value a log axis cannot show are
+        // refused, not shifted or floored.
+        let ragged = curves("model,n,time\nl96,40\n", &spec, "r.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            ragged.contains("row 2: 2 cells, the header has 3"),
+            "{ragged}"
+        );
+        let zero = curves("model,n,time\nl96,40,0\n", &spec, "z.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zero.contains("row 2") && zero.contains("logarithmic"),
+            "{zero}"
+        );
+        let linear = PlotSpec {
+            log: false,
+            ..spec.clone()
+        };
+        assert!(curves("model,n,time\nl96,40,0\n", &linear, "z.csv").is_ok());
         // A PNG comes out.
         let dir = std::env::temp_dir().join(format!("rime-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -24,6 +24,7 @@ fn to(dir: &Path) -> RunOptions {
         output: Some(output::OutputTarget {
             dir: dir.to_path_buf(),
             format: NetcdfFormat::Classic,
+            overwrite: false,
         }),
         ..Default::default()
     }
@@ -364,7 +365,8 @@ fn a_diverging_method_is_reported_and_the_others_finish() {
         .filter_map(|e| e.ok())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with('.') || name.contains(".partial")
+            name != rime::io::folder::MANIFEST
+                && (name.starts_with('.') || name.contains(".partial"))
         })
         .collect();
     assert!(
@@ -577,6 +579,33 @@ fn observations_from_a_file_are_assimilated_like_the_twins() {
         assert!(!out.join("truth.nc").exists());
         print!("{}", output::table(&report));
     }
+    // The same observations with errors claimed ten times too small: no
+    // truth to score against, but the innovations contradict R, and the
+    // status says so instead of "ok" (issue 31, point 4).
+    let mut understated = String::from("time,index,value,error\n");
+    for i in 0..columns[0].len() {
+        understated += &format!(
+            "{},{},{},{}\n",
+            columns[0][i],
+            columns[1][i],
+            columns[2][i],
+            0.1 * columns[3][i]
+        );
+    }
+    std::fs::write(dir.join("understated.csv"), understated).unwrap();
+    let text_bad = text.replace(
+        "operator = \"every\"\nstride = 2\nerror_std = 1.0",
+        "operator = \"file\"\nfile = \"understated.csv\"",
+    );
+    let config = ExperimentConfig::from_toml(&text_bad, &dir.join("understated.toml")).unwrap();
+    let report = run(&config, &to(&dir.join("understated"))).unwrap();
+    let m = &report.methods[0];
+    assert!(
+        matches!(m.status, Status::InconsistentInnovations { r_ratio } if r_ratio > 2.0),
+        "{:?}",
+        m.status
+    );
+    assert_eq!(m.status.name(), "inconsistent_innovations");
     // A method that needs a truth's climatology is refused up front.
     let bad = SMALL.replace("divergence_rmse = 2.0", "").replace(
         "operator = \"every\"\nstride = 2\nerror_std = 1.0",
@@ -1142,7 +1171,7 @@ fn a_second_run_into_a_busy_folder_is_refused_and_a_killed_one_cleaned_up() {
     let _ = first.wait();
     assert_eq!(second.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("another rime run"), "{stderr}");
+    assert!(stderr.contains("another rime command"), "{stderr}");
     // The first run was killed: its lock is stale, its partial files are
     // removed by the next run, which says so and lists only its own files.
     let third = rime_run(&file, &out, &["--cycles", "10"]).output().unwrap();
@@ -1166,6 +1195,7 @@ fn a_second_run_into_a_busy_folder_is_refused_and_a_killed_one_cleaned_up() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != rime::io::folder::MANIFEST)
         .filter(|n| n.starts_with('.') || n.contains("partial"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
@@ -1421,7 +1451,9 @@ fn sea_ice_4dvar_recovers_the_initial_thickness() {
     assert!((h[3] - hv_last).abs() < 1e-12);
     assert!(read_f64(&ds, "rmse_f_sxy").iter().all(|v| v.is_finite()));
     // Maps of the run: truth, and each method's analysis and error.
-    let maps = rime::experiment::maps::draw_run_maps(&dir, "h", None, &dir.join("maps")).unwrap();
+    let maps =
+        rime::experiment::maps::draw_run_maps(&dir, Some("h"), None, &dir.join("maps"), false)
+            .unwrap();
     let names: Vec<String> = maps
         .iter()
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
@@ -1439,7 +1471,8 @@ fn sea_ice_4dvar_recovers_the_initial_thickness() {
     for p in &maps {
         assert_eq!(&std::fs::read(p).unwrap()[1..4], b"PNG");
     }
-    let e = rime::experiment::maps::draw_run_maps(&dir, "zz", None, &dir.join("maps")).unwrap_err();
+    let e = rime::experiment::maps::draw_run_maps(&dir, Some("zz"), None, &dir.join("maps"), false)
+        .unwrap_err();
     assert!(e.to_string().contains("truth_zz"), "{e}");
 }
 
@@ -1583,4 +1616,191 @@ fn coupled_4dvar_corrects_the_roughness_of_the_ice() {
     let (_, _, var) = field(by("var4d"), "ice_roughness");
     // Measured 0.76 of the free run's error after one window of 8 iterations.
     assert!(var < 0.85 * free, "roughness error {var} m vs {free} m");
+}
+
+/// Issue 31, point 1: a run never deletes or overwrites a file it did not
+/// write: another program's `*.partial.nc` and the user's files survive,
+/// a foreign file in the way (or a NetCDF file that would be taken for the
+/// run's) is refused before any computing, and `--overwrite` replaces only
+/// what the run writes.
+#[test]
+fn a_run_never_deletes_or_overwrites_files_it_did_not_write() {
+    let dir = scratch("foreign");
+    let file = dir.join("small.toml");
+    std::fs::write(&file, SMALL).unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("sim.partial.nc"), b"theirs").unwrap();
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let ok = rime_run(&file, &out, &["--cycles", "20"]).output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("sim.partial.nc")).unwrap(),
+        b"theirs"
+    );
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+
+    // A file the run would write, which no rime command wrote.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("etkf.nc"), b"mine").unwrap();
+    let refused = rime_run(&file, &other, &["--cycles", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("etkf.nc") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(other.join("etkf.nc")).unwrap(), b"mine");
+    assert!(!other.join("truth.nc").exists() && !other.join("truth.partial.nc").exists());
+    // A NetCDF file this run would not write but that would sit beside
+    // its outputs (an older method's file from before manifests).
+    std::fs::remove_file(other.join("etkf.nc")).unwrap();
+    std::fs::write(other.join("letkf.nc"), b"old").unwrap();
+    let refused = rime_run(&file, &other, &["--cycles", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("letkf.nc"), "{stderr}");
+    let forced = rime_run(&file, &other, &["--cycles", "20", "--overwrite"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(forced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("letkf.nc"),
+        "the note names the file left: {stderr}"
+    );
+    assert_eq!(std::fs::read(other.join("letkf.nc")).unwrap(), b"old");
+    assert!(other.join("etkf.nc").exists());
+}
+
+/// Issue 31, point 2: a rerun with fewer methods removes the earlier run's
+/// method file (recorded in the folder's manifest) instead of leaving it
+/// beside the new truth, and `rime map` draws only the run's methods.
+#[test]
+fn a_rerun_removes_its_earlier_methods_and_maps_only_its_own() {
+    let dir = scratch("rerun");
+    let file = dir.join("small.toml");
+    // No divergence limit: climatology runs every cycle, so its whole
+    // run is drawn.
+    let small = SMALL.replace("divergence_rmse = 2.0", "");
+    std::fs::write(&file, &small).unwrap();
+    let out = dir.join("out");
+    let first = rime_run(&file, &out, &["--cycles", "20"]).output().unwrap();
+    assert!(first.status.success());
+    assert!(out.join("etkf.nc").exists());
+    let fewer = small.split("[[methods]]\nname = \"etkf\"").next().unwrap();
+    std::fs::write(&file, fewer).unwrap();
+    let second = rime_run(&file, &out, &["--cycles", "20"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("etkf.nc"), "{stderr}");
+    assert!(!out.join("etkf.nc").exists());
+    // Lorenz-96 has one 1-D field: `rime map` of the folder needs no
+    // --field and draws time-space diagrams of the truth and the method.
+    let maps = dir.join("maps");
+    let drawn = Command::new(env!("CARGO_BIN_EXE_rime"))
+        .arg("map")
+        .arg(&out)
+        .arg("--out")
+        .arg(&maps)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&drawn.stderr);
+    assert!(drawn.status.success(), "{stderr}");
+    let mut names: Vec<String> = std::fs::read_dir(&maps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "climatology_x.png",
+            "climatology_x_error.png",
+            "truth_x.png"
+        ]
+    );
+    for n in &names {
+        assert_eq!(&std::fs::read(maps.join(n)).unwrap()[1..4], b"PNG");
+    }
+}
+
+/// Issue 31, point 4: degenerate settings are refused before any computing,
+/// each naming its key: a window or lag as long as the run, f32 asked of
+/// the f64 host path, and correlated errors that make R nearly singular.
+#[test]
+fn degenerate_settings_are_refused_with_their_key() {
+    let dir = scratch("degenerate");
+    let methods = |m: &str| SMALL.split("[[methods]]").next().unwrap().to_string() + m;
+    for (name, text, key) in [
+        (
+            "window",
+            methods("[[methods]]\nname = \"var4d\"\nwindow = 1000\n"),
+            "methods[0].window",
+        ),
+        (
+            "lag",
+            methods("[[methods]]\nname = \"ienks\"\nensemble_size = 10\nlag = 1000\n"),
+            "methods[0].lag",
+        ),
+        (
+            "precision",
+            SMALL.replace("seed = 5", "seed = 5\nprecision = \"f32\""),
+            "run.precision",
+        ),
+        (
+            "singular-r",
+            SMALL.replace(
+                "error_std = 1.0",
+                "error_std = 1.0\nerror_correlation_length = 1e6",
+            ),
+            "observations.error_correlation_length",
+        ),
+        (
+            "huge",
+            SMALL.replace("size = 40", "size = 1000000000000"),
+            "`size`",
+        ),
+        (
+            "swath-1d",
+            SMALL.replace(
+                "operator = \"every\"\nstride = 2",
+                "operator = \"swath\"\nswath = { width = 4.0 }",
+            ),
+            "observations.operator",
+        ),
+    ] {
+        let (code, stdout, stderr) = cli(&dir, name, &text, &[]);
+        assert_eq!(code, Some(2), "{name}: {stdout}{stderr}");
+        assert!(stderr.contains(key), "{name}: {stderr}");
+        assert!(
+            !dir.join(format!("out-{name}")).exists(),
+            "{name}: no output"
+        );
+    }
+    // The host path off, f32 is what the forecasts run in: accepted.
+    let text = SMALL.replace(
+        "seed = 5",
+        "seed = 5\nprecision = \"f32\"\nhost_fast_path = false",
+    );
+    let (code, _, stderr) = cli(&dir, "f32", &text, &["--cycles", "5"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // A moderate correlation length is accepted.
+    let text = SMALL.replace(
+        "error_std = 1.0",
+        "error_std = 1.0\nerror_correlation_length = 1.0",
+    );
+    let (code, _, stderr) = cli(&dir, "short-r", &text, &["--cycles", "5"]);
+    assert_eq!(code, Some(0), "{stderr}");
 }

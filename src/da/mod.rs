@@ -183,6 +183,18 @@ impl MethodConfig {
         }
     }
 
+    /// The observation cycles one analysis spans, with the key that sets
+    /// it: 4D-Var's and En4DVar's `window`, the iEnKS's `lag`; `None` for
+    /// methods that analyse each cycle on its own.
+    pub fn window_cycles(&self) -> Option<(&'static str, usize)> {
+        match self {
+            MethodConfig::Var4d(c) => Some(("window", c.window)),
+            MethodConfig::En4dvar(c) => Some(("window", c.window)),
+            MethodConfig::Ienks(c) => Some(("lag", c.lag)),
+            _ => None,
+        }
+    }
+
     /// Checks the values; the error is `(key, reason)`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, r: String| Err((k.to_string(), r));

@@ -516,6 +516,12 @@ pub fn check_label(label: &str) -> Result<(), String> {
     if label.starts_with('.') {
         return Err(format!("\"{label}\" starts with a dot (a hidden file)"));
     }
+    if label.ends_with(crate::io::folder::PARTIAL_SUFFIX) {
+        return Err(format!(
+            "\"{label}\" ends in `{}`, which marks a file still being written (`{label}.nc` would look unfinished)",
+            crate::io::folder::PARTIAL_SUFFIX
+        ));
+    }
     if RESERVED_LABELS.contains(&label) {
         return Err(format!(
             "\"{label}\" is reserved for the run's own {label} file"
@@ -1006,6 +1012,7 @@ mod tests {
             "é",
             "observations",
             "summary",
+            "truth.partial",
         ] {
             assert!(check_label(bad).is_err(), "{bad:?}");
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::registry::ModelConfig;
 use crate::core::CoordinateUnits;
+use crate::io::folder::OutputFolder;
 use crate::learned::data::Trajectories;
 
 /// Draws the maps of record `record` (default: the last) of trajectory
@@ -20,7 +21,9 @@ pub fn draw_maps(
     out: &Path,
     record: Option<usize>,
     trajectory: usize,
+    overwrite: bool,
 ) -> anyhow::Result<MapReport> {
+    let mut folder = OutputFolder::claim(out, MAP_COMMAND, overwrite)?;
     let data = Trajectories::read(file, [1.0, 0.0]).map_err(|e| anyhow::anyhow!(e))?;
     let text = data.model.as_deref().ok_or_else(|| {
         anyhow::anyhow!(
@@ -73,9 +76,15 @@ pub fn draw_maps(
     } else {
         format!("t = {time}")
     };
-    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    let fields = model.maps(state.clone());
+    folder.prepare(
+        &fields
+            .iter()
+            .map(|f| format!("{}.png", f.name))
+            .collect::<Vec<_>>(),
+    )?;
     let mut written = Vec::new();
-    for field in model.maps(state.clone()) {
+    for field in fields {
         let path = out.join(format!("{}.png", field.name));
         let title = format!("{}, {when}", field.long_name);
         crate::plot::map(&field, &title, metres, &path)?;
@@ -100,21 +109,59 @@ pub fn draw_maps(
     })
 }
 
+/// The command name `rime map` records in its folder's manifest.
+pub const MAP_COMMAND: &str = "rime map";
+
+/// The state variable of `kind` (`truth`, `analysis_mean`) in `ds` for
+/// `field` (its `field` attribute; `<kind>` alone when the run wrote one
+/// field, `<kind>_<field>` otherwise), with the names of the fields there
+/// are when none matches.
+fn field_variable<'a>(
+    ds: &'a crate::io::Dataset,
+    kind: &str,
+    field: Option<&str>,
+) -> Result<&'a crate::io::Variable, Vec<String>> {
+    let of_kind: Vec<&crate::io::Variable> = ds
+        .variables
+        .iter()
+        .filter(|v| v.name == kind || v.name.starts_with(&format!("{kind}_")))
+        .filter(|v| v.attribute("field").is_some())
+        .collect();
+    let name_of = |v: &crate::io::Variable| match v.attribute("field") {
+        Some(crate::io::AttrValue::Text(f)) => f.clone(),
+        _ => String::new(),
+    };
+    let found = match field {
+        Some(f) => of_kind.iter().find(|v| name_of(v) == f),
+        None if of_kind.len() == 1 => of_kind.first(),
+        None => None,
+    };
+    found
+        .copied()
+        .ok_or_else(|| of_kind.iter().map(|v| name_of(v)).collect())
+}
+
 /// Draws the maps of a twin run's folder (`rime run`'s output with
-/// `[output] states = true`) for one field at record `record` (default:
-/// the last): `truth_<field>.png`, and for each method file,
-/// `<method>_<field>.png` (its analysis mean) and `<method>_<field>_error.png`
-/// (analysis mean minus truth, on a colour range symmetric about zero).
-/// Returns the paths.
+/// `[output] states = true`) for one field (optional when the run has
+/// one): for a 2-D field at record `record` (default: the last),
+/// `truth_<field>.png`, and for each method file, `<method>_<field>.png`
+/// (its analysis mean) and `<method>_<field>_error.png` (analysis mean
+/// minus truth, on a colour range symmetric about zero); for a 1-D field
+/// (Lorenz-96), the same as time-space (Hovmoller) diagrams over the whole
+/// run. The method files are those the folder's manifest records as the
+/// run's (every `*.nc` but the truth and observations in a folder from
+/// before manifests). Returns the paths.
 ///
 /// # Errors
-/// A folder without `truth.nc` or without the field, an unreadable file,
-/// or a record out of range; messages name the file.
+/// A folder without `truth.nc` or without the field, a field with no
+/// spatial dimension, an unreadable file, or a record out of range;
+/// messages name the file and the fields there are.
 pub fn draw_run_maps(
     dir: &Path,
-    field: &str,
+    field: Option<&str>,
     record: Option<usize>,
     out: &Path,
+    overwrite: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     use crate::core::{MapField, MapScale};
     let read = |path: &Path| {
@@ -122,18 +169,18 @@ pub fn draw_run_maps(
     };
     let truth_path = dir.join("truth.nc");
     let truth = read(&truth_path)?;
-    let name = format!("truth_{field}");
-    let var = truth.variable(&name).ok_or_else(|| {
+    let var = field_variable(&truth, "truth", field).map_err(|fields| {
+        let wanted = field.map_or(String::new(), |f| format!(" `truth_{f}` or"));
         anyhow::anyhow!(
-            "{}: no variable `{name}` (is `{field}` a 2-D field, and did the run keep `[output] states`?)",
-            truth_path.display()
+            "{}: no variable{wanted} truth of {} (the run's fields: {}; did it keep `[output] states`?)",
+            truth_path.display(),
+            field.map_or("a single field: give --field".to_string(), |f| format!("field `{f}`")),
+            if fields.is_empty() { "none".to_string() } else { fields.join(", ") }
         )
     })?;
-    let [_, ydim, xdim] = var.dimensions.as_slice() else {
-        anyhow::bail!(
-            "{}: `{name}` is not a (time, y, x) field",
-            truth_path.display()
-        );
+    let field = match var.attribute("field") {
+        Some(crate::io::AttrValue::Text(f)) => f.clone(),
+        _ => unreachable!("field_variable returns variables with a `field`"),
     };
     let coordinate = |d: &str| {
         truth
@@ -141,8 +188,25 @@ pub fn draw_run_maps(
             .map(|v| v.data.to_f64())
             .ok_or_else(|| anyhow::anyhow!("{}: no coordinate `{d}`", truth_path.display()))
     };
-    let (x, y) = (coordinate(xdim)?, coordinate(ydim)?);
-    let size = x.len() * y.len();
+    let times = truth
+        .variable("time")
+        .map(|v| v.data.to_f64())
+        .unwrap_or_default();
+    // A 2-D field is mapped at one record; a 1-D one over time.
+    let (x, y, hovmoller) = match var.dimensions.as_slice() {
+        [_, ydim, xdim] => (coordinate(xdim)?, coordinate(ydim)?, false),
+        [_, xdim] => (coordinate(xdim)?, times.clone(), true),
+        _ => anyhow::bail!(
+            "{}: `{}` has no spatial dimension to map; read it with xarray and plot its time series",
+            truth_path.display(),
+            var.name
+        ),
+    };
+    let size = if hovmoller {
+        x.len()
+    } else {
+        x.len() * y.len()
+    };
     let truth_all = var.data.to_f64();
     let records = truth_all.len() / size.max(1);
     let t = record.unwrap_or(records.saturating_sub(1));
@@ -152,37 +216,72 @@ pub fn draw_run_maps(
             truth_path.display()
         );
     }
-    let units = match var.attributes.iter().find(|(k, _)| k == "units") {
-        Some((_, crate::io::AttrValue::Text(u))) => u.clone(),
+    let units = match var.attribute("units") {
+        Some(crate::io::AttrValue::Text(u)) => u.clone(),
         _ => String::new(),
     };
-    let mask = truth
-        .variable(&format!("mask_{field}"))
-        .map(|m| m.data.to_f64().iter().map(|v| *v != 0.0).collect());
-    let record_of = |all: &[f64]| all[t * size..(t + 1) * size].to_vec();
+    let mask_name = var.name.replacen("truth", "mask", 1);
+    let mask = truth.variable(&mask_name).map(|m| {
+        let m: Vec<bool> = m.data.to_f64().iter().map(|v| *v != 0.0).collect();
+        if hovmoller { m.repeat(records) } else { m }
+    });
+    let metres = truth
+        .variable(match var.dimensions.last() {
+            Some(d) => d.as_str(),
+            None => "x",
+        })
+        .and_then(|v| v.attribute("units").cloned())
+        .is_some_and(|u| matches!(u, crate::io::AttrValue::Text(u) if u == "m"));
+    let record_of = |all: &[f64]| {
+        if hovmoller {
+            all[..records * size].to_vec()
+        } else {
+            all[t * size..(t + 1) * size].to_vec()
+        }
+    };
     let truth_values = record_of(&truth_all);
-    let time = truth
-        .variable("time")
-        .map_or(f64::NAN, |v| v.data.to_f64()[t]);
-    let when = format!("t = {:.1} h", time / 3600.0);
+    let when = if hovmoller {
+        "over time".to_string()
+    } else if metres {
+        format!(
+            "t = {:.1} h",
+            times.get(t).copied().unwrap_or(f64::NAN) / 3600.0
+        )
+    } else {
+        format!("t = {}", times.get(t).copied().unwrap_or(f64::NAN))
+    };
     let map = |name: String, long_name: String, values: Vec<f64>, scale| MapField {
         name,
         long_name,
         units: units.clone(),
         x: x.clone(),
-        y: y.clone(),
+        y: if hovmoller {
+            y[..records].to_vec()
+        } else {
+            y.clone()
+        },
         values,
         mask: mask.clone(),
         scale,
     };
-    let mut methods: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "nc"))
-        .collect();
+    // The run's method files: from the manifest where there is one.
+    let recorded = OutputFolder::recorded_by(dir, super::output::RUN_COMMAND)?;
+    let mut entries: Vec<PathBuf> = match recorded {
+        Some(names) => names
+            .iter()
+            .filter(|n| n.ends_with(".nc"))
+            .map(|n| dir.join(n))
+            .filter(|p| p.exists())
+            .collect(),
+        None => std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "nc"))
+            .collect(),
+    };
     entries.sort();
+    let mut methods: Vec<(String, Vec<f64>)> = Vec::new();
     for path in entries {
         let stem = path
             .file_stem()
@@ -193,19 +292,25 @@ pub fn draw_run_maps(
             continue;
         }
         let ds = read(&path)?;
-        if let Some(v) = ds.variable(&format!("analysis_mean_{field}")) {
+        if let Ok(v) = field_variable(&ds, "analysis_mean", Some(&field)) {
             let all = v.data.to_f64();
-            if all.len() >= (t + 1) * size {
+            if all.len() >= records * size {
                 methods.push((stem, record_of(&all)));
             }
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    let mut names = vec![format!("truth_{field}.png")];
+    for (method, _) in &methods {
+        names.push(format!("{method}_{field}.png"));
+        names.push(format!("{method}_{field}_error.png"));
+    }
+    let mut folder = OutputFolder::claim(out, MAP_COMMAND, overwrite)?;
+    folder.prepare(&names)?;
     let mut written = Vec::new();
     let mut draw = |f: MapField| -> anyhow::Result<()> {
         let path = out.join(format!("{}.png", f.name));
         let title = f.long_name.clone();
-        crate::plot::map(&f, &title, true, &path)?;
+        crate::plot::map(&f, &title, metres, &path)?;
         written.push(path);
         Ok(())
     };
@@ -269,8 +374,8 @@ mod tests {
         .unwrap();
         let config = SimulateConfig::from_file(&file).unwrap();
         let out = dir.join("ice.nc");
-        simulate(&config, &file, &out, false).unwrap();
-        let report = draw_maps(&out, &dir.join("maps"), None, 0).unwrap();
+        simulate(&config, &file, &out, false, false).unwrap();
+        let report = draw_maps(&out, &dir.join("maps"), None, 0, false).unwrap();
         assert!(
             report
                 .diagnostics
@@ -287,7 +392,7 @@ mod tests {
             let bytes = std::fs::read(p).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
         }
-        let e = draw_maps(&out, &dir.join("maps"), Some(7), 0).unwrap_err();
+        let e = draw_maps(&out, &dir.join("maps"), Some(7), 0, false).unwrap_err();
         assert!(e.to_string().contains("record 7"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }

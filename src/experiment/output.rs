@@ -47,6 +47,7 @@ use super::runner::{CycleScores, Moments, Report, Status};
 use super::twin::{Built, Chronology, ObsSource};
 use crate::core::{CoordinateUnits, Coordinates, Geometry, ObsBatch};
 use crate::da::var::MinimisationSummary;
+use crate::io::folder::OutputFolder;
 use crate::io::stream::{StreamAttr, StreamHeader, StreamType, StreamVar, StreamWriter};
 use crate::io::{self, IoError, NetcdfFormat};
 use crate::metrics::RankHistogram;
@@ -59,6 +60,9 @@ pub struct OutputTarget {
     /// Classic (streamed) or NetCDF-4 (streamed as classic, converted when
     /// each file is complete; needs the `netcdf` feature).
     pub format: NetcdfFormat,
+    /// Replace files in the folder that no recorded rime command wrote
+    /// (`--overwrite`); without it the run refuses to start.
+    pub overwrite: bool,
 }
 
 /// One written field: where it sits in the state and its dimensions.
@@ -84,6 +88,9 @@ struct Layout {
     dims: Vec<(String, usize)>,
     fixed: Vec<(StreamVar, Vec<f64>)>,
     fields: Vec<FieldLayout>,
+    /// Units of `time`: seconds for models laid out in metres (the
+    /// physical models), else the model's own time units (`1`).
+    time_units: &'static str,
 }
 
 impl Layout {
@@ -110,6 +117,11 @@ impl Layout {
             dims: Vec::new(),
             fixed: Vec::new(),
             fields: Vec::new(),
+            time_units: if geometry.coordinate_units == CoordinateUnits::Metres {
+                "s"
+            } else {
+                "1"
+            },
         };
         // An axis dimension: an existing one holding the same values, else
         // `base` if free, `base_<position>` (staggered fields), or
@@ -264,15 +276,15 @@ fn coordinate(name: &str, dim: &str, long: &str, units: &str, standard: Option<&
     }
 }
 
-fn time_var() -> StreamVar {
-    time_var_named("model time of the observations")
+fn time_var(layout: &Layout) -> StreamVar {
+    time_var_named("model time of the observations", layout)
 }
 
 /// The CF `time` coordinate with its long name.
-fn time_var_named(long_name: &str) -> StreamVar {
+fn time_var_named(long_name: &str, layout: &Layout) -> StreamVar {
     StreamVar::new("time", &["time"], StreamType::F64)
         .attr("long_name", long_name)
-        .attr("units", "1")
+        .attr("units", layout.time_units)
         .attr("axis", "T")
         .attr("standard_name", "time")
 }
@@ -405,104 +417,80 @@ fn create_folder(dir: &Path) -> Result<(), IoError> {
     })
 }
 
-/// A run's claim on its output folder: the file `.rime.lock` holding the
-/// process id, created exclusively, removed when the run ends (also on an
-/// error). A second run into the same folder is refused while the first
-/// one lives; a lock left by a killed run (its process gone) is taken
-/// over.
-#[derive(Debug)]
-pub struct OutputLock {
-    path: PathBuf,
-}
+/// The command name a run records in its folder's manifest.
+pub const RUN_COMMAND: &str = "rime run";
 
-impl OutputLock {
-    /// Creates `dir` if needed and locks it.
-    ///
-    /// # Errors
-    /// A folder that cannot be created or written, or one another live
-    /// rime run is writing into.
-    pub fn acquire(dir: &Path) -> Result<Self, IoError> {
-        create_folder(dir)?;
-        let path = dir.join(".rime.lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write as _;
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(Self { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    let alive =
-                        owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if alive {
-                        return Err(IoError::Io {
-                            path: dir.to_path_buf(),
-                            action: "claiming the output folder".into(),
-                            reason: std::io::Error::other(format!(
-                                "another rime run (process {}) is writing into it; wait for it to end or choose another --out",
-                                owner.unwrap_or(0)
-                            )),
-                        });
-                    }
-                    // The owner is gone (a killed run): take its lock over.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(source) => {
-                    return Err(IoError::Io {
-                        path: dir.to_path_buf(),
-                        action: "writing into the output folder".into(),
-                        reason: source,
-                    });
-                }
-            }
-        }
-        Err(IoError::Io {
-            path: path.clone(),
-            action: "claiming the output folder".into(),
-            reason: std::io::Error::other("the lock file keeps coming back"),
-        })
+/// Claims a run's output folder before any file is made: its lock and
+/// manifest ([`OutputFolder`]); declares `truth.nc` (with `truth`),
+/// `observations.nc`, one `<label>.nc` per method and `summary.json`;
+/// refuses NetCDF files that no recorded rime command wrote (they would
+/// sit beside this run's outputs and be taken for them), unless
+/// `--overwrite`; retires an earlier run's files that this run does not
+/// rewrite. Returns the folder and notes of what was removed.
+///
+/// # Errors
+/// A folder another command holds, foreign files in the way, or one that
+/// cannot be written.
+pub fn claim_run_folder(
+    target: &OutputTarget,
+    config: &ExperimentConfig,
+    truth: bool,
+) -> Result<(OutputFolder, Vec<String>), IoError> {
+    let mut folder = OutputFolder::claim(&target.dir, RUN_COMMAND, target.overwrite)?;
+    let mut names: Vec<String> = Vec::new();
+    if truth {
+        names.push("truth.nc".into());
     }
-}
-
-impl Drop for OutputLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+    names.push("observations.nc".into());
+    names.extend(config.methods.iter().map(|m| format!("{}.nc", m.label)));
+    names.push("summary.json".into());
+    // Not a `*.partial.nc` of another program: no method label ends in
+    // `.partial`, so it cannot be taken for this run's.
+    let foreign: Vec<String> = folder
+        .unrecorded(".nc", &names)
+        .into_iter()
+        .filter(|n| !n.ends_with(".partial.nc"))
+        .collect();
+    if !foreign.is_empty() && !target.overwrite {
+        return Err(IoError::Refused {
+            path: target.dir.clone(),
+            reason: format!(
+                "holds {} that no recorded rime command wrote here; beside this run's outputs such files would be taken for its own: move them, choose another --out, or pass --overwrite to leave them there",
+                foreign.join(", ")
+            ),
+        });
     }
-}
-
-/// Removes what an interrupted earlier run left in `dir`: `*.partial.nc`
-/// files and hidden `.*.tmp-*` files of atomic writes. Returns their names.
-fn remove_stale(dir: &Path) -> Vec<String> {
-    let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return removed;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let stale =
-            name.ends_with(".partial.nc") || (name.starts_with('.') && name.contains(".tmp-"));
-        if stale && std::fs::remove_file(entry.path()).is_ok() {
-            removed.push(name);
-        }
+    folder.prepare(&names)?;
+    let mut notes = Vec::new();
+    if !folder.removed().is_empty() {
+        notes.push(format!(
+            "removed what an interrupted earlier run left in the output folder: {}",
+            folder.removed().join(", ")
+        ));
     }
-    removed.sort();
-    removed
+    let retired = folder.retire(&names)?;
+    if !retired.is_empty() {
+        notes.push(format!(
+            "removed an earlier run's files that this run does not rewrite: {}",
+            retired.join(", ")
+        ));
+    }
+    if !foreign.is_empty() {
+        notes.push(format!(
+            "left files that no recorded rime command wrote (--overwrite): {}",
+            foreign.join(", ")
+        ));
+    }
+    Ok((folder, notes))
 }
 
 /// The files of a run that are not a method's: `truth.nc` and
 /// `observations.nc`; and what method files share.
 pub struct RunFiles {
     /// Held until the run's files are all written.
-    lock: OutputLock,
-    /// Files of an interrupted earlier run that were removed.
-    pub stale: Vec<String>,
+    folder: OutputFolder,
+    /// What claiming the folder removed or left, for the user.
+    pub notes: Vec<String>,
     target: OutputTarget,
     config: ExperimentConfig,
     model: String,
@@ -537,18 +525,17 @@ impl RunFiles {
                 path: target.dir.clone(),
             });
         }
-        let lock = OutputLock::acquire(&target.dir)?;
-        let stale = remove_stale(&target.dir);
+        let write_states = config.output.states;
+        let (folder, notes) = claim_run_folder(target, config, built.has_truth() && write_states)?;
         let model = built.model();
         let geometry = model.geometry();
         let layout = Layout::new(geometry, config.output.fields.as_deref());
         let score_fields = super::runner::FieldScorer::new(geometry)
             .map(|s| s.fields().to_vec())
             .unwrap_or_default();
-        let write_states = config.output.states;
         let flush = config.output.flush_every;
         let truth = if built.has_truth() && write_states {
-            let mut records = vec![time_var()];
+            let mut records = vec![time_var(&layout)];
             records.extend(layout.state_vars("truth", "true state", None));
             let header = StreamHeader {
                 record_dim: "time".into(),
@@ -582,7 +569,7 @@ impl RunFiles {
                 .attr("units", units)
         };
         let mut records = vec![
-            time_var(),
+            time_var(&layout),
             StreamVar::new("obs_count", &["time"], StreamType::I32)
                 .attr("long_name", "number of observations at this time"),
             StreamVar::new("obs_missing", &["time"], StreamType::I32).attr(
@@ -623,8 +610,8 @@ impl RunFiles {
         let observations =
             Stream::create(&target.dir, "observations", header, target.format, flush)?;
         Ok(Self {
-            lock,
-            stale,
+            folder,
+            notes,
             target: target.clone(),
             config: config.clone(),
             model: model.name().to_string(),
@@ -693,17 +680,17 @@ impl RunFiles {
     }
 
     /// Closes `truth.nc` and `observations.nc`; returns their paths and
-    /// the folder's lock, to be released when the method files are done.
+    /// the claimed folder, to be released when the method files are done.
     ///
     /// # Errors
     /// A write or rename that fails.
-    pub fn finish(self) -> Result<(Vec<PathBuf>, OutputLock), IoError> {
+    pub fn finish(self) -> Result<(Vec<PathBuf>, OutputFolder), IoError> {
         let mut paths = Vec::new();
         if let Some(t) = self.truth {
             paths.push(t.finish()?);
         }
         paths.push(self.observations.finish()?);
-        Ok((paths, self.lock))
+        Ok((paths, self.folder))
     }
 }
 
@@ -789,7 +776,7 @@ impl MethodWriter {
             ),
             vec![-1.0],
         ));
-        let mut records = vec![time_var()];
+        let mut records = vec![time_var(&layout)];
         if config.output.states {
             records.extend(layout.state_vars("forecast_mean", "forecast (prior) mean", None));
             records.extend(layout.state_vars(
@@ -1346,7 +1333,7 @@ impl TrajectoryFile {
             (0..runs).map(|r| r as f64).collect(),
         ));
         let mut records = vec![
-            time_var_named("model time"),
+            time_var_named("model time", &layout),
             StreamVar::new("split", &["time"], StreamType::I32)
                 .attr("long_name", "which split the time belongs to")
                 .attr("flag_values", StreamAttr::I32(vec![0, 1, 2]))

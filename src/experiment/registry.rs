@@ -193,6 +193,9 @@ impl ModelConfig {
     /// # Errors
     /// A value the model cannot use, or a file it cannot read.
     pub fn init(&self, device: &Device) -> Result<Box<dyn Model>, BuildError> {
+        if let Some((n, key)) = self.spec.state_size() {
+            crate::models::check_state_size(n, key, super::runner::machine_memory())?;
+        }
         self.spec.init(device)
     }
 }

@@ -80,6 +80,16 @@ pub enum Status {
         /// Climatological standard deviation (root of the mean variance).
         climatology: f64,
     },
+    /// Every cycle ran without a truth to score against, but the
+    /// innovations contradict the errors the method assumed: the
+    /// Desroziers estimate of the observation-error variance,
+    /// `mean(d_a d_b)`, is more than [`MAX_DESROZIERS_RATIO`] times the
+    /// assumed `R` or less than its inverse (the analysis is not to be
+    /// trusted as it stands: R, B or the inflation is mis-specified).
+    InconsistentInnovations {
+        /// Desroziers `mean(d_a d_b)` over the assumed variance.
+        r_ratio: f64,
+    },
     /// Stopped at `cycle` (0-based): the forecast or analysis became
     /// non-finite or its error exceeded the divergence limit.
     Diverged {
@@ -106,6 +116,7 @@ impl Status {
             Status::Ok => "ok",
             Status::NotConverged { .. } => "not_converged",
             Status::WorseThanClimatology { .. } => "worse_than_climatology",
+            Status::InconsistentInnovations { .. } => "inconsistent_innovations",
             Status::Diverged { .. } => "diverged",
             Status::Failed { .. } => "failed",
         }
@@ -136,11 +147,21 @@ impl Status {
             } => format!(
                 "worse than climatology (RMSE {rmse_a:.4} > climatological std {climatology:.4})"
             ),
+            Status::InconsistentInnovations { r_ratio } => format!(
+                "inconsistent innovations (Desroziers R / assumed R = {r_ratio:.3}, outside [1/{MAX_DESROZIERS_RATIO}, {MAX_DESROZIERS_RATIO}]: R, B or the inflation is mis-specified)"
+            ),
             Status::Diverged { cycle, .. } => format!("diverged at cycle {cycle}"),
             Status::Failed { cycle, .. } => format!("failed at cycle {cycle}"),
         }
     }
 }
+
+/// How far the Desroziers estimate of `R` may stray from the assumed one
+/// (as a factor on the variance, either way) before a run without a truth
+/// calls its analyses inconsistent. Sampling alone moves the ratio by a
+/// few per cent over a run of a hundred cycles; a factor 2 on the variance
+/// is a mis-specification any centre would act on.
+pub const MAX_DESROZIERS_RATIO: f64 = 2.0;
 
 /// The scores of one cycle. With a truth: RMSE, spread and CRPS of the
 /// forecast and analysis. Always: the innovation statistics operational
@@ -425,7 +446,7 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The output folder's lock, held until the report is dropped (after
     /// summary.json is written).
-    pub lock: Option<output::OutputLock>,
+    pub lock: Option<crate::io::folder::OutputFolder>,
     /// One report per method, in file order.
     pub methods: Vec<MethodReport>,
     /// The forecast model's name, for output.
@@ -472,6 +493,21 @@ pub fn with_options(
     }
     if let Some(d) = options.device {
         config.run.device = d;
+    }
+    // A window or lag longer than the run would never see an analysis: the
+    // method would run no minimisation and be scored on its background.
+    for (i, m) in config.methods.iter().enumerate() {
+        if let Some((key, w)) = m.method.window_cycles()
+            && w > config.run.cycles
+        {
+            return Err(config.invalid(
+                &format!("methods[{i}].{key}"),
+                format!(
+                    "`{}`: a {key} of {w} cycles in a run of {} cycles would never complete one analysis; shorten it or run more cycles",
+                    m.label, config.run.cycles
+                ),
+            ));
+        }
     }
     Ok(config)
 }
@@ -713,13 +749,8 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     let mut files = Vec::new();
     let mut notes = Vec::new();
     let mut lock = None;
-    if let Some(f) = outputs {
-        if !f.stale.is_empty() {
-            notes.push(format!(
-                "removed files an interrupted earlier run left in the output folder: {}",
-                f.stale.join(", ")
-            ));
-        }
+    if let Some(mut f) = outputs {
+        notes.append(&mut f.notes);
         let (paths, l) = f.finish()?;
         files.extend(paths);
         lock = Some(l);
@@ -920,10 +951,27 @@ impl<'a> MethodRun<'a> {
         let (forecast, d_b, hbh) = match outcome {
             Ok(v) => v,
             Err(e) => {
+                // A decomposition that fails on an ensemble gone non-finite
+                // or astronomically large is the divergence's symptom, not
+                // a failure of its own (without a truth no RMSE limit sees
+                // it first).
+                let blown_up = || {
+                    let values: &[f64] = match self.filter.estimate() {
+                        crate::da::Estimate::Ensemble(e) => e.as_slice(),
+                        crate::da::Estimate::Gaussian { mean, .. } => mean.as_slice(),
+                    };
+                    values.iter().any(|v| !(v.abs() < 1e100))
+                };
                 self.status = match e {
                     DaError::Forecast(f) => Status::Diverged {
                         cycle: k,
                         reason: format!("the forecast blew up: {f}"),
+                    },
+                    DaError::Numerical(what) if blown_up() => Status::Diverged {
+                        cycle: k,
+                        reason: format!(
+                            "the ensemble blew up (non-finite or beyond 1e100) and the analysis broke down in {what}"
+                        ),
                     },
                     other => Status::Failed {
                         cycle: k,
@@ -1052,6 +1100,13 @@ impl<'a> MethodRun<'a> {
                     rmse_a,
                     climatology: clim,
                 };
+            } else if let Some(r_ratio) = summary.desroziers_r_ratio
+                && !has_truth
+                && !is_climatology
+                && self.entry.method.name() != "free"
+                && !(1.0 / MAX_DESROZIERS_RATIO..=MAX_DESROZIERS_RATIO).contains(&r_ratio)
+            {
+                self.status = Status::InconsistentInnovations { r_ratio };
             } else if !unconverged.is_empty() {
                 self.status = Status::NotConverged {
                     minimisations: unconverged.len(),

@@ -190,7 +190,7 @@ fn var_keys(var4d: bool) -> Vec<KeyDoc> {
         required(
             "window",
             "integer ≥ 1, cycles",
-            "observation cycles between the window start and the newest observation",
+            "observation cycles between the window start and the newest observation; fewer than the run's cycles",
             "2",
         )
     } else {
@@ -268,7 +268,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key(
                     "error_correlation_length",
                     "number > 0, model distance",
-                    "Gaussian correlation length of the observation errors (absent: independent)",
+                    "Gaussian correlation length of the observation errors (absent: independent); refused where it makes R nearly singular (condition number above 1e8 at the first cycle)",
                 ),
                 key(
                     "missing_fraction",
@@ -333,7 +333,7 @@ pub fn tables() -> Vec<TableDoc> {
                 key(
                     "precision",
                     "\"f64\" or \"f32\"",
-                    "the models' float type (absent: f64 on the CPU, f32 on GPUs)",
+                    "the models' float type (absent: f64 on the CPU, f32 on GPUs; \"f32\" needs host_fast_path = false on models with a host path, which steps in f64)",
                 ),
             ],
             reader: Reader::Struct(read_json::<RunConfig>),
@@ -890,7 +890,11 @@ pub fn tables() -> Vec<TableDoc> {
         doc: "iterative ensemble Kalman smoother, square-root form (Bocquet & Sakov 2013)",
         keys: vec![
             required("ensemble_size", "integer ≥ 2", "members N", "20"),
-            key("lag", "integer, cycles", "window length L (0: the ETKF)"),
+            key(
+                "lag",
+                "integer, cycles",
+                "window length L (0: the ETKF); fewer than the run's cycles",
+            ),
             key(
                 "iterations",
                 "integer ≥ 1",
@@ -918,7 +922,11 @@ pub fn tables() -> Vec<TableDoc> {
             "members N (N + 1 minimisations per window)",
             "20",
         ),
-        key("window", "integer ≥ 1, cycles", "window length"),
+        key(
+            "window",
+            "integer ≥ 1, cycles",
+            "window length; fewer than the run's cycles",
+        ),
         required(
             "localisation_radius",
             "number > 0, model distance",

@@ -187,6 +187,23 @@ impl Built {
             None => None,
         };
         let model: &dyn Model = forecast_model.as_deref().unwrap_or(truth_model.as_ref());
+        // The host fast path steps in f64 whatever the device's float type:
+        // f32 asked for there would be silently ignored.
+        if config.run.precision == Some(crate::device::Precision::F32)
+            && config.run.host_fast_path
+            && let Some(m) = [Some(truth_model.as_ref()), forecast_model.as_deref()]
+                .into_iter()
+                .flatten()
+                .find(|m| m.host().is_some())
+        {
+            return Err(config.invalid(
+                "run.precision",
+                format!(
+                    "\"f32\" is not honoured by the host fast path of `{}` (it steps in f64); set run.host_fast_path = false to run the forecasts as f32 tensor operations, or drop run.precision",
+                    m.name()
+                ),
+            ));
+        }
         let projection = Projection::new(truth_model.geometry(), model.geometry())
             .map_err(|e| config.invalid("forecast_model", e))?;
         if let Some(f) = &forecast_model {
@@ -221,7 +238,9 @@ impl Built {
             }
             ObsSource::File(obs)
         } else {
-            ObsSource::Twin(network(config, model.geometry())?)
+            let net = network(config, model.geometry())?;
+            check_error_conditioning(config, net.as_ref())?;
+            ObsSource::Twin(net)
         };
         if let Some(fields) = &config.output.fields {
             for f in fields {
@@ -388,6 +407,46 @@ impl Built {
     }
 }
 
+/// The largest condition number of a correlated `R` that a run accepts:
+/// beyond it `R^{-1}` amplifies round-off in the innovations by more than
+/// 1e8 and the analysis trusts combinations of observations far more than
+/// their errors allow (the ensemble collapses while its error stays).
+pub const MAX_R_CONDITION: f64 = 1e8;
+
+/// Refuses correlated observation errors whose covariance at the first
+/// cycle is nearly singular (condition number above [`MAX_R_CONDITION`]),
+/// naming the correlation length.
+fn check_error_conditioning(
+    config: &ExperimentConfig,
+    net: &dyn ObsNetwork,
+) -> Result<(), ConfigError> {
+    let Some(length) = config.observations.error_correlation_length else {
+        return Ok(());
+    };
+    let at = net.at(0, 0.0);
+    let crate::core::ObsError::Correlated { covariance, .. } = &at.error else {
+        return Ok(());
+    };
+    let eigen = covariance.clone().symmetric_eigen();
+    let (lo, hi) = eigen
+        .eigenvalues
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let condition = if lo > 0.0 { hi / lo } else { f64::INFINITY };
+    if condition > MAX_R_CONDITION {
+        return Err(config.invalid(
+            "observations.error_correlation_length",
+            format!(
+                "{length} makes the observation-error covariance R nearly singular (condition number {condition:.1e} over the {} observations of the first cycle, above {MAX_R_CONDITION:.0e}): the analysis would trust combinations of observations far beyond their errors; use a shorter length",
+                covariance.nrows()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The observation network of an experiment on the forecast model's
 /// geometry.
 fn network(
@@ -459,6 +518,12 @@ fn network(
         OperatorKind::File => unreachable!("file observations have no network"),
         OperatorKind::Swath => {
             let swath = o.swath.as_ref().expect("validated");
+            if !geometry.fields.iter().any(|f| f.shape.len() == 2) {
+                return Err(config.invalid(
+                    "observations.operator",
+                    "\"swath\" sweeps a band across a 2-D grid, and this model has no 2-D field (use \"random\", \"every\" or \"tracks\")",
+                ));
+            }
             let network = SwathNetwork::new(
                 geometry,
                 candidates,

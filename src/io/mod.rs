@@ -31,6 +31,7 @@
 
 mod atomic;
 mod classic;
+pub mod folder;
 #[cfg(feature = "netcdf")]
 mod netcdf4;
 pub mod stream;
@@ -160,6 +161,15 @@ pub enum IoError {
     FeatureDisabled {
         /// File that was to be written.
         path: PathBuf,
+    },
+    /// rime refuses to touch a file or folder (another command's lock,
+    /// files it did not write).
+    #[error("{}: {reason}", .path.display())]
+    Refused {
+        /// File or folder concerned.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
     },
 }
 

@@ -227,8 +227,12 @@ pub fn simulate(
     file: &Path,
     out: &Path,
     progress: bool,
+    overwrite: bool,
 ) -> anyhow::Result<SimulateReport> {
     let started = std::time::Instant::now();
+    // The output first: a file that cannot be written, or that rime did
+    // not write, is refused before any computing.
+    let _folder = crate::io::folder::OutputFolder::claim_file(out, "rime simulate", overwrite)?;
     let s = &config.simulate;
     let device = crate::device::select(s.device, s.precision)?;
     let model = config
@@ -452,6 +456,25 @@ impl Trajectories {
         let records = times.len();
         if records < 2 {
             return Err(err(format!("{records} record(s): at least 2 are needed")));
+        }
+        // Records one interval apart in increasing time: a reversed,
+        // repeated or missing record would pair states that are not one
+        // step apart.
+        let step = times[1] - times[0];
+        for k in 1..records {
+            let dt = times[k] - times[k - 1];
+            if !(dt > 0.0) {
+                return Err(err(format!(
+                    "`time` does not increase at record {k} ({} after {}): records must be in time order without repeats",
+                    times[k],
+                    times[k - 1]
+                )));
+            }
+            if (dt - step).abs() > 1e-6 * step.abs() {
+                return Err(err(format!(
+                    "`time` jumps by {dt} at record {k} where the records are {step} apart: a gap (or uneven records) would pair states that are not one step apart"
+                )));
+            }
         }
         let runs = ds.dim_len("trajectory").unwrap_or(1);
         let wanted = variables;
@@ -840,7 +863,7 @@ mod tests {
         );
         let config = SimulateConfig::from_file(&file).unwrap();
         let out = dir.join("data/l96.nc");
-        let report = simulate(&config, &file, &out, false).unwrap();
+        let report = simulate(&config, &file, &out, false, false).unwrap();
         assert_eq!(report.path, out);
         let data = Trajectories::read(&out, [0.8, 0.1]).unwrap();
         assert_eq!((data.records(), data.runs, data.n), (20, 3, 8));
@@ -928,7 +951,7 @@ mod tests {
             ),
         );
         let config = SimulateConfig::from_file(&f).unwrap();
-        let report = simulate(&config, &f, &dir.join("column.nc"), false).unwrap();
+        let report = simulate(&config, &f, &dir.join("column.nc"), false, false).unwrap();
         assert_eq!(report.checks.len(), 2);
         let check = |name: &str| report.checks.iter().find(|c| c.name == name).unwrap();
         assert!(check("friction_velocity").inside());
@@ -940,7 +963,7 @@ mod tests {
             &format!("{column}[expected.rmse]\nmin = 0.0\nmax = 1.0\n"),
         );
         let config = SimulateConfig::from_file(&f).unwrap();
-        let e = simulate(&config, &f, &dir.join("unknown.nc"), false)
+        let e = simulate(&config, &f, &dir.join("unknown.nc"), false, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -954,7 +977,7 @@ mod tests {
              [simulate]\nrecords = 2\n",
         );
         let config = SimulateConfig::from_file(&f).unwrap();
-        let e = simulate(&config, &f, &dir.join("l96.nc"), false)
+        let e = simulate(&config, &f, &dir.join("l96.nc"), false, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("initial.mean") && e.contains("lorenz96"), "{e}");

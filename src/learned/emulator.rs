@@ -206,6 +206,25 @@ pub struct CheckpointHeader {
     /// in the normalisation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forcing: Vec<String>,
+    /// FNV-1a (64-bit, hex) of the weights and the optimiser state as
+    /// saved, checked at load: a changed byte is refused (any single-byte
+    /// change alters it). Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+/// FNV-1a, 64 bits, over `sections` in order, as 16 hex digits. Each byte
+/// maps the state through a bijection, so changing any one byte always
+/// changes the result.
+pub fn checksum(sections: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for section in sections {
+        for &b in *section {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 impl CheckpointHeader {
@@ -279,7 +298,9 @@ impl Checkpoint {
     /// # Errors
     /// A file that cannot be written.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let header = serde_json::to_vec_pretty(&self.header).map_err(|e| e.to_string())?;
+        let mut header = self.header.clone();
+        header.checksum = Some(checksum(&[&self.weights, &self.optimizer]));
+        let header = serde_json::to_vec_pretty(&header).map_err(|e| e.to_string())?;
         let mut bytes =
             Vec::with_capacity(8 + 24 + header.len() + self.weights.len() + self.optimizer.len());
         bytes.extend_from_slice(MAGIC);
@@ -320,6 +341,14 @@ impl Checkpoint {
         let weights = sections.pop().expect("three sections");
         let header: CheckpointHeader =
             serde_json::from_slice(&sections[0]).map_err(|e| err(&format!("bad header: {e}")))?;
+        if let Some(stored) = &header.checksum {
+            let actual = checksum(&[&weights, &optimizer]);
+            if &actual != stored {
+                return Err(err(&format!(
+                    "the weights or optimiser state fail their checksum ({actual}, the header says {stored}): the file was changed or damaged after it was written; train again or restore a copy"
+                )));
+            }
+        }
         if header.format != 1 {
             return Err(err(&format!(
                 "checkpoint format {} is not supported by this rime (format 1)",
@@ -355,6 +384,35 @@ impl Checkpoint {
             )
             .try_load_record(record)
             .map_err(|e| e.to_string())
+            .and_then(|network| {
+                // A NaN or infinite weight would only show as a forecast
+                // that blows up at its first step.
+                let mut finite = FiniteWeights::default();
+                network.visit(&mut finite);
+                match finite.bad {
+                    0 => Ok(network),
+                    bad => Err(format!(
+                        "{bad} of {} weights are not finite (NaN or infinite): the network cannot forecast; train again",
+                        finite.count
+                    )),
+                }
+            })
+    }
+}
+
+/// Counts the weights of a network and the non-finite ones among them.
+#[derive(Default)]
+struct FiniteWeights {
+    count: usize,
+    bad: usize,
+}
+
+impl burn::module::ModuleVisitor for FiniteWeights {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let values = param.val().into_data().convert::<f32>();
+        let values = values.as_slice::<f32>().unwrap_or(&[]);
+        self.count += values.len();
+        self.bad += values.iter().filter(|v| !v.is_finite()).count();
     }
 }
 

@@ -347,13 +347,35 @@ fn rmse_acc(f: &DMatrix<f64>, truth: &DMatrix<f64>, clim: &[f64]) -> (f64, f64) 
     ((sq / count).sqrt(), acc)
 }
 
+/// The files `rime evaluate` may write into its folder (the plots only
+/// where they apply).
+pub const EVALUATION_FILES: [&str; 8] = [
+    "evaluation.csv",
+    "evaluation.nc",
+    "rmse.png",
+    "acc.png",
+    "crps.png",
+    "spread_skill.png",
+    "spectra.png",
+    "rank_histogram.png",
+];
+
 /// Runs the evaluation of `config` into `out`.
 ///
 /// # Errors
 /// Unreadable data, a model that cannot be built or whose step does not
 /// divide the record interval, a forecast that blows up (named by model and
 /// lead), or a file that cannot be written.
-pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::Result<Evaluation> {
+pub fn evaluate(
+    config: &EvaluateConfig,
+    out: &Path,
+    progress: bool,
+    overwrite: bool,
+) -> anyhow::Result<Evaluation> {
+    // The folder first, before any computing: one writer, no file
+    // overwritten that rime did not write.
+    let mut folder = crate::io::folder::OutputFolder::claim(out, "rime evaluate", overwrite)?;
+    folder.prepare(&EVALUATION_FILES.map(String::from))?;
     let file = &config.path;
     let e = &config.evaluate;
     let (data_path, data) = config.data.load(file)?;
@@ -609,8 +631,6 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         models.push(scores);
     }
     bar.finish();
-    std::fs::create_dir_all(out)
-        .map_err(|err| anyhow::anyhow!("creating {}: {err}", out.display()))?;
     let mut evaluation = Evaluation {
         interval: data.interval,
         models,
@@ -619,6 +639,16 @@ pub fn evaluate(config: &EvaluateConfig, out: &Path, progress: bool) -> anyhow::
         files: Vec::new(),
     };
     evaluation.files = write(&evaluation, config, out)?;
+    // An earlier evaluation's plots that this one did not draw (e.g. the
+    // rank histogram of an ensemble no longer evaluated) would be taken
+    // for this one's.
+    let kept: Vec<String> = evaluation
+        .files
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    folder.retire(&kept)?;
     Ok(evaluation)
 }
 

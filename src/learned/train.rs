@@ -486,6 +486,15 @@ fn validate(
     (loss / count as f64, (sq / (count * data.n) as f64).sqrt())
 }
 
+/// The files `rime train` writes into its folder.
+pub const TRAIN_FILES: [&str; 5] = [
+    "emulator.ckpt",
+    "last.ckpt",
+    "training.csv",
+    "training.nc",
+    "training.png",
+];
+
 /// Trains the network of `config` (read from `file`) into `out`; with
 /// `resume`, continues from `out/last.ckpt`; with `until`, stops after that
 /// epoch (a long training split into jobs, each resumed by the next).
@@ -501,7 +510,14 @@ pub fn train(
     resume: bool,
     until: Option<usize>,
     progress: bool,
+    overwrite: bool,
 ) -> anyhow::Result<TrainReport> {
+    // The folder first, before any computing: one writer, and no file
+    // overwritten that rime did not write (resuming continues this
+    // folder's own training).
+    let mut folder =
+        crate::io::folder::OutputFolder::claim(out, "rime train", overwrite || resume)?;
+    folder.prepare(&TRAIN_FILES.map(String::from))?;
     let t = &config.training;
     let (data_path, data) = config.data.load(file)?;
     let train_samples = data.samples(0, t.rollout);
@@ -521,7 +537,21 @@ pub fn train(
             data_path.display()
         )
     })?;
-    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
+    if valid_samples.len() < 2 {
+        anyhow::bail!(
+            "{}: the validation split of {} has {} run(s) of {} consecutive records: at least 2 are needed to choose the best epoch (a one-sample validation loss chooses by chance, none is NaN); give the validation split more records",
+            file.display(),
+            data_path.display(),
+            valid_samples.len(),
+            t.rollout + 1
+        );
+    }
+    if t.max_batches == Some(0) {
+        anyhow::bail!(
+            "{}: key `training.max_batches`: must be at least 1 (0 batches train nothing)",
+            file.display()
+        );
+    }
     // Networks train in f32: on a device configured for f32 where the
     // process can still choose (the `rime train` command); in a process
     // whose device already runs f64 (a library user, the tests) the network
@@ -609,6 +639,7 @@ pub fn train(
         hybrid: config.hybrid.clone(),
         shape: data.shape.clone(),
         forcing,
+        checksum: None,
     };
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let mut network = if resume {
@@ -916,7 +947,7 @@ mod tests {
         )
         .unwrap();
         let config = SimulateConfig::from_file(&sim).unwrap();
-        simulate(&config, &sim, &dir.join("l96.nc"), false).unwrap();
+        simulate(&config, &sim, &dir.join("l96.nc"), false, false).unwrap();
         let file = dir.join("train.toml");
         std::fs::write(
             &file,
@@ -928,6 +959,82 @@ mod tests {
         )
         .unwrap();
         (dir, file)
+    }
+
+    /// Issue 31, point 6: training that would run on nothing or choose by
+    /// chance is refused, naming the key or the file: zero batches, a
+    /// split without validation records, and records whose times are
+    /// reversed, repeated or gapped.
+    #[test]
+    fn degenerate_training_data_and_settings_are_refused() {
+        let (dir, file) = setup(
+            "degenerate",
+            "epochs = 1\nbatch_size = 32\nmax_batches = 0\nseed = 1\n",
+        );
+        let config = TrainConfig::from_file(&file).unwrap();
+        let e = train(&config, &file, &dir.join("out"), false, None, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("training.max_batches"), "{e}");
+        // Every record in the training split.
+        let sim = dir.join("all.toml");
+        std::fs::write(
+            &sim,
+            "[model]\nname = \"lorenz96\"\nsize = 40\n[initial]\nmean = 8.0\nstd = 1.0\n\
+             [simulate]\ntrajectories = 2\nrecords = 20\nseed = 1\nsplit = [1.0, 0.0]\n",
+        )
+        .unwrap();
+        let c = SimulateConfig::from_file(&sim).unwrap();
+        simulate(&c, &sim, &dir.join("all.nc"), false, false).unwrap();
+        let all = dir.join("all_train.toml");
+        std::fs::write(
+            &all,
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .replace("l96.nc", "all.nc")
+                .replace("max_batches = 0", "max_batches = 2"),
+        )
+        .unwrap();
+        let config = TrainConfig::from_file(&all).unwrap();
+        let e = train(
+            &config,
+            &all,
+            &dir.join("out-all"),
+            false,
+            None,
+            false,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("validation split") && e.contains("all.nc"),
+            "{e}"
+        );
+        // Times reversed, repeated and gapped.
+        let ds = crate::io::read_classic(&dir.join("all.nc")).unwrap();
+        let times = ds.variable("time").unwrap().data.to_f64();
+        for (name, edit, words) in [
+            ("reversed", 0usize, "does not increase at record 1"),
+            ("repeated", 1, "does not increase at record 5"),
+            ("gapped", 2, "jumps by"),
+        ] {
+            let mut t = times.clone();
+            match edit {
+                0 => t.reverse(),
+                1 => t[5] = t[4],
+                _ => t.iter_mut().skip(10).for_each(|v| *v += 1.0),
+            }
+            let mut bad = ds.clone();
+            bad.variable_mut("time").unwrap().data = crate::io::VarData::F64(t);
+            let path = dir.join(format!("{name}.nc"));
+            crate::io::write_netcdf(&path, &bad, crate::io::NetcdfFormat::Classic).unwrap();
+            let e = Trajectories::read(&path, [0.8, 0.1]).unwrap_err();
+            assert!(
+                e.contains(words) && e.contains(&format!("{name}.nc")),
+                "{name}: {e}"
+            );
+        }
     }
 
     /// The CI check of issue 11: a tiny emulator (8 channels, 3 layers)
@@ -943,7 +1050,7 @@ mod tests {
         );
         let config = TrainConfig::from_file(&file).unwrap();
         let out = dir.join("out");
-        let report = train(&config, &file, &out, false, None, false).unwrap();
+        let report = train(&config, &file, &out, false, None, false, false).unwrap();
         let data = Trajectories::read(&dir.join("l96.nc"), [0.8, 0.1]).unwrap();
         let persistence = validation_persistence(&data);
         let best = &report.state.history[report.state.best_epoch - 1];
@@ -994,7 +1101,7 @@ mod tests {
             "epochs = 30\nbatch_size = 32\nlearning_rate = 3e-3\nlearning_rate_final = 1e-4\nseed = 2\n",
         );
         let config = TrainConfig::from_file(&file).unwrap();
-        train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        train(&config, &file, &dir.join("out"), false, None, false, false).unwrap();
         // The data: 250 records, split 0.8 / 0.2 / 0: a test split is
         // needed, so a second file with a test split.
         let sim = dir.join("sim2.toml");
@@ -1009,6 +1116,7 @@ mod tests {
             &sim,
             &dir.join("test.nc"),
             false,
+            false,
         )
         .unwrap();
         let eval = dir.join("eval.toml");
@@ -1017,7 +1125,7 @@ mod tests {
              [[models]]\nlabel = \"emulator\"\nname = \"emulator\"\ncheckpoint = \"out/emulator.ckpt\"\n";
         std::fs::write(&eval, text).unwrap();
         let config = EvaluateConfig::from_file(&eval).unwrap();
-        let ev = evaluate(&config, &dir.join("evaluation"), false).unwrap();
+        let ev = evaluate(&config, &dir.join("evaluation"), false, false).unwrap();
         let labels: Vec<&str> = ev.models.iter().map(|m| m.label.as_str()).collect();
         assert_eq!(
             labels,
@@ -1074,7 +1182,7 @@ mod tests {
             "epochs = 2\nbatch_size = 64\nmax_batches = 5\nseed = 4\n[generative]\nkind = \"diffusion\"\nsteps = 6\n",
         );
         let config = TrainConfig::from_file(&file).unwrap();
-        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false, false).unwrap();
         assert_eq!(report.state.history.len(), 2);
         assert!(
             report
@@ -1145,7 +1253,16 @@ mod tests {
         let training = "epochs = 2\nbatch_size = 64\nmax_batches = 4\nrollout = 2\nseed = 3\n";
         let (dir, file) = setup("roundtrip", training);
         let config = TrainConfig::from_file(&file).unwrap();
-        let whole = train(&config, &file, &dir.join("whole"), false, None, false).unwrap();
+        let whole = train(
+            &config,
+            &file,
+            &dir.join("whole"),
+            false,
+            None,
+            false,
+            false,
+        )
+        .unwrap();
         let a = Checkpoint::load(&whole.last).unwrap();
         assert_eq!(a.header.training.epoch, 2);
         assert!(!a.optimizer.is_empty());
@@ -1158,7 +1275,27 @@ mod tests {
         let path = dir.join("copy.ckpt");
         again.save(&path).unwrap();
         let loaded = Checkpoint::load(&path).unwrap();
-        assert_eq!(loaded.header, a.header);
+        // The same header but for the checksum, which covers the sections
+        // as saved (here without the optimiser state).
+        let unsummed = |h: &CheckpointHeader| CheckpointHeader {
+            checksum: None,
+            ..h.clone()
+        };
+        assert_eq!(unsummed(&loaded.header), unsummed(&a.header));
+        // Issue 31, point 6: a flipped bit is refused at load, and so is a
+        // non-finite weight, by the file and not at the first forecast.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last - 100] ^= 0x10;
+        let flipped = dir.join("flipped.ckpt");
+        std::fs::write(&flipped, &bytes).unwrap();
+        let e = Checkpoint::load(&flipped).err().unwrap();
+        assert!(e.contains("flipped.ckpt") && e.contains("checksum"), "{e}");
+        let mut nan = Checkpoint::load(&path).unwrap();
+        let w = nan.weights.len();
+        nan.weights[w - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        let e = nan.network(&device).err().unwrap();
+        assert!(e.contains("not finite"), "{e}");
         let e1 = Emulator::new(&a, &device).unwrap();
         let e2 = Emulator::new(&loaded, &device).unwrap();
         let x0: Vec<f64> = (0..40)
@@ -1215,7 +1352,7 @@ mod tests {
         )
         .unwrap();
         let config = SimulateConfig::from_file(&sim).unwrap();
-        simulate(&config, &sim, &dir.join("wilks.nc"), false).unwrap();
+        simulate(&config, &sim, &dir.join("wilks.nc"), false, false).unwrap();
         let file = dir.join("train.toml");
         std::fs::write(
             &file,
@@ -1229,7 +1366,7 @@ mod tests {
         )
         .unwrap();
         let config = TrainConfig::from_file(&file).unwrap();
-        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false, false).unwrap();
         let best = &report.state.history[report.state.best_epoch - 1];
 
         // The bare physics' one-step error on the validation split.
@@ -1338,7 +1475,7 @@ mod tests {
         )
         .unwrap();
         let config = SimulateConfig::from_file(&sim).unwrap();
-        simulate(&config, &sim, &dir.join(format!("{name}.nc")), false).unwrap();
+        simulate(&config, &sim, &dir.join(format!("{name}.nc")), false, false).unwrap();
     }
 
     /// Issue 11, point 6 in small: a U-Net with the sea ice's thickness
@@ -1376,7 +1513,7 @@ mod tests {
         // 2 training files x 6 runs x 8 steps: none across a file's end.
         assert_eq!(data.samples(0, 1).len(), 96);
         assert_eq!(data.samples(1, 1).len(), 48);
-        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false, false).unwrap();
         let checkpoint = Checkpoint::load(&report.best).unwrap();
         let norm = &checkpoint.header.normalisation;
         assert_eq!(checkpoint.header.forcing, data.forcing_variables);
@@ -1404,6 +1541,7 @@ mod tests {
         let e = evaluate(
             &EvaluateConfig::from_file(&eval).unwrap(),
             &dir.join("eval"),
+            false,
             false,
         )
         .unwrap();
@@ -1434,6 +1572,7 @@ mod tests {
             &EvaluateConfig::from_file(&eval).unwrap(),
             &dir.join("eval"),
             false,
+            false,
         )
         .unwrap_err()
         .to_string();
@@ -1460,7 +1599,7 @@ mod tests {
         )
         .unwrap();
         let config = SimulateConfig::from_file(&sim).unwrap();
-        simulate(&config, &sim, &dir.join("adv.nc"), false).unwrap();
+        simulate(&config, &sim, &dir.join("adv.nc"), false, false).unwrap();
         let file = dir.join("train.toml");
         std::fs::write(
             &file,
@@ -1470,7 +1609,7 @@ mod tests {
         )
         .unwrap();
         let config = TrainConfig::from_file(&file).unwrap();
-        let report = train(&config, &file, &dir.join("out"), false, None, false).unwrap();
+        let report = train(&config, &file, &dir.join("out"), false, None, false, false).unwrap();
         let data = Trajectories::read(&dir.join("adv.nc"), [0.8, 0.1]).unwrap();
         assert_eq!(data.shape, vec![12, 10]);
         let samples = data.samples(1, 1);
@@ -1506,6 +1645,7 @@ mod tests {
             &sim1,
             &l96,
             false,
+            false,
         )
         .unwrap();
         std::fs::write(
@@ -1519,6 +1659,7 @@ mod tests {
             &dir.join("bad"),
             false,
             None,
+            false,
             false,
         )
         .err()

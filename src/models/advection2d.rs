@@ -151,6 +151,10 @@ impl Advection2dConfig {
 }
 
 impl ModelSpec for Advection2dConfig {
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        Some((self.nx as u128 * self.ny as u128, "nx"))
+    }
+
     fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
         for (key, v) in [("dx", self.dx), ("dy", self.dy), ("dt", self.dt)] {
             positive(key, v)?;

@@ -184,6 +184,10 @@ fn dt() -> f64 {
 }
 
 impl ModelSpec for Lorenz96Config {
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        Some((self.size as u128, "size"))
+    }
+
     fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
         positive("dt", self.dt)?;
         super::finite("forcing", self.forcing)?;

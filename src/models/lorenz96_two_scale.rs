@@ -281,6 +281,10 @@ fn dt_truncated() -> f64 {
 }
 
 impl ModelSpec for Lorenz96TwoScaleConfig {
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        Some((self.slow as u128 * (1 + self.fast_per_slow as u128), "slow"))
+    }
+
     fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
         positive("dt", self.dt)?;
         positive("time_scale", self.time_scale)?;

@@ -76,6 +76,39 @@ pub trait ModelSpec: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// A value the model cannot use, or a file it cannot read.
     fn init(&self, device: &Device) -> Result<Box<dyn Model>, BuildError>;
+
+    /// The number of state variables the model would have, computed from
+    /// its keys without allocating anything, with the key that sets it;
+    /// `None` where it is not known before building. Checked against the
+    /// machine's memory before [`init`](Self::init) allocates (a size of
+    /// 10^12 is refused by its key, not by an aborted allocation).
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        None
+    }
+}
+
+/// A lower bound on the state-sized f64 arrays a model holds while it
+/// steps (its state, tendencies, stages of the integrator, scratch).
+pub const MODEL_ARRAYS: u128 = 8;
+
+/// Refuses a model whose state of `n` variables cannot fit the machine's
+/// memory (`total` bytes, where known), naming `key`.
+///
+/// # Errors
+/// The key, the size and the memory it would need.
+pub fn check_state_size(n: u128, key: &str, total: Option<u64>) -> Result<(), BuildError> {
+    let bytes = n.saturating_mul(8).saturating_mul(MODEL_ARRAYS);
+    match total {
+        Some(total) if bytes > u128::from(total) => Err(BuildError::invalid(
+            key,
+            format!(
+                "a state of {n} variables needs at least {:.1} GiB for the model's own arrays, more than the machine's {:.1} GiB",
+                bytes as f64 / (1u64 << 30) as f64,
+                total as f64 / (1u64 << 30) as f64
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that `value` is a positive finite number.

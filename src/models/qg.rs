@@ -656,6 +656,10 @@ impl Default for QgConfig {
 }
 
 impl ModelSpec for QgConfig {
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        Some(((self.size as u128).pow(2), "size"))
+    }
+
     fn init(&self, _device: &burn::tensor::Device) -> Result<Box<dyn Model>, BuildError> {
         Ok(Box::new(self.build()?))
     }

@@ -268,6 +268,12 @@ impl Default for SeaIceConfig {
 }
 
 impl ModelSpec for SeaIceConfig {
+    /// About a dozen fields on the cells and nodes (a lower bound).
+    fn state_size(&self) -> Option<(u128, &'static str)> {
+        let (nx, ny) = (self.nx as u128, self.ny.unwrap_or(self.nx) as u128);
+        Some((8 * (nx + 1) * (ny + 1), "nx"))
+    }
+
     fn init(&self, _device: &Device) -> Result<Box<dyn Model>, BuildError> {
         Ok(Box::new(self.build()?))
     }
