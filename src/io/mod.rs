@@ -316,6 +316,125 @@ impl Variable {
     pub fn attribute(&self, name: &str) -> Option<&AttrValue> {
         get_attr(&self.attributes, name)
     }
+
+    /// The values decoded following the CF conventions (section 2.5 and
+    /// 8.1), as `f64`, a missing one as NaN:
+    ///
+    /// - a raw (packed) value equal to `_FillValue` or to one of
+    ///   `missing_value` (one number or a list), or outside `valid_range`
+    ///   (`[min, max]`) or `valid_min` / `valid_max`, is missing; these
+    ///   attributes are compared with the raw value in the variable's type (a
+    ///   `float` variable's attribute rounded to `float`), before unpacking,
+    ///   as CF says; a raw NaN is missing too;
+    /// - the other values are unpacked as `raw * scale_factor + add_offset`
+    ///   (an absent one is 1 or 0), for every data type (bytes and shorts
+    ///   are read as `int`).
+    ///
+    /// The unpacked type would be the attributes' type; it is computed in
+    /// `f64` here, which holds any of them (a `float` `scale_factor` reads
+    /// back as the `f64` of its `float` value).
+    ///
+    /// # Errors
+    /// A malformed attribute, naming the variable and the attribute: text
+    /// where numbers are due, `scale_factor` or `add_offset` not one finite
+    /// number (or a zero `scale_factor`), `_FillValue`, `valid_min` or
+    /// `valid_max` not one number, an empty `missing_value`, `valid_range`
+    /// not two numbers with min ≤ max, or `valid_range` given together with
+    /// `valid_min` / `valid_max` (CF forbids it).
+    pub fn decoded_f64(&self) -> Result<Vec<f64>, String> {
+        let bad = |attr: &str, what: String| {
+            format!("variable `{}`: attribute `{attr}` {what}", self.name)
+        };
+        let numbers = |attr: &str| -> Result<Option<Vec<f64>>, String> {
+            match self.attribute(attr) {
+                None => Ok(None),
+                Some(AttrValue::Text(s)) => {
+                    Err(bad(attr, format!("is text ({s:?}), not a number")))
+                }
+                Some(AttrValue::F64(x)) => Ok(Some(vec![*x])),
+                Some(AttrValue::I32(i)) => Ok(Some(vec![f64::from(*i)])),
+                Some(AttrValue::F64s(xs)) => Ok(Some(xs.clone())),
+            }
+        };
+        let one = |attr: &str| -> Result<Option<f64>, String> {
+            match numbers(attr)? {
+                None => Ok(None),
+                Some(xs) if xs.len() == 1 && !xs[0].is_nan() => Ok(Some(xs[0])),
+                Some(xs) => Err(bad(attr, format!("must be one number, not {xs:?}"))),
+            }
+        };
+        // Packed-side attributes compare in the variable's own type.
+        let typed = |x: f64| match self.data {
+            VarData::F32(_) => f64::from(x as f32),
+            _ => x,
+        };
+        let unpack = |attr: &str, default: f64| -> Result<f64, String> {
+            match one(attr)? {
+                None => Ok(default),
+                Some(x) if x.is_finite() && (attr != "scale_factor" || x != 0.0) => Ok(x),
+                Some(x) => Err(bad(
+                    attr,
+                    format!(
+                        "must be a finite{} number, not {x}",
+                        if attr == "scale_factor" {
+                            " non-zero"
+                        } else {
+                            ""
+                        }
+                    ),
+                )),
+            }
+        };
+        let scale = unpack("scale_factor", 1.0)?;
+        let offset = unpack("add_offset", 0.0)?;
+        let fill = match numbers("_FillValue")? {
+            None => None,
+            Some(xs) if xs.len() == 1 => Some(typed(xs[0])),
+            Some(xs) => return Err(bad("_FillValue", format!("must be one number, not {xs:?}"))),
+        };
+        let missing: Vec<f64> = match numbers("missing_value")? {
+            None => Vec::new(),
+            Some(xs) if xs.is_empty() => {
+                return Err(bad("missing_value", "is an empty list".into()));
+            }
+            Some(xs) => xs.into_iter().map(typed).collect(),
+        };
+        let (mut lo, mut hi) = (one("valid_min")?.map(typed), one("valid_max")?.map(typed));
+        if let Some(range) = numbers("valid_range")? {
+            if lo.is_some() || hi.is_some() {
+                return Err(bad(
+                    "valid_range",
+                    "is given together with `valid_min` or `valid_max` (CF allows one or the other)".into(),
+                ));
+            }
+            match range[..] {
+                [a, b] if a <= b => (lo, hi) = (Some(typed(a)), Some(typed(b))),
+                _ => {
+                    return Err(bad(
+                        "valid_range",
+                        format!("must be two numbers [min, max] with min <= max, not {range:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(self
+            .data
+            .to_f64()
+            .into_iter()
+            .map(|raw| {
+                let is_missing = raw.is_nan()
+                    || fill == Some(raw)
+                    || missing.contains(&raw)
+                    || lo.is_some_and(|lo| raw < lo)
+                    || hi.is_some_and(|hi| raw > hi);
+                if is_missing {
+                    f64::NAN
+                } else {
+                    raw * scale + offset
+                }
+            })
+            .collect())
+    }
 }
 
 impl Dataset {
@@ -917,6 +1036,127 @@ mod tests {
             let msg = validate(&ds).unwrap_err().to_string();
             assert!(msg.contains(needle), "expected {needle:?} in {msg:?}");
         }
+    }
+
+    /// A one-dimensional variable `v` with the given attributes.
+    fn cf_var(data: impl Into<VarData>, attrs: &[(&str, AttrValue)]) -> Variable {
+        let mut v = Variable::new("v", &["n"], data);
+        for (name, value) in attrs {
+            v.attr(name, value.clone());
+        }
+        v
+    }
+
+    /// Decoded values with NaN as `None`, for comparing.
+    fn decoded(v: &Variable) -> Vec<Option<f64>> {
+        v.decoded_f64()
+            .unwrap()
+            .into_iter()
+            .map(|x| (!x.is_nan()).then_some(x))
+            .collect()
+    }
+
+    #[test]
+    fn cf_fill_value_is_missing() {
+        let v = cf_var(vec![1.5, -999.0, 2.0], &[("_FillValue", (-999.0).into())]);
+        assert_eq!(decoded(&v), [Some(1.5), None, Some(2.0)]);
+        let v = cf_var(vec![3i32, -1, 4], &[("_FillValue", (-1).into())]);
+        assert_eq!(decoded(&v), [Some(3.0), None, Some(4.0)]);
+        // A float variable's fill compares as float.
+        let v = cf_var(vec![-999.9f32, 1.0], &[("_FillValue", (-999.9).into())]);
+        assert_eq!(decoded(&v), [None, Some(1.0)]);
+        // A raw NaN is missing; no attribute decodes to itself.
+        let v = cf_var(vec![f64::NAN, 7.0], &[]);
+        assert_eq!(decoded(&v), [None, Some(7.0)]);
+    }
+
+    #[test]
+    fn cf_missing_value_scalar_or_list_is_missing() {
+        let v = cf_var(vec![1.0, -99.0, 2.0], &[("missing_value", (-99.0).into())]);
+        assert_eq!(decoded(&v), [Some(1.0), None, Some(2.0)]);
+        let v = cf_var(
+            vec![1.0, -99.0, -98.0, 2.0],
+            &[("missing_value", vec![-99.0, -98.0].into())],
+        );
+        assert_eq!(decoded(&v), [Some(1.0), None, None, Some(2.0)]);
+    }
+
+    #[test]
+    fn cf_packed_values_are_unpacked_and_fill_compares_packed() {
+        let v = cf_var(
+            vec![483i32, 383, -32767],
+            &[
+                ("scale_factor", 0.01.into()),
+                ("add_offset", 1.0.into()),
+                ("_FillValue", (-32767).into()),
+            ],
+        );
+        let d = decoded(&v);
+        assert!((d[0].unwrap() - 5.83).abs() <= 1e-12 * 5.83, "{d:?}");
+        assert!((d[1].unwrap() - 4.83).abs() <= 1e-12 * 4.83, "{d:?}");
+        assert_eq!(d[2], None, "the fill is the packed value");
+        let v = cf_var(vec![2.0f32], &[("add_offset", 10.into())]);
+        assert_eq!(decoded(&v), [Some(12.0)]);
+    }
+
+    #[test]
+    fn cf_values_outside_the_valid_range_are_missing() {
+        let data = vec![-5i32, 0, 50, 100, 101];
+        let v = cf_var(data.clone(), &[("valid_range", vec![0.0, 100.0].into())]);
+        assert_eq!(
+            decoded(&v),
+            [None, Some(0.0), Some(50.0), Some(100.0), None]
+        );
+        let v = cf_var(data.clone(), &[("valid_min", 0.into())]);
+        assert_eq!(
+            decoded(&v),
+            [None, Some(0.0), Some(50.0), Some(100.0), Some(101.0)]
+        );
+        let v = cf_var(
+            data,
+            &[("valid_max", 50.into()), ("scale_factor", 2.into())],
+        );
+        assert_eq!(
+            decoded(&v),
+            [Some(-10.0), Some(0.0), Some(100.0), None, None]
+        );
+    }
+
+    #[test]
+    fn cf_malformed_attributes_name_the_variable_and_attribute() {
+        let cases: Vec<(&str, AttrValue)> = vec![
+            ("scale_factor", "0.01".into()),
+            ("scale_factor", vec![0.1, 0.2].into()),
+            ("scale_factor", 0.0.into()),
+            ("add_offset", f64::INFINITY.into()),
+            ("_FillValue", "none".into()),
+            ("_FillValue", vec![1.0, 2.0].into()),
+            ("missing_value", AttrValue::F64s(vec![])),
+            ("valid_range", vec![1.0].into()),
+            ("valid_range", vec![2.0, 1.0].into()),
+            ("valid_min", "0".into()),
+            ("valid_max", f64::NAN.into()),
+        ];
+        for (name, value) in cases {
+            let v = cf_var(vec![1.0], &[(name, value.clone())]);
+            let e = v.decoded_f64().unwrap_err();
+            assert!(
+                e.contains("variable `v`") && e.contains(&format!("attribute `{name}`")),
+                "{name} = {value:?}: {e}"
+            );
+        }
+        let v = cf_var(
+            vec![1.0],
+            &[
+                ("valid_range", vec![0.0, 2.0].into()),
+                ("valid_min", 0.0.into()),
+            ],
+        );
+        let e = v.decoded_f64().unwrap_err();
+        assert!(
+            e.contains("`valid_range`") && e.contains("`valid_min`"),
+            "{e}"
+        );
     }
 
     #[test]
