@@ -457,12 +457,12 @@ mod tests {
         );
         assert!(dir.join("user.partial.nc").exists());
         f.prepare(&names(&["data.nc"])).unwrap();
+        std::fs::write(dir.join("data.nc"), b"d").unwrap();
         drop(f);
         let mut f = OutputFolder::claim(&dir, "rime run", false).unwrap();
         assert!(f.removed().is_empty());
         // The new run has the truth and the LETKF only: the earlier ETKF
         // file goes, the simulation's file (another command) stays.
-        std::fs::write(dir.join("data.nc"), b"d").unwrap();
         f.prepare(&names(&["truth.nc", "letkf.nc"])).unwrap();
         assert_eq!(
             f.retire(&names(&["truth.nc", "letkf.nc"])).unwrap(),
