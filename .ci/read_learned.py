@@ -38,6 +38,9 @@ if len(sys.argv) > 3:
     with xr.open_dataset(ev / "evaluation.nc") as e:
         labels = e.attrs["model_labels"].split()
         assert labels[:2] == ["persistence", "climatology"], labels
+        # The labels are the `model` coordinate too (issue 31).
+        assert [str(m) for m in e["model"].values] == labels, e["model"].values
+        assert e["rmse"].sel(model="persistence").shape == e["rmse"].shape[1:]
         rmse = e["rmse"].values
         table = list(csv.DictReader(open(ev / "evaluation.csv")))
         assert len(table) == rmse.size

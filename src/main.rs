@@ -394,6 +394,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let config = runner::with_options(&config, &options)?;
             let built = runner::build(&config)?;
             let estimate = runner::check_memory(&config, &built)?;
+            if config.initial.sample.is_none()
+                && let Some(hint) = config.model.start_hint()
+            {
+                eprintln!("note: {hint}");
+            }
             println!(
                 "{}: {} model ({} variables), {} method(s), {} cycles, device {}",
                 file.display(),

@@ -1373,6 +1373,20 @@ fn an_emulator_is_simulated_trained_resumed_and_cycled_from_the_command_line() {
     let rmse = m.summary.rmse_a.unwrap();
     println!("ETKF with the emulator: analysis RMSE {rmse:.3}");
     assert!(rmse < 0.5, "analysis RMSE {rmse} (observation error 1)");
+    // A truth whose steps do not divide the network's: the error names the
+    // checkpoint (the emulator has no `dt` key to blame; issue 31).
+    let text = std::fs::read_to_string(&twin).unwrap().replacen(
+        "size = 40\n",
+        "size = 40\ndt = 0.03\n",
+        1,
+    );
+    let bad = write("twin_dt.toml", &text);
+    let config = ExperimentConfig::from_file(&bad).unwrap();
+    let e = run(&config, &RunOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("forecast_model.checkpoint"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1789,6 +1803,46 @@ fn degenerate_settings_are_refused_with_their_key() {
             "{name}: no output"
         );
     }
+    // Lorenz-96 of 10^8 variables fits as a model but not with an
+    // ensemble of 20 (about 96 GiB): refused from the sizes alone, before
+    // any model allocates (it used to reach 5 GB first).
+    // Under a 4 GiB address-space limit an allocation of the state would
+    // abort instead of this error.
+    if rime::experiment::runner::machine_memory().is_some_and(|m| m < 90 << 30) {
+        let file = dir.join("large.toml");
+        std::fs::write(&file, SMALL.replace("size = 40", "size = 100000000")).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 4194304; exec '{}' check '{}'",
+                env!("CARGO_BIN_EXE_rime"),
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("the run needs about"), "{stderr}");
+    }
+    // Absurdly many cycles: refused from the estimate of memory or disk
+    // before anything is written.
+    let (code, _, stderr) = cli(&dir, "long", SMALL, &["--cycles", "99999999999999"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("GiB"), "{stderr}");
+    let written: Vec<_> = std::fs::read_dir(dir.join("out-long"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".nc"))
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    let ok = SMALL.replace("[[methods]]\nname = \"climatology\"\n", "");
+    let (code, _, stderr) = cli(&dir, "long-etkf", &ok, &["--cycles", "99999999999999"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("run.cycles") && stderr.contains("free"),
+        "{stderr}"
+    );
     // The host path off, f32 is what the forecasts run in: accepted.
     let text = SMALL.replace(
         "seed = 5",
@@ -1803,4 +1857,42 @@ fn degenerate_settings_are_refused_with_their_key() {
     );
     let (code, _, stderr) = cli(&dir, "short-r", &text, &["--cycles", "5"]);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Issue 31, point 7: a QG experiment without a spun-up sample is told, at
+/// `rime check`, that the model starts from rest; with one, nothing is said.
+#[test]
+fn a_qg_user_is_told_the_model_needs_a_spun_up_start() {
+    let dir = scratch("qg-hint");
+    let text = "[model]\nname = \"qg\"\nsize = 65\n\
+                [observations]\noperator = \"every\"\nstride = 10\nerror_std = 1.0\n\
+                [run]\ncycles = 10\nburn_in = 2\nseed = 1\n\
+                [initial]\nmean = 0.0\nstd = 1.0\n\
+                [[methods]]\nname = \"etkf\"\nensemble_size = 10\n";
+    let check = |name: &str, text: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rime"))
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = check("rest.toml", text);
+    assert!(
+        stderr.contains("spin up") && stderr.contains("[initial.sample]"),
+        "{stderr}"
+    );
+    let sampled = text.replace(
+        "[[methods]]",
+        "[initial.sample]\nspinup_cycles = 2\ncount = 10\nspacing = 1\n[[methods]]",
+    );
+    let stderr = check("sampled.toml", &sampled);
+    assert!(!stderr.contains("spin up"), "{stderr}");
 }

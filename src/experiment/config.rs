@@ -342,7 +342,20 @@ impl InitialStd {
     /// key and reason otherwise.
     pub fn check(&self) -> Result<(), (String, String)> {
         let bad = |key: String, v: f64| {
-            (!(v >= 0.0 && v.is_finite())).then(|| (key, format!("must be non-negative, got {v}")))
+            if !(v >= 0.0 && v.is_finite()) {
+                Some((key, format!("must be non-negative, got {v}")))
+            } else if v > 1e150 {
+                // Its variance (and every covariance built from it) must
+                // be a finite f64; no model state spans such a range.
+                Some((
+                    key,
+                    format!(
+                        "{v:e} is beyond 1e150: its variance overflows f64 (the draws would be infinite)"
+                    ),
+                ))
+            } else {
+                None
+            }
         };
         let found = match self {
             InitialStd::Uniform(v) => bad("initial.std".into(), *v),

@@ -417,6 +417,69 @@ fn create_folder(dir: &Path) -> Result<(), IoError> {
     })
 }
 
+/// The bytes a run's files will take, from the size of one record of
+/// each (states, observations, scores, members) times the cycles: an
+/// estimate within a few per cent for runs longer than a few cycles.
+pub fn disk_estimate(config: &ExperimentConfig, built: &Built) -> u64 {
+    let geometry = built.model().geometry();
+    let n = match &config.output.fields {
+        Some(names) => names
+            .iter()
+            .filter_map(|f| geometry.field(f))
+            .map(|(_, f)| f.len())
+            .sum::<usize>(),
+        None => geometry.size(),
+    } as u64;
+    let states = config.output.states;
+    let p = built.source.max_len().max(1) as u64;
+    let mut record = 6 * p + 3;
+    if built.has_truth() && states {
+        record += n;
+    }
+    for m in &config.methods {
+        // Time, the per-cycle scores and the minimisation's record.
+        record += 40;
+        if states {
+            record += 4 * n;
+        }
+        if config.output.members {
+            record += m.method.ensemble_size().unwrap_or(0) as u64 * n;
+        }
+    }
+    record
+        .saturating_mul(8)
+        .saturating_mul(config.run.cycles as u64)
+}
+
+/// Refuses a run whose files would not fit the free space of the output
+/// folder's file system, naming `run.cycles` (or `--cycles`), before any
+/// file is written; returns the estimate.
+///
+/// # Errors
+/// The estimate and the space there is.
+fn check_disk(
+    target: &OutputTarget,
+    config: &ExperimentConfig,
+    built: &Built,
+) -> Result<u64, IoError> {
+    let bytes = disk_estimate(config, built);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if let Some(free) = crate::io::folder::free_bytes(&target.dir)
+        && bytes > free
+    {
+        return Err(IoError::Refused {
+            path: target.dir.clone(),
+            reason: format!(
+                "run.cycles = {} (or --cycles) would write about {:.1} GiB here, and the file system has {:.1} GiB free; run fewer cycles, keep fewer fields ([output] fields, states, members) or write elsewhere",
+                config.run.cycles,
+                gib(bytes),
+                gib(free)
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
 /// The command name a run records in its folder's manifest.
 pub const RUN_COMMAND: &str = "rime run";
 
@@ -491,6 +554,8 @@ pub struct RunFiles {
     folder: OutputFolder,
     /// What claiming the folder removed or left, for the user.
     pub notes: Vec<String>,
+    /// The estimate of the bytes the run's files will take.
+    pub disk_bytes: u64,
     target: OutputTarget,
     config: ExperimentConfig,
     model: String,
@@ -527,6 +592,8 @@ impl RunFiles {
         }
         let write_states = config.output.states;
         let (folder, notes) = claim_run_folder(target, config, built.has_truth() && write_states)?;
+        // Before the first file: a run that would fill the disk.
+        let disk_bytes = check_disk(target, config, built)?;
         let model = built.model();
         let geometry = model.geometry();
         let layout = Layout::new(geometry, config.output.fields.as_deref());
@@ -612,6 +679,7 @@ impl RunFiles {
         Ok(Self {
             folder,
             notes,
+            disk_bytes,
             target: target.clone(),
             config: config.clone(),
             model: model.name().to_string(),
@@ -986,6 +1054,10 @@ struct MethodSummary<'a> {
     /// Per-field RMSE (models with more than one field).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     fields: &'a [super::runner::FieldSummary],
+    /// Several fields: the unit-free headline (RMS over the fields of
+    /// each field's RMSE over its climatological std).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rmse_a_normalised: Option<f64>,
     time_per_cycle_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     minimisation: Option<MinimisationStats>,
@@ -1071,6 +1143,7 @@ pub fn summary_json(report: &Report) -> String {
                 desroziers_r_ratio: s.desroziers_r_ratio,
                 desroziers_hbh_ratio: s.desroziers_hbh_ratio,
                 fields: &s.fields,
+                rmse_a_normalised: s.rmse_a_normalised,
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
                     count: m.minimisations.len(),
@@ -1128,10 +1201,21 @@ pub fn table(report: &Report) -> String {
         Status::WorseThanClimatology { .. } => "worse than climatology".into(),
         other => other.describe(),
     };
+    // Several fields: the headline is each field's RMSE over its
+    // climatological std, combined; an RMSE over all variables would add
+    // metres to newtons per metre.
+    let normalised = report
+        .methods
+        .iter()
+        .any(|m| m.summary.rmse_a_normalised.is_some());
     let header: &[&str] = if report.has_truth {
         &[
             "method",
-            "analysis RMSE",
+            if normalised {
+                "analysis RMSE / clim. std (fields)"
+            } else {
+                "analysis RMSE"
+            },
             "±95%",
             "spread",
             "CRPS",
@@ -1163,9 +1247,14 @@ pub fn table(report: &Report) -> String {
                 };
                 format!("{:.2} ± {:.2} {mark}", e.rmse_a, e.tolerance)
             });
+            let (headline, interval) = if normalised {
+                (s.rmse_a_normalised, None)
+            } else {
+                (s.rmse_a, s.rmse_a_ci95)
+            };
             cells.extend([
-                f(s.rmse_a),
-                f(s.rmse_a_ci95),
+                f(headline),
+                f(interval),
                 f(s.spread_a),
                 f(s.crps_a),
                 expected,
@@ -1245,6 +1334,27 @@ fn field_tables(report: &Report) -> String {
             })
             .collect();
         out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
+    }
+    // The scale each field's error is judged against.
+    if let Some(m) = report.methods.iter().find(|m| {
+        m.summary
+            .fields
+            .iter()
+            .any(|f| f.climatological_std.is_some())
+    }) {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|(n, _)| {
+                significant(
+                    m.summary
+                        .fields
+                        .iter()
+                        .find(|f| &f.field == n)
+                        .and_then(|f| f.climatological_std),
+                )
+            })
+            .collect();
+        out += &format!("| climatological std | {} |\n", cells.join(" | "));
     }
     let nf = names.len();
     let rows: Vec<(usize, &str, &[f64])> = report

@@ -188,6 +188,18 @@ impl ModelConfig {
         &self.table
     }
 
+    /// The state size the model's keys give, with the key that sets it,
+    /// before anything is built (`None` where the model cannot tell).
+    pub fn state_size(&self) -> Option<(u128, &'static str)> {
+        self.spec.state_size()
+    }
+
+    /// What a user must know about starting the model (see
+    /// [`crate::models::ModelSpec::start_hint`]).
+    pub fn start_hint(&self) -> Option<&'static str> {
+        self.spec.start_hint()
+    }
+
     /// Builds the model on `device`.
     ///
     /// # Errors

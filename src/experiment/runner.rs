@@ -75,10 +75,15 @@ pub enum Status {
     /// climatological standard deviation of the truth: a forecast of the
     /// climate mean would have done better.
     WorseThanClimatology {
-        /// Time-mean analysis RMSE.
+        /// Time-mean analysis RMSE (several fields: the normalised RMSE of
+        /// [`Summary::rmse_a_normalised`]).
         rmse_a: f64,
-        /// Climatological standard deviation (root of the mean variance).
+        /// Climatological standard deviation (root of the mean variance;
+        /// 1 for the normalised RMSE of several fields).
         climatology: f64,
+        /// Several fields: those whose own analysis RMSE exceeds their
+        /// climatological standard deviation (`None` for one field).
+        fields: Option<Vec<String>>,
     },
     /// Every cycle ran without a truth to score against, but the
     /// innovations contradict the errors the method assumed: the
@@ -144,8 +149,21 @@ impl Status {
             Status::WorseThanClimatology {
                 rmse_a,
                 climatology,
+                fields: None,
             } => format!(
                 "worse than climatology (RMSE {rmse_a:.4} > climatological std {climatology:.4})"
+            ),
+            Status::WorseThanClimatology {
+                rmse_a,
+                fields: Some(fields),
+                ..
+            } => format!(
+                "worse than climatology (RMSE / climatological std {rmse_a:.4} > 1 over the fields; worse on {})",
+                if fields.is_empty() {
+                    "none alone".to_string()
+                } else {
+                    fields.join(", ")
+                }
             ),
             Status::InconsistentInnovations { r_ratio } => format!(
                 "inconsistent innovations (Desroziers R / assumed R = {r_ratio:.3}, outside [1/{MAX_DESROZIERS_RATIO}, {MAX_DESROZIERS_RATIO}]: R, B or the inflation is mis-specified)"
@@ -308,6 +326,11 @@ impl Series {
 pub struct FieldScorer {
     fields: Vec<(String, String)>,
     indices: Vec<Vec<usize>>,
+    /// Climatological standard deviation of each field (empty until
+    /// [`with_climate`](Self::with_climate)).
+    climate_std: Vec<f64>,
+    /// Divergence limit of each field's analysis RMSE.
+    limits: Vec<f64>,
 }
 
 impl FieldScorer {
@@ -328,7 +351,44 @@ impl FieldScorer {
                     .collect(),
             );
         }
-        Some(Self { fields, indices })
+        Some(Self {
+            fields,
+            indices,
+            climate_std: Vec::new(),
+            limits: Vec::new(),
+        })
+    }
+
+    /// Each field's climatological standard deviation (root of its mean
+    /// variance over its active points) and divergence limit: ten of them,
+    /// never below ten times the field's mean initial spread (a short run's
+    /// climatology is a few samples; a constant field, such as a parameter
+    /// in the state, has none), infinite where both are zero.
+    pub fn with_climate(mut self, variance: &DVector<f64>, initial_std: &DVector<f64>) -> Self {
+        let mean = |idx: &[usize], v: &DVector<f64>| {
+            idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len().max(1) as f64
+        };
+        self.climate_std = self
+            .indices
+            .iter()
+            .map(|idx| mean(idx, variance).sqrt())
+            .collect();
+        self.limits = self
+            .indices
+            .iter()
+            .zip(&self.climate_std)
+            .map(|(idx, c)| match 10.0 * c.max(mean(idx, initial_std)) {
+                0.0 => f64::INFINITY,
+                l => l,
+            })
+            .collect();
+        self
+    }
+
+    /// Each field's climatological standard deviation (empty before
+    /// [`with_climate`](Self::with_climate)).
+    pub fn climate_std(&self) -> &[f64] {
+        &self.climate_std
     }
 
     /// `(name, units)` of each field.
@@ -362,6 +422,12 @@ pub struct FieldSummary {
     pub rmse_a: Option<f64>,
     /// Analysis RMSE of the last cycle run.
     pub rmse_a_last: Option<f64>,
+    /// The truth's climatological standard deviation of the field (runs of
+    /// at least 10 scored cycles; absent for a constant field).
+    pub climatological_std: Option<f64>,
+    /// `rmse_a` over `climatological_std`: below 1, the analysis beats a
+    /// forecast of the field's climate mean.
+    pub rmse_a_normalised: Option<f64>,
 }
 
 /// Time averages over the cycles after the burn-in.
@@ -391,6 +457,11 @@ pub struct Summary {
     pub desroziers_hbh_ratio: Option<f64>,
     /// Per-field RMSE, for models with more than one field (twins only).
     pub fields: Vec<FieldSummary>,
+    /// For models with more than one field: the root mean square over the
+    /// fields of each field's analysis RMSE over its climatological
+    /// standard deviation, a headline free of mixed units (1: as good as
+    /// the climate mean).
+    pub rmse_a_normalised: Option<f64>,
 }
 
 /// The outcome of one method.
@@ -519,6 +590,20 @@ pub fn with_options(
 /// A device that is not available, or an experiment that does not fit its
 /// models.
 pub fn build(config: &ExperimentConfig) -> Result<Built, ConfigError> {
+    // The run's memory from the sizes the model files give, before any
+    // model allocates (the estimate is repeated on the built models).
+    if let Some((n, key)) = config.cycled_model().state_size() {
+        let table = if config.forecast_model.is_some() {
+            "forecast_model"
+        } else {
+            "model"
+        };
+        crate::models::check_state_size(n, key, machine_memory())
+            .map_err(|e| config.invalid(table, e.to_string()))?;
+        let kept = config.run.cycles.saturating_sub(config.run.burn_in) as u64;
+        let estimate = memory_estimate_for(config, u64::try_from(n).unwrap_or(u64::MAX), kept);
+        refuse_above_machine(config, &estimate)?;
+    }
     let device = crate::device::select(config.run.device, config.run.precision)
         .map_err(|e| config.invalid("run.device", e.to_string()))?;
     Built::new(config, device)
@@ -535,7 +620,9 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The sum of the parts.
     pub fn total(&self) -> u64 {
-        self.parts.iter().map(|(_, b)| b).sum()
+        self.parts
+            .iter()
+            .fold(0u64, |sum, (_, b)| sum.saturating_add(*b))
     }
 }
 
@@ -545,7 +632,16 @@ impl MemoryEstimate {
 /// the eigendecomposition; four for the EKF; three for En4DVar's localised
 /// B), the climatology sample, and one output record per file.
 pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstimate {
-    let n = built.model().size() as u64;
+    memory_estimate_for(
+        config,
+        built.model().size() as u64,
+        built.chronology(config).kept() as u64,
+    )
+}
+
+/// [`memory_estimate`] for a state of `n` variables and `kept` scored
+/// cycles, before any model is built.
+fn memory_estimate_for(config: &ExperimentConfig, n: u64, kept: u64) -> MemoryEstimate {
     let f = 8u64;
     let mut parts = Vec::new();
     for m in &config.methods {
@@ -555,10 +651,10 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
                     "method `{}`: {members} members x {n} variables, with update copies",
                     m.label
                 ),
-                6 * members as u64 * n * f,
+                (6 * members as u64).saturating_mul(n).saturating_mul(f),
             ));
         }
-        let copies = match m.method.name() {
+        let copies: u64 = match m.method.name() {
             "ekf" => 4,
             "en4dvar" => 3,
             _ if m.method.needs_climate_covariance() => 3,
@@ -567,31 +663,33 @@ pub fn memory_estimate(config: &ExperimentConfig, built: &Built) -> MemoryEstima
         if copies > 0 {
             parts.push((
                 format!("method `{}`: {copies} matrices of {n} x {n}", m.label),
-                copies * n * n * f,
+                copies.saturating_mul(n).saturating_mul(n).saturating_mul(f),
             ));
         }
     }
-    let chronology = built.chronology(config);
-    let kept = chronology.kept() as u64;
     let sample = if config
         .methods
         .iter()
         .any(|m| m.method.needs_climate_covariance())
     {
-        kept * n * f + n * n * f
+        kept.saturating_mul(n)
+            .saturating_mul(f)
+            .saturating_add(n.saturating_mul(n).saturating_mul(f))
     } else {
-        (kept * n).min(1 << 22) * f
+        kept.saturating_mul(n).min(1 << 22) * f
     };
     parts.push(("climatology sample of the truth run".into(), sample));
     if let Some(spec) = &config.initial.sample {
         parts.push((
             format!("initial sample: {} states x {n} variables", spec.count),
-            spec.count as u64 * n * f,
+            (spec.count as u64).saturating_mul(n).saturating_mul(f),
         ));
     }
     parts.push((
         "truth, forecasts and one output record per file".into(),
-        (4 + config.methods.len() as u64) * 5 * n * f,
+        ((4 + config.methods.len() as u64) * 5)
+            .saturating_mul(n)
+            .saturating_mul(f),
     ));
     parts.sort_by_key(|p| std::cmp::Reverse(p.1));
     MemoryEstimate { parts }
@@ -612,6 +710,16 @@ pub fn check_memory(
     built: &Built,
 ) -> Result<MemoryEstimate, ConfigError> {
     let estimate = memory_estimate(config, built);
+    refuse_above_machine(config, &estimate)?;
+    Ok(estimate)
+}
+
+/// The error for an estimate above the machine's memory, naming its
+/// largest part.
+fn refuse_above_machine(
+    config: &ExperimentConfig,
+    estimate: &MemoryEstimate,
+) -> Result<(), ConfigError> {
     if let Some(total) = machine_memory()
         && estimate.total() > total
     {
@@ -627,7 +735,7 @@ pub fn check_memory(
             ),
         ));
     }
-    Ok(estimate)
+    Ok(())
 }
 
 /// Runs an experiment: builds it; for a twin, runs the truth once for its
@@ -664,14 +772,35 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
             )
             .into());
     }
-    // The output files first: a folder that cannot be written is reported
-    // before any computing.
+    let mut notes = Vec::new();
+    if config.initial.sample.is_none()
+        && let Some(hint) = config.model.start_hint()
+    {
+        // Said before the run (a long one) when it reports progress, else
+        // with the report's notes.
+        if options.progress {
+            eprintln!("note: {hint}");
+        } else {
+            notes.push(hint.to_string());
+        }
+    }
+    // The output files first: a folder that cannot be written, or too
+    // small for the run, is reported before any computing.
     let mut outputs = match &options.output {
         Some(target) => Some(output::RunFiles::create(
             target, &config, &built, chronology,
         )?),
         None => None,
     };
+    if let Some(files) = &outputs
+        && files.disk_bytes > 1 << 30
+        && options.progress
+    {
+        eprintln!(
+            "note: the run will write about {:.1} GiB",
+            files.disk_bytes as f64 / (1u64 << 30) as f64
+        );
+    }
     built.draw_initial_sample(&config, options.progress)?;
     let initial = built.initial(&config);
     let climate = if has_truth {
@@ -695,6 +824,8 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     // limit near zero.
     let divergence_rmse = match (config.run.divergence_rmse, has_truth) {
         (Some(d), _) => d,
+        // Several fields: each field against its own limit (MethodRun).
+        (None, true) if FieldScorer::new(model.geometry()).is_some() => f64::INFINITY,
         (None, true) => {
             let floor = initial.std.mean().max(built.source.typical_error_std());
             10.0 * climate_std.max(floor)
@@ -747,7 +878,6 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     }
     progress.finish();
     let mut files = Vec::new();
-    let mut notes = Vec::new();
     let mut lock = None;
     if let Some(mut f) = outputs {
         notes.append(&mut f.notes);
@@ -860,6 +990,9 @@ struct MethodRun<'a> {
     keep_series: bool,
     averages: Averages,
     scorer: Option<FieldScorer>,
+    /// Divergence is judged field by field (several fields, a truth, no
+    /// `run.divergence_rmse`): a limit in mixed units means nothing.
+    field_divergence: bool,
     /// Per-field scores of the latest cycle.
     field_scores: Vec<f64>,
     /// Per-field scores at the cycles where a minimisation ended.
@@ -903,7 +1036,10 @@ impl<'a> MethodRun<'a> {
             steps_per_cycle: chronology.steps_per_cycle,
             climate,
         };
-        let scorer = FieldScorer::new(model.geometry());
+        let scorer = FieldScorer::new(model.geometry())
+            .map(|s| s.with_climate(&context.climate.variance, &initial.std));
+        let field_divergence =
+            scorer.is_some() && built.has_truth() && config.run.divergence_rmse.is_none();
         let filter = entry
             .method
             .build(&context, initial, stream(config.run.seed, &name))?;
@@ -918,6 +1054,7 @@ impl<'a> MethodRun<'a> {
             field_scores: Vec::new(),
             window_fields: Vec::new(),
             scorer,
+            field_divergence,
             histogram: entry.method.ensemble_size().map(RankHistogram::new),
             burn_in: chronology.burn_in,
             status: Status::Ok,
@@ -1041,6 +1178,24 @@ impl<'a> MethodRun<'a> {
         }
         self.elapsed += start.elapsed();
 
+        if let (true, Some(scorer)) = (self.field_divergence, &self.scorer) {
+            let nf = scorer.fields().len();
+            let over = scorer
+                .fields()
+                .iter()
+                .zip(&scorer.limits)
+                .zip(self.field_scores.get(nf..).unwrap_or(&[]))
+                .find(|((_, l), e)| **e > **l);
+            if let Some((((name, units), l), e)) = over {
+                self.status = Status::Diverged {
+                    cycle: k,
+                    reason: format!(
+                        "analysis RMSE of `{name}` {e:.4e} {units} exceeds its divergence limit {l:.4e} (ten climatological standard deviations of the field)"
+                    ),
+                };
+                return;
+            }
+        }
         let finite = a.mean.iter().all(|v| v.is_finite());
         if !finite || !(a.rmse.is_nan() || a.rmse <= limit) {
             self.status = Status::Diverged {
@@ -1071,14 +1226,37 @@ impl<'a> MethodRun<'a> {
                     .fields()
                     .iter()
                     .enumerate()
-                    .map(|(i, (field, units))| FieldSummary {
-                        field: field.clone(),
-                        units: units.clone(),
-                        rmse_f: finite(self.averages.fields[i].mean_with_ci().mean),
-                        rmse_a: finite(self.averages.fields[nf + i].mean_with_ci().mean),
-                        rmse_a_last: self.field_scores.get(nf + i).copied().and_then(finite),
+                    .map(|(i, (field, units))| {
+                        let rmse_a = finite(self.averages.fields[nf + i].mean_with_ci().mean);
+                        // As the one-field climatology: only once enough of
+                        // the truth was seen, and not for a constant field.
+                        let climatological_std = scorer
+                            .climate_std()
+                            .get(i)
+                            .copied()
+                            .filter(|c| climatology.is_some() && *c > 0.0);
+                        FieldSummary {
+                            field: field.clone(),
+                            units: units.clone(),
+                            rmse_f: finite(self.averages.fields[i].mean_with_ci().mean),
+                            rmse_a,
+                            rmse_a_last: self.field_scores.get(nf + i).copied().and_then(finite),
+                            climatological_std,
+                            rmse_a_normalised: rmse_a.zip(climatological_std).map(|(r, c)| r / c),
+                        }
                     })
                     .collect();
+                let normalised: Vec<f64> = s
+                    .fields
+                    .iter()
+                    .filter_map(|f| f.rmse_a_normalised)
+                    .collect();
+                if !normalised.is_empty() {
+                    s.rmse_a_normalised = Some(
+                        (normalised.iter().map(|x| x * x).sum::<f64>() / normalised.len() as f64)
+                            .sqrt(),
+                    );
+                }
             }
             s
         } else {
@@ -1092,13 +1270,30 @@ impl<'a> MethodRun<'a> {
                 .filter(|m| !m.converged)
                 .collect();
             let is_climatology = self.entry.method.name() == "climatology";
-            if let (Some(rmse_a), Some(clim)) = (summary.rmse_a, climatology)
+            if let Some(normalised) = summary.rmse_a_normalised {
+                // Several fields: judged without mixing their units.
+                if !is_climatology && normalised > 1.0 {
+                    self.status = Status::WorseThanClimatology {
+                        rmse_a: normalised,
+                        climatology: 1.0,
+                        fields: Some(
+                            summary
+                                .fields
+                                .iter()
+                                .filter(|f| f.rmse_a_normalised.is_some_and(|x| x > 1.0))
+                                .map(|f| f.field.clone())
+                                .collect(),
+                        ),
+                    };
+                }
+            } else if let (Some(rmse_a), Some(clim)) = (summary.rmse_a, climatology)
                 && !is_climatology
                 && rmse_a > clim
             {
                 self.status = Status::WorseThanClimatology {
                     rmse_a,
                     climatology: clim,
+                    fields: None,
                 };
             } else if let Some(r_ratio) = summary.desroziers_r_ratio
                 && !has_truth

@@ -209,6 +209,24 @@ impl Built {
         if let Some(f) = &forecast_model {
             let ratio = config.observations.steps_per_cycle as f64 * f.dt() / truth_model.dt();
             if (ratio - ratio.round()).abs() > 1e-9 || ratio.round() < 1.0 {
+                // A learned model's step is its checkpoint's record
+                // interval, not a `dt` key of the file.
+                let learned = config
+                    .forecast_model
+                    .as_ref()
+                    .is_some_and(|m| m.table().contains_key("checkpoint"));
+                if learned {
+                    return Err(config.invalid(
+                        "forecast_model.checkpoint",
+                        format!(
+                            "the network steps {} model time (the record interval of its training data), and {} of its steps ({}) are not a whole number of truth steps ({}); train on records one observation interval apart or change observations.steps_per_cycle",
+                            f.dt(),
+                            config.observations.steps_per_cycle,
+                            config.observations.steps_per_cycle as f64 * f.dt(),
+                            truth_model.dt()
+                        ),
+                    ));
+                }
                 return Err(config.invalid(
                     "forecast_model.dt",
                     format!(

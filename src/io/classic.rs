@@ -79,6 +79,7 @@ fn to_netcdf3(target: &Path, ds: &Dataset) -> Result<DataSet, IoError> {
             VarData::F64(_) => DataType::F64,
             VarData::F32(_) => DataType::F32,
             VarData::I32(_) => DataType::I32,
+            VarData::Char(_) => DataType::U8,
         };
         nc.add_var(&v.name, &v.dimensions, dtype)
             .map_err(|e| nc_error(target, format!("variable `{}`", v.name), e))?;
@@ -122,6 +123,7 @@ pub(super) fn write(tmp: &Path, target: &Path, ds: &Dataset) -> Result<(), IoErr
                 VarData::F64(d) => writer.write_var_f64(&v.name, d),
                 VarData::F32(d) => writer.write_var_f32(&v.name, d),
                 VarData::I32(d) => writer.write_var_i32(&v.name, d),
+                VarData::Char(d) => writer.write_var_u8(&v.name, d),
             }
             .map_err(|e| nc_error(target, format!("cannot write variable `{}`", v.name), e))?;
         }
@@ -198,22 +200,17 @@ fn attr_value(path: &Path, what: &str, data: &netcdf3::Attribute) -> Result<Attr
     })
 }
 
-fn var_data(path: &Path, name: &str, data: DataVector) -> Result<VarData, IoError> {
-    Ok(match data {
+/// The data as rime holds them: bytes and shorts widened to `i32`, text
+/// kept as bytes.
+fn var_data(data: DataVector) -> VarData {
+    match data {
         DataVector::F64(d) => VarData::F64(d),
         DataVector::F32(d) => VarData::F32(d),
         DataVector::I32(d) => VarData::I32(d),
         DataVector::I16(d) => VarData::I32(d.into_iter().map(i32::from).collect()),
         DataVector::I8(d) => VarData::I32(d.into_iter().map(i32::from).collect()),
-        DataVector::U8(_) => {
-            return Err(IoError::Unsupported {
-                path: path.to_path_buf(),
-                what: format!(
-                    "variable `{name}` has type NC_CHAR (text variables are not supported)"
-                ),
-            });
-        }
-    })
+        DataVector::U8(d) => VarData::Char(d),
+    }
 }
 
 /// Reads a classic (CDF-1/CDF-2) file.
@@ -223,8 +220,9 @@ pub(super) fn read(path: &Path) -> Result<Dataset, IoError> {
     if file.read_exact(&mut magic).is_ok() && &magic == HDF5_MAGIC {
         return Err(IoError::Unsupported {
             path: path.to_path_buf(),
-            what: "this is a NetCDF-4/HDF5 file, not classic NetCDF; read it with \
-                   `read_netcdf` (cargo feature `netcdf`)"
+            what: "this is a NetCDF-4/HDF5 file and this rime reads classic NetCDF only: \
+                   convert it (`nccopy -k classic IN.nc OUT.nc`) or build rime with \
+                   `--features netcdf` (needs libnetcdf, e.g. `apt-get install libnetcdf-dev`)"
                 .into(),
         });
     }
@@ -260,7 +258,7 @@ pub(super) fn read(path: &Path) -> Result<Dataset, IoError> {
         let data = reader
             .read_var(&v.name)
             .map_err(|e| read_error(path, format!("cannot read variable `{}`", v.name), e))?;
-        v.data = var_data(path, &v.name, data)?;
+        v.data = var_data(data);
     }
     ds.variables = vars;
     Ok(ds)

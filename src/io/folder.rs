@@ -362,6 +362,32 @@ impl Drop for OutputFolder {
     }
 }
 
+/// The bytes available to this user on the file system that holds `path`
+/// (its nearest existing ancestor), or `None` where it cannot be told.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut p = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    while !p.exists() {
+        p = match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => q,
+            _ => Path::new("."),
+        };
+        if p == Path::new(".") {
+            break;
+        }
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `stat` a plain-data struct
+    // that statvfs fills; nothing is read from it unless the call succeeds.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::statvfs(c.as_ptr(), &mut stat) } == 0;
+    ok.then(|| (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
 /// Checks before any computing that `path` (a file the user named, such
 /// as `--table`) can be written: its folder exists or can be created and
 /// takes a new file, and `path` is not a folder.

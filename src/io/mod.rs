@@ -73,6 +73,23 @@ pub enum VarData {
     F32(Vec<f32>),
     /// `NC_INT` values.
     I32(Vec<i32>),
+    /// `NC_CHAR` values: fixed-length text, one byte each, the last
+    /// dimension the string length (a label coordinate, NUL-padded).
+    Char(Vec<u8>),
+}
+
+impl VarData {
+    /// Labels as an `NC_CHAR` array of `labels.len() x width` bytes
+    /// (`width` the longest label), NUL-padded: the classic NetCDF way to
+    /// write a string coordinate (xarray decodes it with `_Encoding`).
+    pub fn labels(labels: &[String]) -> (Self, usize) {
+        let width = labels.iter().map(String::len).max().unwrap_or(0).max(1);
+        let mut bytes = vec![0u8; labels.len() * width];
+        for (row, l) in bytes.chunks_mut(width).zip(labels) {
+            row[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        (VarData::Char(bytes), width)
+    }
 }
 
 /// The value of a global or variable attribute.
@@ -256,6 +273,7 @@ impl VarData {
             VarData::F64(d) => d.len(),
             VarData::F32(d) => d.len(),
             VarData::I32(d) => d.len(),
+            VarData::Char(d) => d.len(),
         }
     }
 
@@ -270,6 +288,7 @@ impl VarData {
             VarData::F64(d) => d.clone(),
             VarData::F32(d) => d.iter().map(|&x| f64::from(x)).collect(),
             VarData::I32(d) => d.iter().map(|&x| f64::from(x)).collect(),
+            VarData::Char(d) => d.iter().map(|&x| f64::from(x)).collect(),
         }
     }
 
@@ -279,6 +298,7 @@ impl VarData {
             VarData::F64(_) => "double",
             VarData::F32(_) => "float",
             VarData::I32(_) => "int",
+            VarData::Char(_) => "char",
         }
     }
 }
@@ -702,8 +722,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 /// Unlimited dimensions come back as fixed ones of their current length.
 /// `NC_BYTE`/`NC_SHORT` data are widened to `i32`. Numeric attributes come
 /// back as [`AttrValue::I32`] (one integer), [`AttrValue::F64`] (one float)
-/// or [`AttrValue::F64s`] (any other count). Text (`NC_CHAR`) variables are
-/// rejected with [`IoError::Unsupported`].
+/// or [`AttrValue::F64s`] (any other count). Text (`NC_CHAR`) variables come
+/// back as [`VarData::Char`].
 pub fn read_classic(path: &Path) -> Result<Dataset, IoError> {
     classic::read(path)
 }
@@ -850,6 +870,7 @@ mod tests {
             VarData::F64(v) => v.iter().map(|x| x.to_bits()).collect(),
             VarData::F32(v) => v.iter().map(|x| u64::from(x.to_bits())).collect(),
             VarData::I32(v) => v.iter().map(|&x| x as u32 as u64).collect(),
+            VarData::Char(v) => v.iter().map(|&x| u64::from(x)).collect(),
         }
     }
 
@@ -1185,7 +1206,14 @@ mod tests {
         let hdf5 = dir.path("fake4.nc");
         fs::write(&hdf5, b"\x89HDF\r\n\x1a\n and then some").unwrap();
         let err = read_classic(&hdf5).unwrap_err();
-        assert!(err.to_string().contains("read_netcdf"), "{err}");
+        // In the user's words (issue 31): how to convert it or which
+        // feature to build, not an internal function's name.
+        let e = err.to_string();
+        assert!(
+            e.contains("nccopy") && e.contains("--features netcdf"),
+            "{e}"
+        );
+        assert!(!e.contains("read_netcdf"), "{e}");
     }
 
     #[test]
@@ -1327,5 +1355,48 @@ mod tests {
         write_netcdf(&dir.join("io-check.nc"), &ds, NetcdfFormat::Classic).unwrap();
         #[cfg(feature = "netcdf")]
         write_netcdf(&dir.join("io-check4.nc"), &ds, NetcdfFormat::Netcdf4).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    /// Issue 31: labels are written as an `NC_CHAR` coordinate (the
+    /// evaluation's `model`) and read back byte for byte.
+    #[test]
+    fn labels_round_trip_as_a_char_coordinate() {
+        let labels: Vec<String> = ["persistence", "emulator", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (chars, width) = VarData::labels(&labels);
+        assert_eq!(width, 11);
+        let mut ds = Dataset::new();
+        ds.dim("model", 3).dim("label_length", width);
+        ds.variables.push(Variable::new(
+            "model",
+            &["model", "label_length"],
+            chars.clone(),
+        ));
+        let path = std::env::temp_dir().join(format!("rime-labels-{}.nc", std::process::id()));
+        write_netcdf(&path, &ds, NetcdfFormat::Classic).unwrap();
+        let back = read_classic(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let v = back.variable("model").unwrap();
+        assert_eq!(v.data, chars);
+        assert_eq!(v.data.type_name(), "char");
+        let VarData::Char(bytes) = &v.data else {
+            unreachable!()
+        };
+        let read: Vec<String> = bytes
+            .chunks(width)
+            .map(|r| {
+                String::from_utf8_lossy(r)
+                    .trim_end_matches('\0')
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(read, labels);
     }
 }

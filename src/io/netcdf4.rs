@@ -87,11 +87,21 @@ pub(super) fn write(tmp: &Path, target: &Path, ds: &Dataset) -> Result<(), IoErr
     // Define every variable and attribute before writing data: NetCDF-4
     // rejects e.g. `_FillValue` once data has been written.
     for v in &ds.variables {
+        if matches!(v.data, VarData::Char(_)) {
+            return Err(unsupported(
+                target,
+                format!(
+                    "variable `{}` is text (NC_CHAR), which rime writes to classic files only",
+                    v.name
+                ),
+            ));
+        }
         let dims: Vec<&str> = v.dimensions.iter().map(String::as_str).collect();
         let mut var = match v.data {
             VarData::F64(_) => file.add_variable::<f64>(&v.name, &dims),
             VarData::F32(_) => file.add_variable::<f32>(&v.name, &dims),
             VarData::I32(_) => file.add_variable::<i32>(&v.name, &dims),
+            VarData::Char(_) => unreachable!("refused above"),
         }
         .map_err(|e| nc_error(target, format!("variable `{}`", v.name), e))?;
         for (name, value) in &v.attributes {
@@ -115,6 +125,7 @@ pub(super) fn write(tmp: &Path, target: &Path, ds: &Dataset) -> Result<(), IoErr
             VarData::F64(d) => var.put_values(d, ..),
             VarData::F32(d) => var.put_values(d, ..),
             VarData::I32(d) => var.put_values(d, ..),
+            VarData::Char(_) => unreachable!("refused above"),
         }
         .map_err(|e| nc_error(target, context(), e))?;
     }

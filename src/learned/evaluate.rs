@@ -697,6 +697,23 @@ fn write(ev: &Evaluation, config: &EvaluateConfig, out: &Path) -> anyhow::Result
         .dim("model", nm)
         .dim("lead", leads)
         .dim("wavenumber", wavenumbers.max(1));
+    // The models' labels as a string coordinate of `model` (NC_CHAR over
+    // `label_length`, which xarray decodes to text).
+    let (chars, width) =
+        crate::io::VarData::labels(&labels.iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    ds.dim("label_length", width);
+    let mut model = crate::io::Variable::new("model", &["model", "label_length"], chars);
+    model.attributes.extend([
+        (
+            "long_name".to_string(),
+            crate::io::AttrValue::Text("model label".into()),
+        ),
+        (
+            "_Encoding".to_string(),
+            crate::io::AttrValue::Text("utf-8".into()),
+        ),
+    ]);
+    ds.variables.push(model);
     ds.var_f64(
         "lead_time",
         &["lead"],

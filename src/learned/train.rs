@@ -597,10 +597,28 @@ pub fn train(
     let mut normalisation = match &config.hybrid {
         Some(h) => hybrid_normalisation(h, &data, &device)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
-        None if fields > 1 => {
-            Normalisation::pooled_by(&data.statistics(), &vec![data.n / fields; fields])
+        None => {
+            let stats = data.statistics();
+            // A series that never changes has nothing to learn: every
+            // increment is zero and the loss has no scale.
+            if stats
+                .increment_std
+                .iter()
+                .chain(&stats.increment_mean)
+                .all(|v| *v == 0.0)
+            {
+                anyhow::bail!(
+                    "{}: every variable of {} is constant over the training records: an emulator has nothing to learn",
+                    file.display(),
+                    data_path.display()
+                );
+            }
+            if fields > 1 {
+                Normalisation::pooled_by(&stats, &vec![data.n / fields; fields])
+            } else {
+                Normalisation::pooled(&stats)
+            }
         }
-        None => Normalisation::pooled(&data.statistics()),
     };
     if !forcing.is_empty() {
         let (mean, std) = data.forcing_statistics();
@@ -1011,6 +1029,45 @@ mod tests {
             e.contains("validation split") && e.contains("all.nc"),
             "{e}"
         );
+        // A series that never changes.
+        let ds = crate::io::read_classic(&dir.join("all.nc")).unwrap();
+        let mut constant = ds.clone();
+        let split = ds.variable("split").unwrap().data.to_f64();
+        let state = constant.variable_mut("state").unwrap();
+        state.data = crate::io::VarData::F64(vec![8.0; state.data.to_f64().len()]);
+        // Half the records validate, so the split is not what is refused.
+        constant.variable_mut("split").unwrap().data = crate::io::VarData::I32(
+            (0..split.len())
+                .map(|k| i32::from(k >= split.len() / 2))
+                .collect(),
+        );
+        crate::io::write_netcdf(
+            &dir.join("constant.nc"),
+            &constant,
+            crate::io::NetcdfFormat::Classic,
+        )
+        .unwrap();
+        let flat = dir.join("constant.toml");
+        std::fs::write(
+            &flat,
+            std::fs::read_to_string(&all)
+                .unwrap()
+                .replace("all.nc", "constant.nc"),
+        )
+        .unwrap();
+        let config = TrainConfig::from_file(&flat).unwrap();
+        let e = train(
+            &config,
+            &flat,
+            &dir.join("out-flat"),
+            false,
+            None,
+            false,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("constant") && e.contains("constant.nc"), "{e}");
         // Times reversed, repeated and gapped.
         let ds = crate::io::read_classic(&dir.join("all.nc")).unwrap();
         let times = ds.variable("time").unwrap().data.to_f64();

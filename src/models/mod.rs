@@ -85,6 +85,13 @@ pub trait ModelSpec: std::fmt::Debug + Send + Sync {
     fn state_size(&self) -> Option<(u128, &'static str)> {
         None
     }
+
+    /// What a user must know about starting the model, said when a run
+    /// starts it without a climatological sample (`[initial.sample]`): a
+    /// model that starts from rest and must spin up first.
+    fn start_hint(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A lower bound on the state-sized f64 arrays a model holds while it

@@ -656,6 +656,12 @@ impl Default for QgConfig {
 }
 
 impl ModelSpec for QgConfig {
+    fn start_hint(&self) -> Option<&'static str> {
+        Some(
+            "the QG double gyre starts from rest and takes hundreds of cycles to spin up: without [initial.sample] the truth is still spinning up and the ensemble is drawn about rest; add [initial.sample] with spinup_cycles = 700 (DAPPER's), count and spacing, as experiments/qg/sakov2008.toml does",
+        )
+    }
+
     fn state_size(&self) -> Option<(u128, &'static str)> {
         Some(((self.size as u128).pow(2), "size"))
     }
