@@ -50,7 +50,8 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Prints the reference of the experiment file: every table and key with
+    /// Prints the reference of every command's files (experiment,
+    /// simulation, training and evaluation files): every table and key with
     /// its type, default and meaning (Markdown).
     Schema,
     /// Draws PNG maps of one record of a trajectory file (`rime simulate`'s

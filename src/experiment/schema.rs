@@ -1,17 +1,25 @@
-//! The reference of the experiment file: every table and key with its
-//! type, default and meaning (`rime schema`, and the README's reference
-//! section).
+//! The reference of every command's files (experiment files of `rime run`,
+//! and those of `rime simulate`, `rime train` and `rime evaluate`): every
+//! table and key with its type, default and meaning (`rime schema`, and the
+//! README's reference section).
 //!
 //! The descriptions are written here; the rest comes from the config types
 //! themselves: the defaults are read by parsing a table with only the
 //! required keys and writing the parsed value back, and the tests check
 //! that the documented keys are exactly those the types accept (serde's
 //! own list of expected fields, or the keys a parsed method writes back),
-//! so the reference cannot drift from the code.
+//! and that files of the documented required keys are read by each
+//! command, so the reference cannot drift from the code.
 
 use super::config::{InitialConfig, InitialSample, ObservationConfig, OutputConfig, RunConfig};
 use super::registry::read_json;
 use crate::da::MethodConfig;
+use crate::learned::data::{ExpectedRange, SimulateSettings};
+use crate::learned::evaluate::EvaluateSettings;
+use crate::learned::generative::GenerativeConfig;
+use crate::learned::hybrid::HybridConfig;
+use crate::learned::net::Architecture;
+use crate::learned::train::{DataConfig, TrainingSettings};
 
 /// One key: name, type, meaning, and for a required key an example value
 /// (TOML) used to read the defaults of the others.
@@ -59,6 +67,11 @@ pub enum Reader {
     Model(&'static str),
     /// `[[methods]]` with this `name`.
     Method(&'static str),
+    /// The keys every entry of a list takes besides (or before) those of
+    /// the table it names, taken out by the file's reader: `label` and
+    /// `name` of `[[methods]]` and `[[models]]`. These keys, read by no
+    /// config type, are checked by parsing whole files in the tests.
+    Entry(&'static [&'static str]),
 }
 
 /// One table of the file.
@@ -222,8 +235,8 @@ fn var_keys(var4d: bool) -> Vec<KeyDoc> {
     keys
 }
 
-/// Every table of an experiment file, in file order.
-pub fn tables() -> Vec<TableDoc> {
+/// Every table of an experiment file (`rime run`), in file order.
+fn run_tables() -> Vec<TableDoc> {
     let mut t = vec![
         TableDoc {
             header: "[observations]",
@@ -803,6 +816,19 @@ pub fn tables() -> Vec<TableDoc> {
             ],
             reader: Reader::Model("emulator"),
         },
+        TableDoc {
+            header: "[[methods]]",
+            doc: "Every entry of the list: `name` picks the method (one of the tables below, with its keys), `label` names its results. The methods run one after the other, in file order.",
+            keys: vec![
+                required("name", "a method name (below)", "the method", "\"free\""),
+                key(
+                    "label",
+                    "text: letters, digits, `_`, `.` and `-`",
+                    "names the method's output file (`<label>.nc`) and its entry in the summary and in `[expected]` (absent: the name); unique in the file, not starting with a dot, not ending in `.partial`, and not `truth`, `observations` or `summary` (the run's own files)",
+                ),
+            ],
+            reader: Reader::Entry(&["label", "name"]),
+        },
     ];
     for (name, doc) in [
         (
@@ -954,13 +980,399 @@ pub fn tables() -> Vec<TableDoc> {
     t
 }
 
+/// The reference of one command's files.
+#[derive(Clone, Debug)]
+pub struct FileDoc {
+    /// The command that reads them, e.g. `rime simulate`.
+    pub command: &'static str,
+    /// What the file holds besides its tables (top-level keys, tables
+    /// documented elsewhere).
+    pub doc: &'static str,
+    /// Its tables, in file order.
+    pub tables: Vec<TableDoc>,
+}
+
+const DEVICE: KeyDoc = key(
+    "device",
+    "\"cpu\", \"wgpu\" or \"cuda\"",
+    "where it runs (\"wgpu\" and \"cuda\" need rime built with that feature)",
+);
+
+/// A network or generative table of this `kind`, read by its enum.
+macro_rules! tagged_reader {
+    ($t:ty, $kind:literal) => {{
+        fn read(mut table: toml::Table) -> Result<serde_json::Value, String> {
+            table.insert("kind".into(), toml::Value::String($kind.into()));
+            read_json::<$t>(table)
+        }
+        Reader::Struct(read)
+    }};
+}
+
+/// `[data]` of training and evaluation files.
+fn data_table(doc: &'static str) -> TableDoc {
+    TableDoc {
+        header: "[data]",
+        doc,
+        keys: vec![
+            required(
+                "file",
+                "path, or a list of paths, relative to this file",
+                "the trajectory file (`rime simulate`'s output, or any NetCDF file of that layout), or a list of such files read as one: the records of each follow those of the one before, each is split by its own `split` variable, and no sample spans two files (runs under different forcings)",
+                "\"trajectories.nc\"",
+            ),
+            key(
+                "split",
+                "[train, validation], fractions summing to at most 1 (both > 0 for `rime train`)",
+                "fractions of the records, in time order, used only where a file has no `split` variable; the rest is the test split",
+            ),
+            key(
+                "variables",
+                "list of variable names",
+                "the state variables read, in order (absent: all of them), e.g. `[\"state_x\"]` for the slow variables of a two-scale run",
+            ),
+        ],
+        reader: Reader::Struct(read_json::<DataConfig>),
+    }
+}
+
+/// The censoring bounds of both generative kinds.
+fn bound_keys() -> [KeyDoc; 2] {
+    [
+        key(
+            "lower",
+            "number, or a list with one per field (-inf: none)",
+            "sampled states are clipped to at least this (e.g. `[0.0, 0.0]` for a sea ice's h and a)",
+        ),
+        key(
+            "upper",
+            "number, or a list with one per field (inf: none)",
+            "sampled states are clipped to at most this (e.g. `[inf, 1.0]`); above lower",
+        ),
+    ]
+}
+
+fn simulate_tables() -> Vec<TableDoc> {
+    vec![
+        TableDoc {
+            header: "[simulate]",
+            doc: "How many trajectories, how long, and how their records are split for training.",
+            keys: vec![
+                key(
+                    "trajectories",
+                    "integer ≥ 1",
+                    "independent runs, each from its own draw of `[initial]`, stepped together as one batch",
+                ),
+                required(
+                    "records",
+                    "integer ≥ 2",
+                    "records kept per trajectory (after the spin-up)",
+                    "100",
+                ),
+                key(
+                    "steps_per_record",
+                    "integer ≥ 1, model steps",
+                    "model steps between records (the data's record interval is this times the model's dt)",
+                ),
+                key(
+                    "spinup_steps",
+                    "integer ≥ 0, model steps",
+                    "model steps run and discarded before the first record",
+                ),
+                key(
+                    "seed",
+                    "integer (u64)",
+                    "seed of the initial states (and of the model's noise, if stochastic)",
+                ),
+                key(
+                    "split",
+                    "[train, validation], fractions ≥ 0 summing to at most 1",
+                    "fractions of the records, in time order, marked train and validation in the file's `split` variable; the rest is the test split ([0, 0]: a file of test records only, e.g. a held-out forcing)",
+                ),
+                DEVICE,
+                key(
+                    "precision",
+                    "\"f64\" or \"f32\"",
+                    "the model's float type (absent: the device's, f64 on the CPU, f32 on GPUs)",
+                ),
+                key(
+                    "host_fast_path",
+                    "boolean",
+                    "use the model's hand-written host path where it has one; false steps it through burn",
+                ),
+            ],
+            reader: Reader::Struct(read_json::<SimulateSettings>),
+        },
+        TableDoc {
+            header: "[expected.<diagnostic>]",
+            doc: "A published range that a diagnostic of the last record should fall in, `<diagnostic>` being one the model computes (e.g. `boundary_layer_height` of the boundary layer; a name the model does not compute is an error). `rime simulate` reports every diagnostic of the last record and each expected one against its range.",
+            keys: vec![
+                required("min", "number, finite", "lower end", "0.0"),
+                required("max", "number, finite, ≥ min", "upper end", "1.0"),
+                key(
+                    "source",
+                    "text",
+                    "the publication and how the range was read from it",
+                ),
+            ],
+            reader: Reader::Struct(read_json::<ExpectedRange>),
+        },
+    ]
+}
+
+fn train_tables() -> Vec<TableDoc> {
+    let mut diffusion = vec![
+        key(
+            "sigma_min",
+            "number > 0, below sigma_max",
+            "smallest noise level of the sampler",
+        ),
+        key(
+            "sigma_max",
+            "number > 0",
+            "largest noise level of the sampler",
+        ),
+        key(
+            "rho",
+            "number > 0",
+            "exponent of the sampler's noise schedule",
+        ),
+        key("steps", "integer ≥ 1", "Heun steps of the sampler"),
+        key(
+            "sigma_data",
+            "number > 0",
+            "standard deviation of the (normalised) data",
+        ),
+        key("p_mean", "number", "mean of the training ln sigma"),
+        key(
+            "p_std",
+            "number > 0",
+            "standard deviation of the training ln sigma",
+        ),
+    ];
+    diffusion.extend(bound_keys());
+    let mut flow = vec![
+        key(
+            "s_min",
+            "number in [0, 1)",
+            "width of the path at the data end",
+        ),
+        key("steps", "integer ≥ 1", "Heun steps of the sampler"),
+    ];
+    flow.extend(bound_keys());
+    vec![
+        data_table(
+            "The trajectories trained on: the train split for the weights, the validation split for the loss that picks the best epoch and stops training.",
+        ),
+        TableDoc {
+            header: "[network] kind = \"cnn1d\"",
+            doc: "A 1-D convolutional network on a periodic line (the Lorenz-96 family): every layer pads circularly, so the network commutes with shifts of the state, as the dynamics do.",
+            keys: vec![
+                key("channels", "integer ≥ 1", "hidden channels"),
+                key(
+                    "layers",
+                    "integer ≥ 2",
+                    "convolution layers, input and output layers included",
+                ),
+                key("kernel", "odd integer", "kernel width of the hidden layers"),
+                key(
+                    "bilinear",
+                    "boolean",
+                    "a bilinear first layer (Brajard et al. 2020): the first convolution gives three groups of channels a, b, c, and the next layer sees a and the product b c, so quadratic advection terms are one layer away",
+                ),
+            ],
+            reader: tagged_reader!(Architecture, "cnn1d"),
+        },
+        TableDoc {
+            header: "[network] kind = \"unet2d\"",
+            doc: "A U-Net for one 2-D field, or several of one shape (Ronneberger et al. 2015): at each level two 3x3 convolutions with GELU, halving the grid by 2x2 averages on the way down and doubling it on the way up beside the skip connection. Zero padding (a closed domain such as the QG basin); the field is padded with zeros to a multiple of 2^(levels - 1) and cropped back.",
+            keys: vec![
+                key(
+                    "channels",
+                    "integer ≥ 1",
+                    "channels at the finest level, doubled at each coarser one",
+                ),
+                key(
+                    "levels",
+                    "integer in 1..=6",
+                    "resolutions (1: no downsampling)",
+                ),
+            ],
+            reader: tagged_reader!(Architecture, "unet2d"),
+        },
+        TableDoc {
+            header: "[training]",
+            doc: "The optimisation: Adam on the rollout loss in increment units (the network stepped `rollout` times from each training state); after every epoch the validation loss and one-step RMSE are recorded, the best weights go to `emulator.ckpt` and the latest, with the optimiser state, to `last.ckpt` (for `--resume`). Networks train in f32.",
+            keys: vec![
+                key("epochs", "integer ≥ 1", "passes over the training samples"),
+                key("batch_size", "integer ≥ 1", "samples per batch"),
+                key("learning_rate", "number > 0", "Adam's learning rate"),
+                key(
+                    "learning_rate_final",
+                    "number in (0, learning_rate]",
+                    "the learning rate decays along a cosine from learning_rate to this over the epochs (absent: constant)",
+                ),
+                key(
+                    "rollout",
+                    "integer ≥ 1, records",
+                    "network steps in the rollout loss (1 for a generative surrogate)",
+                ),
+                key(
+                    "patience",
+                    "integer ≥ 0, epochs",
+                    "stop when the validation loss has not improved for this many epochs (0: never)",
+                ),
+                key(
+                    "seed",
+                    "integer (u64)",
+                    "seed of the initial weights and of the batch order",
+                ),
+                key(
+                    "max_batches",
+                    "integer",
+                    "at most this many batches per epoch (absent: all)",
+                ),
+                DEVICE,
+            ],
+            reader: Reader::Struct(read_json::<TrainingSettings>),
+        },
+        TableDoc {
+            header: "[generative] kind = \"diffusion\"",
+            doc: "A generative surrogate instead of a deterministic emulator (optional table; needs rollout = 1, not with `[hybrid]`): EDM diffusion (Karras et al. 2022) of the normalised increment given the current state, trained on ln sigma ~ N(p_mean, p_std²) and sampled by Heun's method on the probability-flow ODE from sigma_max to sigma_min along the rho schedule.",
+            keys: diffusion,
+            reader: tagged_reader!(GenerativeConfig, "diffusion"),
+        },
+        TableDoc {
+            header: "[generative] kind = \"flow_matching\"",
+            doc: "A generative surrogate by conditional flow matching along straight optimal-transport paths, sampled by Heun's method from t = 0 (noise) to 1 (optional table; needs rollout = 1, not with `[hybrid]`).",
+            keys: flow,
+            reader: tagged_reader!(GenerativeConfig, "flow_matching"),
+        },
+        TableDoc {
+            header: "[hybrid]",
+            doc: "A hybrid model (optional table, not with `[generative]`): the network is a term of a physical model's tendency or a correction of its state, trained end to end through the physics.",
+            keys: vec![
+                required(
+                    "physics",
+                    "a `[model]` table (inline)",
+                    "the physical model; the data's record interval must be a whole number of its steps, and its state the data's",
+                    "{ name = \"lorenz96\", size = 40 }",
+                ),
+                key(
+                    "coupling",
+                    "\"tendency\" or \"resolvent\"",
+                    "tendency: a learned term added to the physical tendency inside the model's integrator (an ODE model only; with a term left out of the physics, e.g. lorenz96_truncated with parametrisation = \"none\", the network replaces it); resolvent: a learned correction of the state after the physical steps of one record interval (any model)",
+                ),
+            ],
+            reader: Reader::Struct(read_json::<HybridConfig>),
+        },
+    ]
+}
+
+fn evaluate_tables() -> Vec<TableDoc> {
+    vec![
+        data_table(
+            "The trajectories the forecasts start from and are scored against (the records of `[evaluate] split`); the training split gives the climatology.",
+        ),
+        TableDoc {
+            header: "[evaluate]",
+            doc: "Lengths and sizes.",
+            keys: vec![
+                required(
+                    "leads",
+                    "integer ≥ 1, records",
+                    "forecast length, in records of the data",
+                    "20",
+                ),
+                key(
+                    "starts",
+                    "integer ≥ 1",
+                    "initial states, evenly spaced in the split",
+                ),
+                key(
+                    "members",
+                    "integer ≥ 2",
+                    "ensemble size of stochastic models (their own samples make the ensemble)",
+                ),
+                key(
+                    "free_run",
+                    "integer ≥ 0, records",
+                    "length of a free run of each model from the first start, whose mean and variance over its second half are compared with the data's (does the model stay on the attractor?); 0: none",
+                ),
+                key(
+                    "seed",
+                    "integer (u64)",
+                    "seed of the stochastic models' noise",
+                ),
+                DEVICE,
+                key(
+                    "split",
+                    "\"test\" or \"validation\"",
+                    "the split the forecasts start from and are scored on; \"validation\" to choose a setting (a surrogate's temperature) without looking at the test split",
+                ),
+            ],
+            reader: Reader::Struct(read_json::<EvaluateSettings>),
+        },
+        TableDoc {
+            header: "[[models]]",
+            doc: "One entry per model scored: a `label` and any `[model]` table of an experiment file (e.g. `name = \"emulator\"` and its checkpoint; paths relative to this file). Persistence and climatology are always scored beside them.",
+            keys: vec![
+                required(
+                    "label",
+                    "text: letters, digits, `_`, `.` and `-`",
+                    "names the model in the outputs; unique in the file, not `persistence` or `climatology`, not starting with a dot, not ending in `.partial`, and not `truth`, `observations` or `summary`",
+                    "\"physics\"",
+                ),
+                required(
+                    "name",
+                    "a `[model]` name",
+                    "the model; its other keys are those of `[model]` with that name",
+                    "\"lorenz96\"",
+                ),
+            ],
+            reader: Reader::Entry(&["label", "name"]),
+        },
+    ]
+}
+
+/// The files of every command, each with its tables.
+pub fn files() -> Vec<FileDoc> {
+    vec![
+        FileDoc {
+            command: "rime run",
+            doc: "An experiment file (`rime run FILE`, `rime check FILE`) has `description` and `reference` (text, optional), the tables below, and `[expected]` (published scores by method label: `label = { rmse_a = 0.18, tolerance = 0.02 }`). Unknown keys are errors that name the file and key. `[forecast_model]` takes any `[model]` table and is the model the methods cycle (imperfect-model twins).",
+            tables: run_tables(),
+        },
+        FileDoc {
+            command: "rime simulate",
+            doc: "A simulation file (`rime simulate FILE`; the trajectories that `rime train` learns from) has `description` (text, optional), a `[model]` table as in an experiment file (any name above), `[initial]` as in an experiment file (each trajectory starts from a draw of its `mean`, `std` and `length_scale`; `truth_std` and `[initial.sample]` are not used), and the tables below. Unknown keys are errors.",
+            tables: simulate_tables(),
+        },
+        FileDoc {
+            command: "rime train",
+            doc: "A training file (`rime train FILE`) has `description` (text, optional), `[data]`, one `[network]`, `[training]`, and at most one of `[generative]` and `[hybrid]`: without them it trains a deterministic emulator (residual learning: the network gives the normalised one-record increment). Its checkpoint is used as `[model] name = \"emulator\"`. Unknown keys are errors.",
+            tables: train_tables(),
+        },
+        FileDoc {
+            command: "rime evaluate",
+            doc: "An evaluation file (`rime evaluate FILE`) has `description` (text, optional), `[data]`, `[evaluate]` and one or more `[[models]]`. Unknown keys are errors.",
+            tables: evaluate_tables(),
+        },
+    ]
+}
+
+/// Every table of every command's files, command by command.
+pub fn tables() -> Vec<TableDoc> {
+    files().into_iter().flat_map(|f| f.tables).collect()
+}
+
 impl TableDoc {
     /// The table as TOML with only its required keys (and its name).
     fn minimal(&self) -> toml::Table {
         let mut text = String::new();
         match self.reader {
             Reader::Model(name) | Reader::Method(name) => text += &format!("name = \"{name}\"\n"),
-            Reader::Struct(_) => {}
+            Reader::Struct(_) | Reader::Entry(_) => {}
         }
         for k in &self.keys {
             if let Some(example) = k.required {
@@ -989,6 +1401,8 @@ impl TableDoc {
                     .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
                 serde_json::to_value(&m).map_err(|e| e.to_string())?
             }
+            // Read by the file's reader, not by a config type.
+            Reader::Entry(_) => serde_json::Value::Null,
         };
         Ok(match value {
             serde_json::Value::Object(map) => map,
@@ -1049,6 +1463,7 @@ pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
             let entry = super::registry::model_entry(name).ok_or("unregistered model")?;
             probe(&entry.read_json)?
         }
+        Reader::Entry(keys) => keys.iter().map(|k| k.to_string()).collect(),
         Reader::Method(_) => {
             let mut keys: Vec<String> = doc
                 .defaults()?
@@ -1087,27 +1502,32 @@ pub fn accepted_keys(doc: &TableDoc) -> Result<Vec<String>, String> {
 const WRITTEN_ONLY_WHEN_SET: &[(&str, Result<i64, &str>)] =
     &[("batch", Ok(1)), ("engine", Err("threads"))];
 
-/// The reference as Markdown: one section per table, one row per key
-/// with its type, default (from the types) and meaning.
+/// The reference as Markdown: one section per command's files, in it one
+/// per table, one row per key with its type, default (from the types) and
+/// meaning.
 pub fn markdown() -> String {
-    let mut out = String::from(
-        "An experiment file has `description` and `reference` (text, optional), the tables below, and `[expected]` (published scores by method label: `label = { rmse_a = 0.18, tolerance = 0.02 }`). Unknown keys are errors that name the file and key. `[forecast_model]` takes any `[model]` table and is the model the methods cycle (imperfect-model twins).\n",
-    );
-    for t in tables() {
-        let defaults = t.defaults().unwrap_or_default();
-        out += &format!("\n### `{}`\n\n{}\n\n", t.header, t.doc);
-        if t.keys.is_empty() {
-            out += "No settings.\n";
-            continue;
+    let mut out = String::new();
+    for (i, file) in files().into_iter().enumerate() {
+        if i > 0 {
+            out += "\n";
         }
-        out += "| key | type | default | meaning |\n|---|---|---|---|\n";
-        for k in &t.keys {
-            let default = match (k.required, defaults.get(k.key)) {
-                (Some(_), _) => "**required**".to_string(),
-                (None, Some(serde_json::Value::Null)) | (None, None) => "none".to_string(),
-                (None, Some(v)) => format!("`{v}`"),
-            };
-            out += &format!("| `{}` | {} | {} | {} |\n", k.key, k.kind, default, k.doc);
+        out += &format!("### {} files\n\n{}\n", file.command, file.doc);
+        for t in file.tables {
+            let defaults = t.defaults().unwrap_or_default();
+            out += &format!("\n#### `{}`\n\n{}\n\n", t.header, t.doc);
+            if t.keys.is_empty() {
+                out += "No settings.\n";
+                continue;
+            }
+            out += "| key | type | default | meaning |\n|---|---|---|---|\n";
+            for k in &t.keys {
+                let default = match (k.required, defaults.get(k.key)) {
+                    (Some(_), _) => "**required**".to_string(),
+                    (None, Some(serde_json::Value::Null)) | (None, None) => "none".to_string(),
+                    (None, Some(v)) => format!("`{v}`"),
+                };
+                out += &format!("| `{}` | {} | {} | {} |\n", k.key, k.kind, default, k.doc);
+            }
         }
     }
     out
@@ -1169,11 +1589,156 @@ mod tests {
     }
 
     #[test]
+    fn every_command_has_its_section_and_every_header_is_unique_in_it() {
+        let files = files();
+        let commands: Vec<&str> = files.iter().map(|f| f.command).collect();
+        assert_eq!(
+            commands,
+            ["rime run", "rime simulate", "rime train", "rime evaluate"]
+        );
+        for f in &files {
+            let mut headers: Vec<&str> = f.tables.iter().map(|t| t.header).collect();
+            headers.sort();
+            headers.dedup();
+            assert_eq!(headers.len(), f.tables.len(), "{}", f.command);
+        }
+        let text = markdown();
+        for c in commands {
+            assert!(text.contains(&format!("### {c} files\n")), "{c}");
+        }
+    }
+
+    /// `name` (a TOML header) with the required keys of the documented
+    /// table `header` of `command`'s files, after `extra`.
+    fn section(command: &str, name: &str, header: &str, extra: &str) -> String {
+        let t = files()
+            .into_iter()
+            .find(|f| f.command == command)
+            .and_then(|f| f.tables.into_iter().find(|t| t.header == header))
+            .unwrap_or_else(|| panic!("{command}: no table {header}"));
+        let mut text = format!("{name}\n{extra}");
+        if let Reader::Model(n) | Reader::Method(n) = t.reader {
+            text += &format!("name = \"{n}\"\n");
+        }
+        for k in &t.keys {
+            if let Some(example) = k.required {
+                text += &format!("{} = {example}\n", k.key);
+            }
+        }
+        text
+    }
+
+    /// Writes `text` to a file of its own (the readers take paths).
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("rime-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn files_of_the_documented_required_keys_are_read_by_every_command() {
+        use crate::learned::evaluate::EvaluateConfig;
+        use crate::learned::{SimulateConfig, TrainConfig};
+        let run = |extra: &str| {
+            let r = |n: &str, h: &str, e: &str| section("rime run", n, h, e);
+            [
+                r("[observations]", "[observations]", "error_std = 1.0\n"),
+                r("[run]", "[run]", ""),
+                r("[initial]", "[initial]", ""),
+                r("[model]", "[model] name = \"lorenz96\"", ""),
+                r("[[methods]]", "[[methods]]", extra),
+            ]
+            .concat()
+        };
+        let config = super::super::config::ExperimentConfig::from_toml(
+            &run("label = \"free-run_1.0\"\n"),
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.methods[0].label, "free-run_1.0");
+        let config =
+            super::super::config::ExperimentConfig::from_toml(&run(""), "x.toml".as_ref()).unwrap();
+        assert_eq!(config.methods[0].label, "free");
+        for bad in ["truth", ".hidden", "a/b", "x.partial"] {
+            let text = run(&format!("label = \"{bad}\"\n"));
+            let e = super::super::config::ExperimentConfig::from_toml(&text, "x.toml".as_ref())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("label"), "{bad}: {e}");
+        }
+
+        let s = |n: &str, h: &str, e: &str| section("rime simulate", n, h, e);
+        let text = [
+            section("rime run", "[model]", "[model] name = \"lorenz96\"", ""),
+            section("rime run", "[initial]", "[initial]", ""),
+            s("[simulate]", "[simulate]", ""),
+            s("[expected.energy]", "[expected.<diagnostic>]", ""),
+        ]
+        .concat();
+        let config = SimulateConfig::from_file(&file("simulate.toml", &text)).unwrap();
+        assert_eq!(config.expected.len(), 1);
+
+        let t = |n: &str, h: &str, e: &str| section("rime train", n, h, e);
+        let base = |network: &str| {
+            [
+                t("[data]", "[data]", ""),
+                t(
+                    "[network]",
+                    &format!("[network] kind = \"{network}\""),
+                    &format!("kind = \"{network}\"\n"),
+                ),
+                t("[training]", "[training]", ""),
+            ]
+            .concat()
+        };
+        for (i, text) in [
+            base("cnn1d"),
+            base("unet2d"),
+            base("cnn1d")
+                + &t(
+                    "[generative]",
+                    "[generative] kind = \"diffusion\"",
+                    "kind = \"diffusion\"\n",
+                ),
+            base("cnn1d")
+                + &t(
+                    "[generative]",
+                    "[generative] kind = \"flow_matching\"",
+                    "kind = \"flow_matching\"\n",
+                ),
+            base("cnn1d") + &t("[hybrid]", "[hybrid]", ""),
+        ]
+        .iter()
+        .enumerate()
+        {
+            TrainConfig::from_file(&file(&format!("train{i}.toml"), text))
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+
+        let e = |n: &str, h: &str, x: &str| section("rime evaluate", n, h, x);
+        let text = [
+            e("[data]", "[data]", ""),
+            e("[evaluate]", "[evaluate]", ""),
+            e("[[models]]", "[[models]]", "size = 40\n"),
+        ]
+        .concat();
+        let config = EvaluateConfig::from_file(&file("evaluate.toml", &text)).unwrap();
+        assert_eq!(config.models[0].0, "physics");
+    }
+
+    #[test]
     fn the_readme_carries_the_current_reference() {
         let readme = include_str!("../../README.md");
-        assert!(
-            readme.contains(&markdown()),
-            "README.md's reference section is out of date: regenerate it with `cargo run -- schema` and paste it under \"## Experiment file reference\""
-        );
+        let current = markdown();
+        if !readme.contains(&current) {
+            let path = std::env::temp_dir().join("rime-schema.md");
+            std::fs::write(&path, &current).unwrap();
+            panic!(
+                "README.md's reference section is out of date: replace it with {} (what `cargo run -- schema` prints), under \"## Experiment file reference\"",
+                path.display()
+            );
+        }
     }
 }

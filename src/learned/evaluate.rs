@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use nalgebra::DMatrix;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::train::DataConfig;
 use crate::core::Forecaster;
@@ -29,7 +29,7 @@ use crate::experiment::registry::ModelConfig;
 use crate::metrics::{RankHistogram, crps_ensemble, spread_skill};
 
 /// The `[evaluate]` table.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSettings {
     /// Forecast length, in records of the data.
@@ -57,7 +57,7 @@ pub struct EvaluateSettings {
 }
 
 /// The split an evaluation uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvaluationSplit {
     /// Records never trained or validated on.
