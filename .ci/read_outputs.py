@@ -24,6 +24,8 @@ for directory in map(pathlib.Path, sys.argv[1:]):
     assert obs.sizes["time"] == cycles, (directory, obs.sizes)
     for name in ("observations", "obs_error_std", "obs_index", "obs_x", "obs_count"):
         assert name in obs, f"observations.nc: missing {name}"
+    # An integer index, as the README says (a _FillValue made it float64).
+    assert obs["obs_index"].dtype.kind == "i", obs["obs_index"].dtype
     counts = obs["obs_count"].values
     present = np.isfinite(obs["observations"].values).sum(axis=1)
     np.testing.assert_array_equal(present, counts)

@@ -606,6 +606,22 @@ fn observations_from_a_file_are_assimilated_like_the_twins() {
         m.status
     );
     assert_eq!(m.status.name(), "inconsistent_innovations");
+    // An ETKF blown up by absurd inflation on the file's observations: no
+    // truth to measure it by, and yet it ends "diverged" with its cycle,
+    // not "failed" in some decomposition (issue 31, point 7).
+    let text_wild = text
+        .replace(
+            "operator = \"every\"\nstride = 2\nerror_std = 1.0",
+            "operator = \"file\"\nfile = \"obs.csv\"",
+        )
+        .replace("inflation = 1.05", "inflation = 1000.0");
+    let config = ExperimentConfig::from_toml(&text_wild, &dir.join("wild.toml")).unwrap();
+    let report = run(&config, &to(&dir.join("wild"))).unwrap();
+    assert!(
+        matches!(report.methods[0].status, Status::Diverged { .. }),
+        "{:?}",
+        report.methods[0].status
+    );
     // A method that needs a truth's climatology is refused up front.
     let bad = SMALL.replace("divergence_rmse = 2.0", "").replace(
         "operator = \"every\"\nstride = 2\nerror_std = 1.0",

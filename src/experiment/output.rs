@@ -22,8 +22,8 @@
 //! - `truth.nc`: `truth`.
 //! - `observations.nc`: over `(time, obs)`, padded with NaN past each
 //!   cycle's count: `observations`, `obs_error_std`, `obs_x`, `obs_y` and
-//!   the integer `obs_index` (the state index a selection reads; fill value
-//!   -1 otherwise); and
+//!   the integer `obs_index` (the state index a selection reads; -1
+//!   otherwise, without a `_FillValue` so that xarray keeps it integer); and
 //!   `obs_count`, `obs_missing` per cycle.
 //! - `<label>.nc`: `forecast_mean`, `forecast_spread`, `analysis_mean`,
 //!   `analysis_spread` (unless `output.states = false`),
@@ -648,9 +648,11 @@ impl RunFiles {
             StreamVar::new("obs_index", &["time", "obs"], StreamType::I32)
                 .attr(
                     "long_name",
-                    "state index read by each observation (fill: the operator is not a selection)",
+                    "state index read by each observation (-1: the operator is not a selection, or past obs_count)",
                 )
-                .attr("_FillValue", -1),
+                // No _FillValue: xarray would mask it and turn the integer
+                // index into float64 (issue 31); -1 is documented instead.
+                .attr("valid_min", 0),
             obs_var("obs_x", "x coordinate of each observation", ux),
         ];
         if two_dimensional {

@@ -1088,16 +1088,48 @@ impl<'a> MethodRun<'a> {
         let (forecast, d_b, hbh) = match outcome {
             Ok(v) => v,
             Err(e) => {
-                // A decomposition that fails on an ensemble gone non-finite
-                // or astronomically large is the divergence's symptom, not
-                // a failure of its own (without a truth no RMSE limit sees
-                // it first).
+                // A decomposition that fails on an ensemble gone non-finite,
+                // astronomically large, or spread a thousand times beyond
+                // the scale of the observations (their rms value plus their
+                // error) is the divergence's symptom, not a failure of its
+                // own: without a truth no RMSE limit sees it first.
                 let blown_up = || {
-                    let values: &[f64] = match self.filter.estimate() {
-                        crate::da::Estimate::Ensemble(e) => e.as_slice(),
-                        crate::da::Estimate::Gaussian { mean, .. } => mean.as_slice(),
+                    let spread = match self.filter.estimate() {
+                        crate::da::Estimate::Ensemble(e) => {
+                            if e.iter().any(|v| !(v.abs() < 1e100)) {
+                                return true;
+                            }
+                            let m = e.ncols().max(2) as f64;
+                            let var: f64 = e
+                                .row_iter()
+                                .map(|r| {
+                                    let mean = r.mean();
+                                    r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0)
+                                })
+                                .sum();
+                            (var / e.nrows().max(1) as f64).sqrt()
+                        }
+                        crate::da::Estimate::Gaussian { mean, variance } => {
+                            if mean.iter().any(|v| !(v.abs() < 1e100)) {
+                                return true;
+                            }
+                            variance.mean().sqrt()
+                        }
                     };
-                    values.iter().any(|v| !(v.abs() < 1e100))
+                    if obs.values.is_empty() {
+                        return false;
+                    }
+                    let p = obs.values.len() as f64;
+                    let rms = (obs
+                        .values
+                        .iter()
+                        .filter(|v| v.is_finite())
+                        .map(|v| v * v)
+                        .sum::<f64>()
+                        / p)
+                        .sqrt();
+                    let sigma = obs.error.std().mean();
+                    !(spread <= 1e3 * (rms + sigma))
                 };
                 self.status = match e {
                     DaError::Forecast(f) => Status::Diverged {

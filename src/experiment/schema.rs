@@ -1345,7 +1345,7 @@ pub fn files() -> Vec<FileDoc> {
         },
         FileDoc {
             command: "rime simulate",
-            doc: "A simulation file (`rime simulate FILE`; the trajectories that `rime train` learns from) has `description` (text, optional), a `[model]` table as in an experiment file (any name above), `[initial]` as in an experiment file (each trajectory starts from a draw of its `mean`, `std` and `length_scale`; `truth_std` and `[initial.sample]` are not used), and the tables below. Unknown keys are errors.",
+            doc: "A simulation file (`rime simulate FILE`; the trajectories that `rime train` learns from) has `description` (text, optional), a `[model]` table as in an experiment file (any name above), `[initial]` as in an experiment file (each trajectory starts from a draw of its `mean`, `std` and `length_scale`; `truth_std` and `[initial.sample]` are refused), and the tables below. Unknown keys are errors.",
             tables: simulate_tables(),
         },
         FileDoc {

@@ -250,6 +250,19 @@ pub fn simulate(
         .initial
         .check_model(model.as_ref())
         .map_err(|(key, e)| anyhow::anyhow!("{}: key `{key}`: {e}", file.display()))?;
+    // Keys of a twin's [initial] that a simulation has no use for would
+    // otherwise be read and ignored.
+    for (key, set) in [
+        ("initial.truth_std", config.initial.truth_std.is_some()),
+        ("initial.sample", config.initial.sample.is_some()),
+    ] {
+        if set {
+            anyhow::bail!(
+                "{}: key `{key}`: does not apply to rime simulate (every trajectory starts from a draw of mean and std)",
+                file.display()
+            );
+        }
+    }
     let mut states = config.initial.distribution(model.as_ref()).sample(
         s.trajectories,
         &mut crate::rng::stream(s.seed, "simulate-initial"),
@@ -981,6 +994,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("initial.mean") && e.contains("lorenz96"), "{e}");
+        // A twin's [initial] keys that a simulation would ignore.
+        let f = write(
+            &dir,
+            "sampled.toml",
+            "[model]\nname = \"lorenz96\"\nsize = 8\n[initial]\nmean = 8.0\nstd = 1.0\n\
+             [initial.sample]\nspinup_cycles = 2\ncount = 4\nspacing = 1\n\
+             [simulate]\nrecords = 2\n",
+        );
+        let config = SimulateConfig::from_file(&f).unwrap();
+        let e = simulate(&config, &f, &dir.join("sampled.nc"), false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial.sample"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }
