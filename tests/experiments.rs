@@ -1912,3 +1912,56 @@ fn a_qg_user_is_told_the_model_needs_a_spun_up_start() {
     let stderr = check("sampled.toml", &sampled);
     assert!(!stderr.contains("spin up"), "{stderr}");
 }
+
+/// Issue 31, point 7: `rime map` works on every twin folder; Lorenz-63's
+/// point fields are drawn as time series of the truth and the analyses,
+/// and their errors.
+#[test]
+fn a_lorenz63_twin_folder_is_mapped_as_time_series() {
+    let dir = scratch("map-l63");
+    let file = dir.join("l63.toml");
+    std::fs::write(
+        &file,
+        "[model]\nname = \"lorenz63\"\n\
+         [observations]\noperator = \"identity\"\nerror_std = 1.0\nsteps_per_cycle = 25\n\
+         [run]\ncycles = 40\nburn_in = 10\nseed = 1\n\
+         [initial]\nmean = [1.509, -1.531, 25.46]\nstd = 1.0\n\
+         [[methods]]\nname = \"etkf\"\nensemble_size = 10\ninflation = 1.02\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let ran = rime_run(&file, &out, &[]).output().unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let map = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rime"))
+            .arg("map")
+            .arg(&out)
+            .args(args)
+            .arg("--out")
+            .arg(dir.join("maps"))
+            .output()
+            .unwrap()
+    };
+    // Three fields: --field is needed, and the error lists them.
+    let none = map(&[]);
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--field") && stderr.contains("x, y, z"),
+        "{stderr}"
+    );
+    let drawn = map(&["--field", "z"]);
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    for name in ["z_series.png", "z_error.png"] {
+        let bytes = std::fs::read(dir.join("maps").join(name)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{name}");
+    }
+}

@@ -169,14 +169,22 @@ pub fn draw_run_maps(
     };
     let truth_path = dir.join("truth.nc");
     let truth = read(&truth_path)?;
-    let var = field_variable(&truth, "truth", field).map_err(|fields| {
-        let wanted = field.map_or(String::new(), |f| format!(" `truth_{f}` or"));
-        anyhow::anyhow!(
-            "{}: no variable{wanted} truth of {} (the run's fields: {}; did it keep `[output] states`?)",
+    let var = field_variable(&truth, "truth", field).map_err(|fields| match field {
+        None if fields.len() > 1 => anyhow::anyhow!(
+            "{}: the run has several fields ({}): give one with --field",
             truth_path.display(),
-            field.map_or("a single field: give --field".to_string(), |f| format!("field `{f}`")),
-            if fields.is_empty() { "none".to_string() } else { fields.join(", ") }
-        )
+            fields.join(", ")
+        ),
+        _ => anyhow::anyhow!(
+            "{}: no variable `truth_{}` or truth of that field (the run's fields: {}; did it keep `[output] states`?)",
+            truth_path.display(),
+            field.unwrap_or(""),
+            if fields.is_empty() {
+                "none".to_string()
+            } else {
+                fields.join(", ")
+            }
+        ),
     })?;
     let field = match var.attribute("field") {
         Some(crate::io::AttrValue::Text(f)) => f.clone(),
@@ -196,8 +204,10 @@ pub fn draw_run_maps(
     let (x, y, hovmoller) = match var.dimensions.as_slice() {
         [_, ydim, xdim] => (coordinate(xdim)?, coordinate(ydim)?, false),
         [_, xdim] => (coordinate(xdim)?, times.clone(), true),
+        // A point field (Lorenz-63's x, y, z): its time series.
+        [_] => return draw_run_series(dir, &times, var, &field, out, overwrite),
         _ => anyhow::bail!(
-            "{}: `{}` has no spatial dimension to map; read it with xarray and plot its time series",
+            "{}: `{}` has more dimensions than a map shows; read it with xarray",
             truth_path.display(),
             var.name
         ),
@@ -264,39 +274,10 @@ pub fn draw_run_maps(
         mask: mask.clone(),
         scale,
     };
-    // The run's method files: from the manifest where there is one.
-    let recorded = OutputFolder::recorded_by(dir, super::output::RUN_COMMAND)?;
-    let mut entries: Vec<PathBuf> = match recorded {
-        Some(names) => names
-            .iter()
-            .filter(|n| n.ends_with(".nc"))
-            .map(|n| dir.join(n))
-            .filter(|p| p.exists())
-            .collect(),
-        None => std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "nc"))
-            .collect(),
-    };
-    entries.sort();
     let mut methods: Vec<(String, Vec<f64>)> = Vec::new();
-    for path in entries {
-        let stem = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if ["truth", "observations"].contains(&stem.as_str()) {
-            continue;
-        }
-        let ds = read(&path)?;
-        if let Ok(v) = field_variable(&ds, "analysis_mean", Some(&field)) {
-            let all = v.data.to_f64();
-            if all.len() >= records * size {
-                methods.push((stem, record_of(&all)));
-            }
+    for (stem, all) in method_analyses(dir, &field)? {
+        if all.len() >= records * size {
+            methods.push((stem, record_of(&all)));
         }
     }
     let mut names = vec![format!("truth_{field}.png")];
@@ -338,6 +319,112 @@ pub fn draw_run_maps(
             error,
             MapScale::Diverging,
         ))?;
+    }
+    Ok(written)
+}
+
+/// Each method file of a run's folder (those its manifest records as the
+/// run's; every `*.nc` but the truth and observations in a folder from
+/// before manifests) with the analysis mean of `field` over all records,
+/// sorted by label.
+fn method_analyses(dir: &Path, field: &str) -> anyhow::Result<Vec<(String, Vec<f64>)>> {
+    let recorded = OutputFolder::recorded_by(dir, super::output::RUN_COMMAND)?;
+    let mut entries: Vec<PathBuf> = match recorded {
+        Some(names) => names
+            .iter()
+            .filter(|n| n.ends_with(".nc"))
+            .map(|n| dir.join(n))
+            .filter(|p| p.exists())
+            .collect(),
+        None => std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "nc"))
+            .collect(),
+    };
+    entries.sort();
+    let mut methods = Vec::new();
+    for path in entries {
+        let stem = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if ["truth", "observations"].contains(&stem.as_str()) {
+            continue;
+        }
+        let ds = crate::io::read_classic(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Ok(v) = field_variable(&ds, "analysis_mean", Some(field)) {
+            methods.push((stem, v.data.to_f64()));
+        }
+    }
+    Ok(methods)
+}
+
+/// A point field's maps: `<field>_series.png`, the truth and each method's
+/// analysis mean against time, and `<field>_error.png`, each analysis mean
+/// minus the truth (a method stopped early shows its cycles).
+fn draw_run_series(
+    dir: &Path,
+    times: &[f64],
+    truth: &crate::io::Variable,
+    field: &str,
+    out: &Path,
+    overwrite: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let t = truth.data.to_f64();
+    let methods = method_analyses(dir, field)?;
+    let names = [format!("{field}_series.png"), format!("{field}_error.png")];
+    let mut folder = OutputFolder::claim(out, MAP_COMMAND, overwrite)?;
+    folder.prepare(&names)?;
+    let curve = |name: &str, values: Vec<f64>| crate::plot::Curve {
+        name: name.to_string(),
+        points: times
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_finite())
+            .map(|(&x, v)| (x, v))
+            .collect(),
+        exponent: None,
+    };
+    let mut series = vec![curve("truth", t.clone())];
+    let mut errors = Vec::new();
+    for (label, a) in &methods {
+        series.push(curve(label, a.clone()));
+        errors.push(curve(label, a.iter().zip(&t).map(|(a, t)| a - t).collect()));
+    }
+    let spec = |title: String, y: String| crate::plot::PlotSpec {
+        title,
+        x: "time".into(),
+        y,
+        group: None,
+        log: false,
+        log_y: false,
+    };
+    let mut written = Vec::new();
+    for (name, mut curves, title, y) in [
+        (
+            &names[0],
+            series,
+            format!("{field}: truth and analysis means"),
+            field.to_string(),
+        ),
+        (
+            &names[1],
+            errors,
+            format!("{field}: analysis mean minus truth"),
+            format!("{field} error"),
+        ),
+    ] {
+        curves.retain(|c| !c.points.is_empty());
+        if curves.is_empty() {
+            continue;
+        }
+        let path = out.join(name);
+        crate::plot::draw(&curves, &spec(title, y), &path)?;
+        written.push(path);
     }
     Ok(written)
 }

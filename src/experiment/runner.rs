@@ -385,6 +385,14 @@ impl FieldScorer {
         self
     }
 
+    /// Whether the fields have different units (the sea ice's metres and
+    /// newtons per metre), so that one RMSE over all variables would add
+    /// them: the headline, the status and divergence are then judged field
+    /// by field. Lorenz-63's x, y and z share theirs.
+    pub fn mixed_units(&self) -> bool {
+        self.fields.iter().any(|(_, u)| *u != self.fields[0].1)
+    }
+
     /// Each field's climatological standard deviation (empty before
     /// [`with_climate`](Self::with_climate)).
     pub fn climate_std(&self) -> &[f64] {
@@ -457,10 +465,10 @@ pub struct Summary {
     pub desroziers_hbh_ratio: Option<f64>,
     /// Per-field RMSE, for models with more than one field (twins only).
     pub fields: Vec<FieldSummary>,
-    /// For models with more than one field: the root mean square over the
-    /// fields of each field's analysis RMSE over its climatological
-    /// standard deviation, a headline free of mixed units (1: as good as
-    /// the climate mean).
+    /// For models whose fields have different units: the root mean square
+    /// over the fields of each field's analysis RMSE over its
+    /// climatological standard deviation, a headline free of mixed units
+    /// (1: as good as the climate mean).
     pub rmse_a_normalised: Option<f64>,
 }
 
@@ -824,8 +832,10 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     // limit near zero.
     let divergence_rmse = match (config.run.divergence_rmse, has_truth) {
         (Some(d), _) => d,
-        // Several fields: each field against its own limit (MethodRun).
-        (None, true) if FieldScorer::new(model.geometry()).is_some() => f64::INFINITY,
+        // Fields of different units: each against its own limit (MethodRun).
+        (None, true) if FieldScorer::new(model.geometry()).is_some_and(|s| s.mixed_units()) => {
+            f64::INFINITY
+        }
         (None, true) => {
             let floor = initial.std.mean().max(built.source.typical_error_std());
             10.0 * climate_std.max(floor)
@@ -1038,8 +1048,9 @@ impl<'a> MethodRun<'a> {
         };
         let scorer = FieldScorer::new(model.geometry())
             .map(|s| s.with_climate(&context.climate.variance, &initial.std));
-        let field_divergence =
-            scorer.is_some() && built.has_truth() && config.run.divergence_rmse.is_none();
+        let field_divergence = scorer.as_ref().is_some_and(FieldScorer::mixed_units)
+            && built.has_truth()
+            && config.run.divergence_rmse.is_none();
         let filter = entry
             .method
             .build(&context, initial, stream(config.run.seed, &name))?;
@@ -1283,7 +1294,7 @@ impl<'a> MethodRun<'a> {
                     .iter()
                     .filter_map(|f| f.rmse_a_normalised)
                     .collect();
-                if !normalised.is_empty() {
+                if scorer.mixed_units() && !normalised.is_empty() {
                     s.rmse_a_normalised = Some(
                         (normalised.iter().map(|x| x * x).sum::<f64>() / normalised.len() as f64)
                             .sqrt(),
