@@ -26,6 +26,10 @@ for directory in map(pathlib.Path, sys.argv[1:]):
         assert name in obs, f"observations.nc: missing {name}"
     # An integer index, as the README says (a _FillValue made it float64).
     assert obs["obs_index"].dtype.kind == "i", obs["obs_index"].dtype
+    # The set of each observation, an integer named by set_names.
+    assert obs["obs_set"].dtype.kind == "i", obs["obs_set"].dtype
+    sets = obs["obs_set"].attrs["set_names"].split()
+    assert int(obs["obs_set"].max()) < len(sets), (sets, int(obs["obs_set"].max()))
     counts = obs["obs_count"].values
     present = np.isfinite(obs["observations"].values).sum(axis=1)
     np.testing.assert_array_equal(present, counts)

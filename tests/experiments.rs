@@ -1965,3 +1965,142 @@ fn a_lorenz63_twin_folder_is_mapped_as_time_series() {
         assert_eq!(&bytes[1..4], b"PNG", "{name}");
     }
 }
+
+/// Two observation sets in one run: every fourth variable and 15 stations
+/// between the grid points (interpolated). Every method sees both, the
+/// summary carries each set's innovation statistics, observations.nc
+/// tells the sets apart, and an older flat `[observations]` table gives
+/// the numbers of the same set written as `[[observations]]`.
+#[test]
+fn several_observation_sets_are_assimilated_together() {
+    let head = SMALL.split("[observations]").next().unwrap();
+    let tail = "[run]".to_string() + SMALL.split("[run]").nth(1).unwrap();
+    let tail = tail.replace("divergence_rmse = 2.0\n", "")
+        + "[[methods]]\nname = \"letkf\"\nensemble_size = 20\ninflation = 1.05\nlocalisation_radius = 4.0\n";
+    let grid = "[[observations]]\nname = \"grid\"\nerror_std = 1.0\nnetwork = { kind = \"every\", stride = 4 }\n";
+    let buoys = "[[observations]]\nname = \"buoys\"\nerror_std = 0.5\nnetwork = { kind = \"stations\", count = 15 }\noperator = { kind = \"bilinear\" }\n";
+    let both = format!("{head}{grid}{buoys}{tail}");
+    let config = ExperimentConfig::from_toml(&both, Path::new("sets.toml")).unwrap();
+    let dir = scratch("sets");
+    let report = run(&config, &to(&dir)).unwrap();
+    let alone = ExperimentConfig::from_toml(&format!("{head}{grid}{tail}"), Path::new("grid.toml"))
+        .unwrap();
+    let alone = run(&alone, &RunOptions::default()).unwrap();
+    let clim = report.methods[0].summary.rmse_a.unwrap();
+    for (m, g) in report.methods.iter().zip(&alone.methods).skip(1) {
+        assert_eq!(m.status, Status::Ok, "{}", m.label);
+        let (rmse, rmse_grid) = (m.summary.rmse_a.unwrap(), g.summary.rmse_a.unwrap());
+        assert!(
+            rmse < 0.5 * clim,
+            "{}: {rmse} vs climatology {clim}",
+            m.label
+        );
+        assert!(
+            rmse < rmse_grid,
+            "{}: the stations add information: {rmse} vs {rmse_grid} with the grid set alone",
+            m.label
+        );
+        let sets = &m.summary.sets;
+        assert_eq!(sets.len(), 2, "{}", m.label);
+        assert_eq!(
+            (sets[0].set.as_str(), sets[1].set.as_str()),
+            ("grid", "buoys")
+        );
+        assert_eq!(sets[0].obs_count, Some(10.0));
+        assert_eq!(sets[1].obs_count, Some(15.0));
+        for s in sets {
+            // Each set's O-B is of the size of its errors plus the
+            // background's: larger than sigma, not wildly so.
+            let sigma = if s.set == "grid" { 1.0 } else { 0.5 };
+            let omb = s.omb_rms.unwrap();
+            assert!(
+                omb > 0.8 * sigma && omb < 4.0 * sigma,
+                "{} {}: {omb}",
+                m.label,
+                s.set
+            );
+        }
+        assert!(alone.methods[1].summary.sets.is_empty());
+    }
+    let obs = rime::io::read_classic(&dir.join("observations.nc")).unwrap();
+    let set = read_f64(&obs, "obs_set");
+    assert_eq!(&set[..25], &[[0.0; 10].as_slice(), &[1.0; 15]].concat()[..]);
+    let index = read_f64(&obs, "obs_index");
+    assert_eq!(index[0], 0.0);
+    assert_eq!(
+        index[10], -1.0,
+        "interpolated stations read no single index"
+    );
+
+    // The older flat table and the set form: the same numbers.
+    let old = ExperimentConfig::from_toml(SMALL, Path::new("old.toml")).unwrap();
+    let new = SMALL.replace(
+        "[observations]\noperator = \"every\"\nstride = 2\nerror_std = 1.0\n",
+        "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"every\", stride = 2 }\n",
+    );
+    assert_ne!(new, SMALL);
+    let new = ExperimentConfig::from_toml(&new, Path::new("new.toml")).unwrap();
+    let (a, b) = (
+        run(&old, &RunOptions::default()).unwrap(),
+        run(&new, &RunOptions::default()).unwrap(),
+    );
+    for (x, y) in a.methods.iter().zip(&b.methods) {
+        assert_eq!(x.summary.rmse_a, y.summary.rmse_a, "{}", x.label);
+    }
+}
+
+/// Observation sets that do not fit the model are refused before any
+/// computing, naming the set and the key.
+#[test]
+fn observation_sets_that_do_not_fit_are_refused_with_the_key() {
+    let head = SMALL.split("[observations]").next().unwrap();
+    let tail = "[run]".to_string() + SMALL.split("[run]").nth(1).unwrap();
+    let dir = scratch("bad-sets");
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n",
+            &["observations[1].name", "named \"identity\""],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"points\", x = [3.5, 3.5] }\noperator = { kind = \"bilinear\" }\n",
+            &["observations[0].network.x", "listed twice"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"points\", x = [3.5] }\n",
+            &["observations[0].operator.kind", "bilinear"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"swath\", width = 3.0 }\n",
+            &["observations[0].network.kind", "2-D"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\noperator = { kind = \"block_average\", factor = 3 }\n",
+            &["observations[0].operator.factor", "does not divide"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\noperator = { kind = \"nearest\" }\n",
+            &[
+                "observations[0].operator.kind",
+                "unknown operator \"nearest\"",
+            ],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"random\", count = 5 }\nfields = [\"h\"]\n",
+            &["observations[0].fields", "no field `h`"],
+        ),
+    ];
+    for (i, (sets, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, format!("{head}{sets}{tail}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rime"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        for e in *expected {
+            assert!(stderr.contains(e), "case {i}: `{e}` not in {stderr}");
+        }
+    }
+}

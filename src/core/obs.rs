@@ -43,6 +43,15 @@ pub trait ObsOperator: Send + Sync {
     fn error_std(&self, _time: f64) -> Option<Vec<f64>> {
         None
     }
+
+    /// For each observation, the state index it reads where it reads one
+    /// variable directly (a selection), for output; `None` otherwise.
+    fn state_indices(&self) -> Vec<Option<usize>> {
+        match self.linear().and_then(|l| l.selected_indices()) {
+            Some(idx) => idx.iter().copied().map(Some).collect(),
+            None => vec![None; self.size()],
+        }
+    }
 }
 
 /// A linear operator's host path: `H E` on a host ensemble and `H^T r`.
@@ -287,6 +296,9 @@ pub struct ObsBatch {
     pub network_id: u64,
     /// Entries of the full network that were missing (NaN) and dropped.
     pub missing: usize,
+    /// How many of the (present) observations each observation set holds,
+    /// in order: the values are the sets' one after the other.
+    pub sets: Vec<usize>,
 }
 
 impl std::fmt::Debug for ObsBatch {
@@ -317,6 +329,25 @@ impl ObsBatch {
         operator: Arc<dyn ObsOperator>,
         network_id: u64,
     ) -> Self {
+        let sets = vec![values.len()];
+        Self::in_sets(cycle, time, values, error, operator, network_id, &sets)
+    }
+
+    /// As [`ObsBatch::new`], for observations of several sets: `sets`
+    /// gives how many of `values` each set holds, in order.
+    ///
+    /// # Panics
+    /// As [`ObsBatch::new`], or if `sets` does not add up to the values.
+    pub fn in_sets(
+        cycle: usize,
+        time: f64,
+        values: DVector<f64>,
+        error: ObsError,
+        operator: Arc<dyn ObsOperator>,
+        network_id: u64,
+        sets: &[usize],
+    ) -> Self {
+        assert_eq!(sets.iter().sum::<usize>(), values.len(), "set sizes");
         assert_eq!(values.len(), operator.size(), "values vs operator size");
         assert_eq!(values.len(), error.len(), "values vs error size");
         let error = match operator.error_std(time) {
@@ -335,7 +366,18 @@ impl ObsBatch {
                 operator,
                 network_id,
                 missing: 0,
+                sets: sets.to_vec(),
             };
+        }
+        let mut kept_sets = Vec::with_capacity(sets.len());
+        let mut start = 0;
+        for &n in sets {
+            kept_sets.push(
+                (start..start + n)
+                    .filter(|&j| values[j].is_finite())
+                    .count(),
+            );
+            start += n;
         }
         let missing = values.len() - keep.len();
         let mut hasher = network_id ^ 0x9e37_79b9_7f4a_7c15;
@@ -351,6 +393,7 @@ impl ObsBatch {
             operator: Arc::new(Subset::new(operator, keep)),
             network_id: hasher,
             missing,
+            sets: kept_sets,
         }
     }
 
@@ -419,6 +462,10 @@ impl ObsOperator for Subset {
         // Already folded into the batch's errors when the subset was made.
         let _ = time;
         None
+    }
+    fn state_indices(&self) -> Vec<Option<usize>> {
+        let all = self.inner.state_indices();
+        self.keep.iter().map(|&k| all[k]).collect()
     }
 }
 

@@ -79,116 +79,7 @@ pub enum ConfigError {
     },
 }
 
-/// Which selection the observations make.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OperatorKind {
-    /// Every variable.
-    Identity,
-    /// The variables listed in `indices`.
-    Partial,
-    /// Every `stride`-th variable.
-    Every,
-    /// `count` variables drawn at random, anew at every cycle.
-    Random,
-    /// `count` variables evenly spaced along the state vector, shifted by a
-    /// random offset at every cycle: on a 2-D grid, satellite-like tracks
-    /// (DAPPER's QG observations).
-    Tracks,
-    /// Every point in a satellite swath that moves each cycle (`swath`).
-    Swath,
-    /// Read from `file` (CSV or NetCDF): real or externally simulated
-    /// observations, with no truth.
-    File,
-}
-
-/// One error standard deviation for all observations, or one each.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ErrorStd {
-    /// The same for every observation.
-    Scalar(f64),
-    /// One per observation of the network.
-    PerObservation(Vec<f64>),
-    /// One per observed field, by name (`{ h = 0.1, a = 0.02 }`), in the
-    /// field's units.
-    Fields(std::collections::BTreeMap<String, f64>),
-}
-
-impl ErrorStd {
-    /// The values (one, one per observation, or one per named field).
-    pub fn values(&self) -> Vec<f64> {
-        match self {
-            ErrorStd::Scalar(v) => vec![*v],
-            ErrorStd::PerObservation(v) => v.clone(),
-            ErrorStd::Fields(map) => map.values().copied().collect(),
-        }
-    }
-}
-
-/// The `[observations]` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObservationConfig {
-    /// The operator.
-    pub operator: OperatorKind,
-    /// Observed indices (`partial`).
-    #[serde(default)]
-    pub indices: Option<Vec<usize>>,
-    /// Stride (`every`).
-    #[serde(default)]
-    pub stride: Option<usize>,
-    /// Observations per cycle (`random`, `tracks`).
-    #[serde(default)]
-    pub count: Option<usize>,
-    /// The swath (`swath`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swath: Option<SwathConfig>,
-    /// Observation error standard deviation, one value or one per
-    /// observation (required unless the observations come from a file,
-    /// which gives one per row).
-    #[serde(default)]
-    pub error_std: Option<ErrorStd>,
-    /// The observation file (`file`), relative to the experiment file:
-    /// `.csv` with columns `time,index,value,error` (or `x[,y]` instead of
-    /// `index`), or `.nc` with variables of those names along one dimension.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// Gaussian correlation length of the errors, in model distance units
-    /// (absent: independent errors).
-    #[serde(default)]
-    pub error_correlation_length: Option<f64>,
-    /// Probability that an observation is missing (masked) at a cycle.
-    #[serde(default)]
-    pub missing_fraction: Option<f64>,
-    /// Observe only the active points of these fields (e.g. `["h"]` of
-    /// the sea ice); operators "identity", "every", "random" and "tracks".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields: Option<Vec<String>>,
-    /// Forecast-model steps between observation times (one cycle). Named
-    /// `every` in older files, which is still accepted.
-    #[serde(default = "one_usize", alias = "every")]
-    pub steps_per_cycle: usize,
-}
-
-fn one_usize() -> usize {
-    1
-}
-
-/// The `[observations.swath]` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwathConfig {
-    /// Width across the track (distance units of the geometry).
-    pub width: f64,
-    /// Direction of the track, degrees anticlockwise from the x axis.
-    #[serde(default)]
-    pub angle: f64,
-    /// How far the track moves across itself each cycle (default: the
-    /// width, so successive swaths tile the domain).
-    #[serde(default)]
-    pub shift: Option<f64>,
-}
+pub use crate::obs::set::{ErrorStd, LegacyObservations, ObservationSet};
 
 /// The `[output]` table: what is streamed to NetCDF and how often.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +143,10 @@ pub struct RunConfig {
     /// Their float type (`f64` on the CPU, `f32` on GPUs by default).
     #[serde(default)]
     pub precision: Option<Precision>,
+    /// Forecast-model steps between observation times (one cycle; default
+    /// 1). Older files give it in `[observations]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_cycle: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -562,7 +457,7 @@ struct RawConfig {
     model: ModelConfig,
     #[serde(default)]
     forecast_model: Option<ModelConfig>,
-    observations: ObservationConfig,
+    observations: toml::Value,
     run: RunConfig,
     initial: InitialConfig,
     #[serde(default)]
@@ -570,6 +465,71 @@ struct RawConfig {
     methods: Vec<toml::Table>,
     #[serde(default)]
     expected: BTreeMap<String, Expected>,
+}
+
+/// The observation sets of a file: a list of `[[observations]]` tables,
+/// one table in the set form (with a `network`), or one older flat
+/// table; with the older table's `steps_per_cycle`.
+fn read_observations(
+    value: toml::Value,
+    path: &Path,
+) -> Result<(Vec<ObservationSet>, Option<usize>), ConfigError> {
+    let invalid = |key: String, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        reason,
+    };
+    let entry = |(k, e): (String, String), i: usize| {
+        invalid(
+            if k.is_empty() {
+                format!("observations[{i}]")
+            } else {
+                format!("observations[{i}].{k}")
+            },
+            e,
+        )
+    };
+    match value {
+        toml::Value::Array(entries) => {
+            if entries.is_empty() {
+                return Err(invalid(
+                    "observations".into(),
+                    "list at least one [[observations]] set".into(),
+                ));
+            }
+            let mut sets = Vec::with_capacity(entries.len());
+            for (i, e) in entries.into_iter().enumerate() {
+                let toml::Value::Table(t) = e else {
+                    return Err(invalid(
+                        format!("observations[{i}]"),
+                        "must be a table".into(),
+                    ));
+                };
+                sets.push(ObservationSet::from_table(t, i).map_err(|e| entry(e, i))?);
+            }
+            Ok((sets, None))
+        }
+        toml::Value::Table(t) if t.contains_key("network") => {
+            let set = ObservationSet::from_table(t, 0).map_err(|e| entry(e, 0))?;
+            Ok((vec![set], None))
+        }
+        toml::Value::Table(t) => {
+            let old: LegacyObservations =
+                toml::Value::Table(t)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: format!("[observations]: {}", e.message().trim_end()),
+                    })?;
+            let (set, steps) = ObservationSet::from_legacy(old)
+                .map_err(|(k, e)| invalid(format!("observations.{k}"), e))?;
+            Ok((vec![set], steps))
+        }
+        other => Err(invalid(
+            "observations".into(),
+            format!("must be a table or a list of [[observations]] tables, got {other}"),
+        )),
+    }
 }
 
 /// A key of the method table that the parsed method does not hold: serde
@@ -596,8 +556,12 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     /// The model the methods cycle, when different from the truth's.
     pub forecast_model: Option<ModelConfig>,
-    /// Observations.
-    pub observations: ObservationConfig,
+    /// The observation sets (`[[observations]]`, or one older flat
+    /// `[observations]` table).
+    pub observations: Vec<ObservationSet>,
+    /// Forecast-model steps between observation times (one cycle):
+    /// `run.steps_per_cycle`, or the older `observations.steps_per_cycle`.
+    pub steps_per_cycle: usize,
     /// Run length and seed.
     pub run: RunConfig,
     /// Initial conditions.
@@ -702,13 +666,25 @@ impl ExperimentConfig {
             m.resolve_paths(base)
                 .map_err(|e| parse(format!("[forecast_model]: {e}")))?;
         }
+        let (observations, legacy_steps) = read_observations(raw.observations, path)?;
+        let steps_per_cycle = match (raw.run.steps_per_cycle, legacy_steps) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "observations.steps_per_cycle".into(),
+                    "is given in [run] too: keep one (run.steps_per_cycle)".into(),
+                ));
+            }
+            (Some(s), None) | (None, Some(s)) => s,
+            (None, None) => 1,
+        };
         let config = ExperimentConfig {
             path: path.to_path_buf(),
             description: raw.description,
             reference: raw.reference,
             model,
             forecast_model,
-            observations: raw.observations,
+            observations,
+            steps_per_cycle,
             run: raw.run,
             initial: raw.initial,
             output: raw.output,
@@ -727,203 +703,47 @@ impl ExperimentConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        let o = &self.observations;
-        if o.operator == OperatorKind::File {
-            if o.file.is_none() {
+        let mut names = std::collections::BTreeSet::new();
+        for set in &self.observations {
+            set.check().map_err(|(k, e)| (set.key(&k), e))?;
+            if !names.insert(set.name.as_str()) {
                 return Err((
-                    "observations.file".into(),
-                    "is required by operator \"file\"".into(),
+                    set.key("name"),
+                    format!(
+                        "two observation sets are named \"{}\": give each a distinct `name` (it names its scores in the outputs)",
+                        set.name
+                    ),
                 ));
             }
-            if self.forecast_model.is_some() {
-                return Err((
-                    "forecast_model".into(),
-                    "observations from a file have no truth model: give the cycled model as [model]"
-                        .into(),
-                ));
-            }
-            for (key, set) in [
-                ("error_std", o.error_std.is_some()),
-                (
-                    "error_correlation_length",
-                    o.error_correlation_length.is_some(),
-                ),
-                ("missing_fraction", o.missing_fraction.is_some()),
-            ] {
-                if set {
+            if set.file().is_some() {
+                if self.observations.len() > 1 {
                     return Err((
-                        format!("observations.{key}"),
-                        "does not apply to observations from a file (the file gives each error)"
+                        set.key("network"),
+                        "observations from a file cannot be combined with other sets (a run on a file has no truth to simulate them from)".into(),
+                    ));
+                }
+                if self.forecast_model.is_some() {
+                    return Err((
+                        "forecast_model".into(),
+                        "observations from a file have no truth model: give the cycled model as [model]"
                             .into(),
                     ));
                 }
             }
-        } else if o.file.is_some() {
-            return Err((
-                "observations.file".into(),
-                "only applies to operator \"file\"".into(),
-            ));
         }
         if self.output.flush_every == 0 {
             return Err(("output.flush_every".into(), "must be at least 1".into()));
         }
-        let error_std = match (&o.error_std, o.operator) {
-            (Some(e), _) => e.values(),
-            (None, OperatorKind::File) => vec![1.0],
-            (None, _) => {
-                return Err((
-                    "observations.error_std".into(),
-                    "is required (one value, or one per observation)".into(),
-                ));
-            }
-        };
-        if error_std.is_empty() {
-            return Err(("observations.error_std".into(), "must not be empty".into()));
-        }
-        if let Some(bad) = error_std.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
+        if self.steps_per_cycle == 0 {
             return Err((
-                "observations.error_std".into(),
-                format!("must be positive, got {bad}"),
-            ));
-        }
-        // R = std^2 and its inverse must be normal f64 numbers.
-        if let Some(bad) = error_std.iter().find(|v| !(1e-150..=1e150).contains(*v)) {
-            return Err((
-                "observations.error_std".into(),
-                format!(
-                    "{bad:e} is out of the range f64 can invert (1e-150 to 1e150): the error variance would underflow or overflow"
-                ),
-            ));
-        }
-        if let Some(l) = o.error_correlation_length
-            && !(l > 0.0 && l.is_finite())
-        {
-            return Err((
-                "observations.error_correlation_length".into(),
-                format!("must be positive, got {l}"),
-            ));
-        }
-        if let Some(f) = o.missing_fraction
-            && !(0.0..1.0).contains(&f)
-        {
-            return Err((
-                "observations.missing_fraction".into(),
-                format!("must lie in [0, 1), got {f}"),
-            ));
-        }
-        if o.steps_per_cycle == 0 {
-            return Err((
-                "observations.steps_per_cycle".into(),
+                if self.run.steps_per_cycle.is_some() {
+                    "run.steps_per_cycle"
+                } else {
+                    "observations.steps_per_cycle"
+                }
+                .into(),
                 "must be at least 1".into(),
             ));
-        }
-        let needs = |key: &str, kind: &str| {
-            (
-                format!("observations.{key}"),
-                format!("is required by operator \"{kind}\""),
-            )
-        };
-        let only = |key: &str, kind: &str| {
-            Err((
-                format!("observations.{key}"),
-                format!("only applies to operator \"{kind}\""),
-            ))
-        };
-        match o.operator {
-            OperatorKind::Partial => {
-                let indices = o.indices.as_ref().ok_or(needs("indices", "partial"))?;
-                if indices.is_empty() {
-                    return Err(("observations.indices".into(), "must not be empty".into()));
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                if let Some(dup) = indices.iter().find(|i| !seen.insert(**i)) {
-                    return Err((
-                        "observations.indices".into(),
-                        format!(
-                            "index {dup} is listed twice (one observation per variable; a repeated index would count it twice with independent errors)"
-                        ),
-                    ));
-                }
-            }
-            OperatorKind::Every => {
-                if o.stride.ok_or(needs("stride", "every"))? == 0 {
-                    return Err(("observations.stride".into(), "must be at least 1".into()));
-                }
-            }
-            OperatorKind::Random | OperatorKind::Tracks => {
-                let kind = if o.operator == OperatorKind::Random {
-                    "random"
-                } else {
-                    "tracks"
-                };
-                if o.count.ok_or(needs("count", kind))? == 0 {
-                    return Err(("observations.count".into(), "must be at least 1".into()));
-                }
-            }
-            OperatorKind::Swath => {
-                let swath = o.swath.as_ref().ok_or(needs("swath", "swath"))?;
-                if !(swath.width > 0.0 && swath.width.is_finite()) {
-                    return Err((
-                        "observations.swath.width".into(),
-                        format!("must be a positive distance, got {}", swath.width),
-                    ));
-                }
-                if !swath.angle.is_finite() {
-                    return Err((
-                        "observations.swath.angle".into(),
-                        format!("must be a number of degrees, got {}", swath.angle),
-                    ));
-                }
-                if let Some(shift) = swath.shift
-                    && !(shift >= 0.0 && shift.is_finite())
-                {
-                    return Err((
-                        "observations.swath.shift".into(),
-                        format!("must be a non-negative distance, got {shift}"),
-                    ));
-                }
-            }
-            OperatorKind::Identity | OperatorKind::File => {}
-        }
-        // A moving network's size changes from cycle to cycle.
-        let moving = match o.operator {
-            OperatorKind::Random => Some("random"),
-            OperatorKind::Tracks => Some("tracks"),
-            OperatorKind::Swath => Some("swath"),
-            _ => None,
-        };
-        if let Some(kind) = moving
-            && matches!(&o.error_std, Some(ErrorStd::PerObservation(v)) if v.len() > 1)
-        {
-            return Err((
-                "observations.error_std".into(),
-                format!(
-                    "a {kind} network takes one error_std for all observations (or one per field)"
-                ),
-            ));
-        }
-        if o.operator != OperatorKind::Swath && o.swath.is_some() {
-            return only("swath", "swath");
-        }
-        if o.operator != OperatorKind::Partial && o.indices.is_some() {
-            return only("indices", "partial");
-        }
-        if let Some(fields) = &o.fields {
-            if matches!(o.operator, OperatorKind::Partial | OperatorKind::File) {
-                return only(
-                    "fields",
-                    "identity\", \"every\", \"random\", \"tracks\" or \"swath",
-                );
-            }
-            if fields.is_empty() {
-                return Err(("observations.fields".into(), "must not be empty".into()));
-            }
-        }
-        if o.operator != OperatorKind::Every && o.stride.is_some() {
-            return only("stride", "every");
-        }
-        if !matches!(o.operator, OperatorKind::Random | OperatorKind::Tracks) && o.count.is_some() {
-            return only("count", "random\" or \"tracks");
         }
         if self.run.cycles == 0 {
             return Err(("run.cycles".into(), "must be at least 1".into()));

@@ -23,7 +23,9 @@
 //! - `observations.nc`: over `(time, obs)`, padded with NaN past each
 //!   cycle's count: `observations`, `obs_error_std`, `obs_x`, `obs_y` and
 //!   the integer `obs_index` (the state index a selection reads; -1
-//!   otherwise, without a `_FillValue` so that xarray keeps it integer); and
+//!   otherwise, without a `_FillValue` so that xarray keeps it integer), the
+//!   integer `obs_set` (the observation set of each value, in the order of
+//!   `[[observations]]`, named by its `set_names` attribute); and
 //!   `obs_count`, `obs_missing` per cycle.
 //! - `<label>.nc`: `forecast_mean`, `forecast_spread`, `analysis_mean`,
 //!   `analysis_spread` (unless `output.states = false`),
@@ -627,6 +629,7 @@ impl RunFiles {
             None
         };
         let max_obs = built.source.max_len().max(1);
+        let set_names: Vec<String> = config.observations.iter().map(|o| o.name.clone()).collect();
         let two_dimensional =
             geometry.fields.iter().any(|f| f.shape.len() == 2) || geometry.period[1].is_some();
         let (ux, uy) = geometry.coordinate_units.cf_units();
@@ -652,6 +655,13 @@ impl RunFiles {
                 )
                 // No _FillValue: xarray would mask it and turn the integer
                 // index into float64 (issue 31); -1 is documented instead.
+                .attr("valid_min", 0),
+            StreamVar::new("obs_set", &["time", "obs"], StreamType::I32)
+                .attr(
+                    "long_name",
+                    "observation set of each observation (0-based, in the order of [[observations]]; -1 past obs_count)",
+                )
+                .attr("set_names", set_names.join(" ").as_str())
                 .attr("valid_min", 0),
             obs_var("obs_x", "x coordinate of each observation", ux),
         ];
@@ -691,7 +701,7 @@ impl RunFiles {
             observations,
             max_obs,
             two_dimensional,
-            buffer: vec![vec![f64::NAN; max_obs]; 5],
+            buffer: vec![vec![f64::NAN; max_obs]; 6],
             score_fields,
         })
     }
@@ -725,16 +735,24 @@ impl RunFiles {
             column.fill(f64::NAN);
         }
         self.buffer[2].fill(-1.0);
+        self.buffer[3].fill(-1.0);
         let std = batch.error.std();
         let locations = batch.operator.locations();
-        let indices = super::twin::selected_indices(batch.operator.as_ref());
+        let indices = batch.operator.state_indices();
+        let set_of: Vec<usize> = batch
+            .sets
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| std::iter::repeat_n(s, n))
+            .collect();
         for j in 0..p {
             self.buffer[0][j] = batch.values[j];
             self.buffer[1][j] = std[j];
-            self.buffer[2][j] = indices.as_ref().map_or(-1.0, |i| i[j] as f64);
+            self.buffer[2][j] = indices.get(j).copied().flatten().map_or(-1.0, |i| i as f64);
+            self.buffer[3][j] = set_of.get(j).map_or(0.0, |&s| s as f64);
             if let Some(l) = locations.get(j) {
-                self.buffer[3][j] = l[0];
-                self.buffer[4][j] = l[1];
+                self.buffer[4][j] = l[0];
+                self.buffer[5][j] = l[1];
             }
         }
         let count = batch.len() as f64;
@@ -744,7 +762,7 @@ impl RunFiles {
             std::slice::from_ref(&count),
             std::slice::from_ref(&missing),
         ];
-        let columns = if self.two_dimensional { 5 } else { 4 };
+        let columns = if self.two_dimensional { 6 } else { 5 };
         record.extend(self.buffer[..columns].iter().map(Vec::as_slice));
         self.observations.append(k, &record)
     }
@@ -1056,6 +1074,9 @@ struct MethodSummary<'a> {
     /// Per-field RMSE (models with more than one field).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     fields: &'a [super::runner::FieldSummary],
+    /// Several observation sets: each set's innovation statistics.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    sets: &'a [super::runner::SetSummary],
     /// Several fields: the unit-free headline (RMS over the fields of
     /// each field's RMSE over its climatological std).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1145,6 +1166,7 @@ pub fn summary_json(report: &Report) -> String {
                 desroziers_r_ratio: s.desroziers_r_ratio,
                 desroziers_hbh_ratio: s.desroziers_hbh_ratio,
                 fields: &s.fields,
+                sets: &s.sets,
                 rmse_a_normalised: s.rmse_a_normalised,
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
@@ -1273,7 +1295,46 @@ pub fn table(report: &Report) -> String {
         cells.push(format!("{:.3}", m.time_per_cycle_s * 1e3));
         out += &format!("| {} |\n", cells.join(" | "));
     }
-    out + &field_tables(report)
+    out + &field_tables(report) + &set_tables(report)
+}
+
+/// Several observation sets: each set's O-B and O-A rms and Desroziers
+/// ratio per method.
+fn set_tables(report: &Report) -> String {
+    let Some(names): Option<Vec<String>> = report
+        .methods
+        .iter()
+        .find(|m| !m.summary.sets.is_empty())
+        .map(|m| m.summary.sets.iter().map(|s| s.set.clone()).collect())
+    else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nInnovations per observation set, time means after burn-in (O−B rms → O−A rms, Desroziers R / assumed R):\n\n| method | {} |\n|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len() + 1)
+    );
+    for m in &report.methods {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                m.summary
+                    .sets
+                    .iter()
+                    .find(|s| &s.set == n)
+                    .map_or("—".to_string(), |s| {
+                        format!(
+                            "{} → {}, {}",
+                            significant(s.omb_rms),
+                            significant(s.oma_rms),
+                            significant(s.desroziers_r_ratio)
+                        )
+                    })
+            })
+            .collect();
+        out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
+    }
+    out
 }
 
 /// Four significant digits, or a dash.

@@ -438,6 +438,62 @@ pub struct FieldSummary {
     pub rmse_a_normalised: Option<f64>,
 }
 
+/// The time-averaged innovation statistics of one observation set.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SetSummary {
+    /// The set's name.
+    pub set: String,
+    /// Mean number of its observations assimilated per cycle.
+    pub obs_count: Option<f64>,
+    /// Mean observation minus background.
+    pub omb_mean: Option<f64>,
+    /// Mean root mean square observation minus background.
+    pub omb_rms: Option<f64>,
+    /// Mean root mean square observation minus analysis.
+    pub oma_rms: Option<f64>,
+    /// Desroziers estimate of the set's R over its assumed R.
+    pub desroziers_r_ratio: Option<f64>,
+}
+
+/// Per-set innovation statistics of one cycle, in the order of
+/// [`SET_SCORES`]: NaN for a set without observations at the cycle.
+fn set_scores(obs: &ObsBatch, d_b: &DVector<f64>, d_a: &DVector<f64>) -> Vec<[f64; 6]> {
+    let r = obs.error.std();
+    let mut start = 0;
+    obs.sets
+        .iter()
+        .map(|&n| {
+            let range = start..start + n;
+            start += n;
+            if n == 0 || d_b.len() < range.end || d_a.len() < range.end {
+                return [0.0, f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN];
+            }
+            let m = n as f64;
+            let b = d_b.rows(range.start, n);
+            let a = d_a.rows(range.start, n);
+            let assumed = r.rows(range.start, n).iter().map(|s| s * s).sum::<f64>() / m;
+            [
+                m,
+                b.mean(),
+                (b.norm_squared() / m).sqrt(),
+                (a.norm_squared() / m).sqrt(),
+                a.dot(&b) / m,
+                assumed,
+            ]
+        })
+        .collect()
+}
+
+/// The names of the per-set scores of [`set_scores`].
+const SET_SCORES: [&str; 6] = [
+    "obs_count",
+    "omb_mean",
+    "omb_rms",
+    "oma_rms",
+    "desroziers_r",
+    "assumed_r",
+];
+
 /// Time averages over the cycles after the burn-in.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -465,6 +521,10 @@ pub struct Summary {
     pub desroziers_hbh_ratio: Option<f64>,
     /// Per-field RMSE, for models with more than one field (twins only).
     pub fields: Vec<FieldSummary>,
+    /// Innovation statistics of each observation set, for runs with more
+    /// than one set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<SetSummary>,
     /// For models whose fields have different units: the root mean square
     /// over the fields of each field's analysis RMSE over its
     /// climatological standard deviation, a headline free of mixed units
@@ -1015,6 +1075,8 @@ struct MethodRun<'a> {
     minimisations_seen: usize,
     writer: Option<output::MethodWriter>,
     write_error: Option<IoError>,
+    /// The names of the observation sets.
+    set_names: Vec<String>,
 }
 
 impl<'a> MethodRun<'a> {
@@ -1074,6 +1136,7 @@ impl<'a> MethodRun<'a> {
             minimisations_seen: 0,
             writer,
             write_error: None,
+            set_names: config.observations.iter().map(|o| o.name.clone()).collect(),
         })
     }
 
@@ -1180,6 +1243,9 @@ impl<'a> MethodRun<'a> {
         scores.crps_a = a.crps;
         let (d_a, _) = innovation(self.filter.estimate(), obs, &device, false);
         innovation_scores(&mut scores, obs, &d_b, &d_a, hbh);
+        if k >= self.burn_in && obs.sets.len() > 1 {
+            self.averages.push_sets(&set_scores(obs, &d_b, &d_a));
+        }
         if self.keep_series {
             self.series.scores[k] = scores;
         }
@@ -1262,6 +1328,7 @@ impl<'a> MethodRun<'a> {
     ) -> Result<(MethodReport, Option<std::path::PathBuf>), IoError> {
         let summary = if self.status.stopped_at().is_none() {
             let mut s = summarise(&self.averages, self.entry.method.ensemble_size(), has_truth);
+            s.sets = self.averages.set_summaries(&self.set_names);
             if let (Some(scorer), true) = (&self.scorer, has_truth) {
                 let nf = scorer.fields().len();
                 let finite = |x: f64| x.is_finite().then_some(x);
@@ -1338,7 +1405,12 @@ impl<'a> MethodRun<'a> {
                     climatology: clim,
                     fields: None,
                 };
-            } else if let Some(r_ratio) = summary.desroziers_r_ratio
+            } else if let Some(r_ratio) = summary
+                .sets
+                .iter()
+                .filter_map(|s| s.desroziers_r_ratio)
+                .chain(summary.desroziers_r_ratio)
+                .max_by(|a, b| a.ln().abs().total_cmp(&b.ln().abs()))
                 && !has_truth
                 && !is_climatology
                 && self.entry.method.name() != "free"
@@ -1578,6 +1650,8 @@ struct Averages {
     scores: [Running; 14],
     /// Per-field RMSE (forecast per field, then analysis per field).
     fields: Vec<Running>,
+    /// Per observation set, the scores of [`SET_SCORES`].
+    sets: Vec<[Running; 6]>,
 }
 
 impl Averages {
@@ -1597,6 +1671,43 @@ impl Averages {
                 r.push(v);
             }
         }
+    }
+
+    fn push_sets(&mut self, sets: &[[f64; 6]]) {
+        if self.sets.len() < sets.len() {
+            self.sets.resize(sets.len(), Default::default());
+        }
+        for (r, v) in self.sets.iter_mut().zip(sets) {
+            for (ri, vi) in r.iter_mut().zip(v) {
+                ri.push(*vi);
+            }
+        }
+    }
+
+    /// The summaries of the observation sets named `names`.
+    fn set_summaries(&self, names: &[String]) -> Vec<SetSummary> {
+        if names.len() < 2 {
+            return Vec::new();
+        }
+        let at = |i: usize, name: &str| {
+            let j = SET_SCORES.iter().position(|n| *n == name).unwrap_or(0);
+            self.sets.get(i).and_then(|r| r[j].finite_mean())
+        };
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| SetSummary {
+                set: name.clone(),
+                obs_count: at(i, "obs_count"),
+                omb_mean: at(i, "omb_mean"),
+                omb_rms: at(i, "omb_rms"),
+                oma_rms: at(i, "oma_rms"),
+                desroziers_r_ratio: match (at(i, "desroziers_r"), at(i, "assumed_r")) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                },
+            })
+            .collect()
     }
 
     /// The running sums of the score named `name` in [`CycleScores::NAMES`].

@@ -3,19 +3,16 @@
 //! observations from a seed.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::tensor::Device;
 use nalgebra::{DMatrix, DVector};
 
-use super::config::{ConfigError, ExperimentConfig, OperatorKind};
+use super::config::{ConfigError, ExperimentConfig};
 use crate::core::{Forecaster, Geometry, Model, ObsBatch, ObsOperator};
 use crate::da::{ClimateStats, Gaussian};
-use crate::obs::Selection;
 use crate::obs::file::FileObservations;
-use crate::obs::network::{
-    ErrorModel, FixedNetwork, ObsNetwork, RandomNetwork, SwathNetwork, TrackNetwork,
-};
+use crate::obs::network::ObsNetwork;
+use crate::obs::set::{SetNetwork, Stack};
 use crate::rng::{Rng, stream};
 
 /// Observation timing: the model time step, the steps between observations,
@@ -207,7 +204,7 @@ impl Built {
         let projection = Projection::new(truth_model.geometry(), model.geometry())
             .map_err(|e| config.invalid("forecast_model", e))?;
         if let Some(f) = &forecast_model {
-            let ratio = config.observations.steps_per_cycle as f64 * f.dt() / truth_model.dt();
+            let ratio = config.steps_per_cycle as f64 * f.dt() / truth_model.dt();
             if (ratio - ratio.round()).abs() > 1e-9 || ratio.round() < 1.0 {
                 // A learned model's step is its checkpoint's record
                 // interval, not a `dt` key of the file.
@@ -221,8 +218,8 @@ impl Built {
                         format!(
                             "the network steps {} model time (the record interval of its training data), and {} of its steps ({}) are not a whole number of truth steps ({}); train on records one observation interval apart or change observations.steps_per_cycle",
                             f.dt(),
-                            config.observations.steps_per_cycle,
-                            config.observations.steps_per_cycle as f64 * f.dt(),
+                            config.steps_per_cycle,
+                            config.steps_per_cycle as f64 * f.dt(),
                             truth_model.dt()
                         ),
                     ));
@@ -231,7 +228,7 @@ impl Built {
                     "forecast_model.dt",
                     format!(
                         "the observation interval ({} x {}) must be a whole number of truth steps ({})",
-                        config.observations.steps_per_cycle,
+                        config.steps_per_cycle,
                         f.dt(),
                         truth_model.dt()
                     ),
@@ -242,23 +239,39 @@ impl Built {
             .initial
             .check_model(truth_model.as_ref())
             .map_err(|(key, e)| config.invalid(&key, e))?;
-        let source = if config.observations.operator == OperatorKind::File {
-            let file = config.observations.file.as_ref().expect("validated");
-            let path = config.path.parent().unwrap_or(Path::new(".")).join(file);
-            let interval = model.dt() * config.observations.steps_per_cycle as f64;
+        let base = config.path.parent().unwrap_or(Path::new("."));
+        let file = config
+            .observations
+            .iter()
+            .find_map(|set| set.file().map(|f| (set, f)));
+        let source = if let Some((set, file)) = file {
+            let path = base.join(file);
+            let interval = model.dt() * config.steps_per_cycle as f64;
+            let key = set.key("network.file");
             let obs = FileObservations::read(&path, model.geometry(), interval, config.run.cycles)
-                .map_err(|e| config.invalid("observations.file", e))?;
+                .map_err(|e| config.invalid(&key, e))?;
             if obs.is_empty() {
                 return Err(config.invalid(
-                    "observations.file",
+                    &key,
                     format!("{} has no observation within the run", path.display()),
                 ));
             }
             ObsSource::File(obs)
         } else {
-            let net = network(config, model.geometry())?;
-            check_error_conditioning(config, net.as_ref())?;
-            ObsSource::Twin(net)
+            let mut sets: Vec<SetNetwork> = Vec::with_capacity(config.observations.len());
+            for (i, set) in config.observations.iter().enumerate() {
+                let built = set
+                    .build(model.geometry(), &device, config.run.seed, i, base)
+                    .map_err(|(k, e)| config.invalid(&set.key(&k), e))?;
+                check_error_conditioning(config, set, &built)?;
+                sets.push(built);
+            }
+            let network: Box<dyn ObsNetwork> = if sets.len() == 1 {
+                Box::new(sets.remove(0))
+            } else {
+                Box::new(Stack::new(sets))
+            };
+            ObsSource::Twin(network)
         };
         if let Some(fields) = &config.output.fields {
             for f in fields {
@@ -375,7 +388,7 @@ impl Built {
     pub fn chronology(&self, config: &ExperimentConfig) -> Chronology {
         Chronology {
             dt: self.model().dt(),
-            steps_per_cycle: config.observations.steps_per_cycle,
+            steps_per_cycle: config.steps_per_cycle,
             cycles: config.run.cycles,
             burn_in: config.run.burn_in,
         }
@@ -436,9 +449,10 @@ pub const MAX_R_CONDITION: f64 = 1e8;
 /// naming the correlation length.
 fn check_error_conditioning(
     config: &ExperimentConfig,
+    set: &crate::obs::set::ObservationSet,
     net: &dyn ObsNetwork,
 ) -> Result<(), ConfigError> {
-    let Some(length) = config.observations.error_correlation_length else {
+    let Some(length) = set.keys.error_correlation_length else {
         return Ok(());
     };
     let at = net.at(0, 0.0);
@@ -455,7 +469,7 @@ fn check_error_conditioning(
     let condition = if lo > 0.0 { hi / lo } else { f64::INFINITY };
     if condition > MAX_R_CONDITION {
         return Err(config.invalid(
-            "observations.error_correlation_length",
+            &set.key("error_correlation_length"),
             format!(
                 "{length} makes the observation-error covariance R nearly singular (condition number {condition:.1e} over the {} observations of the first cycle, above {MAX_R_CONDITION:.0e}): the analysis would trust combinations of observations far beyond their errors; use a shorter length",
                 covariance.nrows()
@@ -463,138 +477,6 @@ fn check_error_conditioning(
         ));
     }
     Ok(())
-}
-
-/// The observation network of an experiment on the forecast model's
-/// geometry.
-fn network(
-    config: &ExperimentConfig,
-    geometry: &Geometry,
-) -> Result<Box<dyn ObsNetwork>, ConfigError> {
-    let o = &config.observations;
-    let n = geometry.size();
-    let locations: Vec<_> = geometry.locations().collect();
-    // Per-field errors become one value per state variable (NaN where
-    // a field has none), looked up by the state index each observation
-    // reads.
-    let per_variable: Option<Vec<f64>> = match &o.error_std {
-        Some(crate::experiment::config::ErrorStd::Fields(map)) => Some(
-            crate::experiment::config::per_field(map, geometry, "observations.error_std", f64::NAN)
-                .map_err(|(key, reason)| config.invalid(&key, reason))?,
-        ),
-        _ => None,
-    };
-    let mut errors = ErrorModel {
-        std: match &per_variable {
-            Some(v) => v.clone(),
-            None => o.error_std.as_ref().map_or(vec![1.0], |e| e.values()),
-        },
-        correlation_length: o.error_correlation_length,
-    };
-    // The variables that may be observed: all, or the active points of the
-    // named fields.
-    let candidates: Option<Vec<usize>> = match &o.fields {
-        None => None,
-        Some(names) => {
-            let mut c = Vec::new();
-            for name in names {
-                let (k, f) = geometry
-                    .field_named(name)
-                    .map_err(|reason| config.invalid("observations.fields", reason))?;
-                let offset = geometry.offset(k);
-                c.extend((0..f.len()).filter(|&j| f.is_active(j)).map(|j| offset + j));
-            }
-            c.sort_unstable();
-            c.dedup();
-            Some(c)
-        }
-    };
-    let pool = candidates.clone().unwrap_or_else(|| (0..n).collect());
-    if let Some(v) = &per_variable
-        && let Some(&i) = pool.iter().find(|&&i| v[i].is_nan())
-    {
-        let name = &geometry.fields[geometry.field_of(i).0].name;
-        return Err(config.invalid(
-            "observations.error_std",
-            format!("field `{name}` may be observed but has no error_std (name it, or restrict `fields`)"),
-        ));
-    }
-    let n = pool.len();
-    let indices: Vec<usize> = match o.operator {
-        OperatorKind::Identity => pool,
-        OperatorKind::Every => {
-            let s = o.stride.expect("validated");
-            if s > n {
-                return Err(config.invalid(
-                    "observations.stride",
-                    format!("{s} exceeds the state size {n}"),
-                ));
-            }
-            pool.into_iter().step_by(s).collect()
-        }
-        OperatorKind::Partial => o.indices.clone().expect("validated"),
-        OperatorKind::File => unreachable!("file observations have no network"),
-        OperatorKind::Swath => {
-            let swath = o.swath.as_ref().expect("validated");
-            if !geometry.fields.iter().any(|f| f.shape.len() == 2) {
-                return Err(config.invalid(
-                    "observations.operator",
-                    "\"swath\" sweeps a band across a 2-D grid, and this model has no 2-D field (use \"random\", \"every\" or \"tracks\")",
-                ));
-            }
-            let network = SwathNetwork::new(
-                geometry,
-                candidates,
-                swath.width,
-                swath.angle,
-                swath.shift.unwrap_or(swath.width),
-                config.run.seed,
-                errors,
-            )
-            .map_err(|why| config.invalid("observations.swath.width", why))?;
-            return Ok(Box::new(network));
-        }
-        OperatorKind::Random | OperatorKind::Tracks => {
-            let count = o.count.expect("validated");
-            if count > n {
-                return Err(config.invalid(
-                    "observations.count",
-                    format!("{count} exceeds the state size {n}"),
-                ));
-            }
-            let seed = config.run.seed;
-            return Ok(if o.operator == OperatorKind::Random {
-                Box::new(RandomNetwork::new(
-                    geometry, candidates, count, seed, errors,
-                ))
-            } else {
-                Box::new(TrackNetwork::new(geometry, candidates, count, seed, errors))
-            });
-        }
-    };
-    let name = match o.operator {
-        OperatorKind::Identity => "identity",
-        OperatorKind::Every => "every",
-        _ => "partial",
-    };
-    let op = Selection::new(indices.clone(), &locations, name).map_err(|(bad, n)| {
-        config.invalid(
-            "observations.indices",
-            format!("index {bad} is out of range for a state of size {n} (indices start at 0)"),
-        )
-    })?;
-    let p = indices.len();
-    if let Some(v) = &per_variable {
-        errors.std = indices.iter().map(|&i| v[i]).collect();
-    }
-    if errors.std.len() != 1 && errors.std.len() != p {
-        return Err(config.invalid(
-            "observations.error_std",
-            format!("has {} values for {p} observations", errors.std.len()),
-        ));
-    }
-    let error = errors.errors(geometry, op.locations_slice(), &(0..p).collect::<Vec<_>>());
-    Ok(Box::new(FixedNetwork::new(Arc::new(op), error)))
 }
 
 /// Where a run's observations come from.
@@ -691,23 +573,32 @@ impl<'a> TruthRun<'a> {
     /// Observes `truth` (the state just returned by [`advance`](Self::advance))
     /// with noise through the network; missing values are dropped.
     pub fn observe(&mut self, truth: &DVector<f64>) -> ObsBatch {
-        let ObsSource::Twin(network) = &self.built.source else {
-            panic!("a truth run needs simulated observations");
-        };
         let k = self.cycle - 1;
         let time = self.chronology.time(k);
+        let network = match &self.built.source {
+            ObsSource::Twin(n) => n,
+            // A run on a file has no truth to observe: its batches are the
+            // file's.
+            ObsSource::File(f) => return f.batch(k, time),
+        };
         let at = network.at(k, time);
         let hx = crate::core::apply_to_state(at.operator.as_ref(), truth, time, &self.built.device);
         let mut y = hx + at.error.sample(&mut self.noise);
-        if let Some(f) = self.config.observations.missing_fraction {
-            use rand::Rng as _;
-            for v in y.iter_mut() {
-                if self.missing.random::<f64>() < f {
-                    *v = f64::NAN;
+        // Each set's values go missing with its own probability, drawn
+        // in order from one stream.
+        let mut start = 0;
+        for (set, &n) in self.config.observations.iter().zip(&at.sets) {
+            if let Some(f) = set.keys.missing_fraction {
+                use rand::Rng as _;
+                for v in y.rows_mut(start, n).iter_mut() {
+                    if self.missing.random::<f64>() < f {
+                        *v = f64::NAN;
+                    }
                 }
             }
+            start += n;
         }
-        ObsBatch::new(k, time, y, at.error, at.operator, at.network_id)
+        ObsBatch::in_sets(k, time, y, at.error, at.operator, at.network_id, &at.sets)
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! Definitions follow WeatherBench 2 (Rasp et al. 2024) and DAPPER.
 
+pub mod downscaling;
+
 use nalgebra::{DMatrix, DVector};
 
 /// Root-mean-square difference over the state variables.

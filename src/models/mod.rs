@@ -14,6 +14,7 @@ pub mod integrator;
 pub mod lorenz63;
 pub mod lorenz96;
 pub mod lorenz96_two_scale;
+pub mod orographic;
 pub mod qg;
 pub mod sea_ice;
 

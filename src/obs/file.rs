@@ -213,8 +213,8 @@ impl FileObservations {
         for &i in &rows.indices {
             id = (id ^ i as u64).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        let selection = Selection::new(rows.indices, &self.locations, "file")
-            .expect("indices were checked on reading");
+        // Indices were checked against the geometry on reading.
+        let selection = Selection::in_range(rows.indices, &self.locations, "file");
         ObsBatch::new(
             k,
             time,
@@ -223,6 +223,42 @@ impl FileObservations {
             Arc::new(selection),
             id,
         )
+    }
+}
+
+/// `network = { kind = "file", file = "obs.csv" }`: observations read from
+/// a file instead of simulated (a run without truth).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// The file, relative to the experiment file.
+    pub file: std::path::PathBuf,
+}
+
+impl super::spec::SpecDoc for FileSpec {
+    const DOC: &'static str = "observations read from a file (a run without truth): CSV with columns time, index (or x and y), value, error; or NetCDF with those variables along one dimension, CF-decoded; rows grouped into cycles by time; the file gives each error, so the set takes no error keys, and it is the run's only set";
+    const KEYS: &'static [super::spec::SpecKey] = &[super::spec::SpecKey {
+        key: "file",
+        kind: "path, relative to the experiment file",
+        doc: "the observation file",
+        required: Some("\"obs.csv\""),
+    }];
+}
+
+impl super::spec::NetworkSpec for FileSpec {
+    fn file(&self) -> Option<&Path> {
+        Some(&self.file)
+    }
+
+    fn init(
+        &self,
+        _ctx: &super::spec::BuildContext<'_>,
+        _candidates: &[super::spec::Candidate],
+    ) -> Result<super::spec::Sites, super::spec::KeyError> {
+        Err(super::spec::key_error(
+            "kind",
+            "a file network is read with its values (FileObservations), not simulated",
+        ))
     }
 }
 

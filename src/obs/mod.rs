@@ -1,11 +1,48 @@
-//! Observation operators and networks.
+//! Observation operators and networks, as registered parts.
 //!
-//! [`Selection`] observes state variables directly (identity, a list of
-//! indices, every k-th variable); [`network`] says what is observed at each
-//! cycle, which may change from one cycle to the next.
+//! An observation set (`[[observations]]`, [`set`]) is a *network* (where
+//! and when: [`NETWORKS`]) and an *operator* (what `H` does there:
+//! [`OPERATORS`]), each a config type read from a table with a `kind` key
+//! and built on the model's geometry ([`spec`]). [`Selection`] observes
+//! state variables directly; [`sparse::SparseRows`] reads a few with
+//! weights (interpolation, block means).
+//!
+//! Adding an operator: its file here (a config type implementing
+//! [`spec::OperatorSpec`] and [`spec::SpecDoc`]) and one line in
+//! [`OPERATORS`].
 
+pub mod bilinear;
+pub mod block_average;
+pub mod choose;
 pub mod file;
 pub mod network;
+pub mod points;
+pub mod select;
+pub mod set;
+pub mod sparse;
+pub mod spec;
+
+use spec::{NetworkSpec, OperatorSpec, SpecEntry, network, operator};
+
+/// Every observation operator, one line each.
+pub const OPERATORS: &[SpecEntry<dyn OperatorSpec>] = &[
+    operator::<select::SelectSpec>("select"),
+    operator::<bilinear::BilinearSpec>("bilinear"),
+    operator::<block_average::BlockAverageSpec>("block_average"),
+];
+
+/// Every observation network, one line each.
+pub const NETWORKS: &[SpecEntry<dyn NetworkSpec>] = &[
+    network::<choose::IdentitySpec>("identity"),
+    network::<choose::EverySpec>("every"),
+    network::<choose::IndicesSpec>("indices"),
+    network::<choose::RandomSpec>("random"),
+    network::<choose::TracksSpec>("tracks"),
+    network::<choose::SwathSpec>("swath"),
+    network::<points::PointsSpec>("points"),
+    network::<points::StationsSpec>("stations"),
+    network::<file::FileSpec>("file"),
+];
 
 use burn::tensor::{Int, Tensor, TensorData};
 use nalgebra::DMatrix;
@@ -44,6 +81,19 @@ impl Selection {
             n,
             name: name.to_string(),
         })
+    }
+
+    /// A selection of indices known to be in range (candidates built from
+    /// the geometry).
+    pub(crate) fn in_range(indices: Vec<usize>, locations: &[Location], name: &str) -> Self {
+        debug_assert!(indices.iter().all(|&i| i < locations.len()));
+        Self {
+            index_data: indices.iter().map(|&i| i as i64).collect(),
+            locations: indices.iter().map(|&i| locations[i]).collect(),
+            indices,
+            n: locations.len(),
+            name: name.to_string(),
+        }
     }
 
     /// The observed state indices.

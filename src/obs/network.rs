@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nalgebra::{DMatrix, DVector};
 
-use super::Selection;
+use super::spec::Choice;
 use crate::core::{Geometry, Location, ObsError, ObsOperator};
 use crate::rng::stream;
 
@@ -19,6 +19,9 @@ pub struct NetworkAt {
     pub error: ObsError,
     /// Equal ids mean the same operator and locations.
     pub network_id: u64,
+    /// The number of observations of each observation set, in order (one
+    /// entry for a single set).
+    pub sets: Vec<usize>,
 }
 
 /// An observation network.
@@ -93,6 +96,7 @@ impl FixedNetwork {
     pub fn new(operator: Arc<dyn ObsOperator>, error: ObsError) -> Self {
         Self {
             at: NetworkAt {
+                sets: vec![operator.size()],
                 operator,
                 error,
                 network_id: 0,
@@ -113,123 +117,85 @@ impl ObsNetwork for FixedNetwork {
     }
 }
 
-/// What the moving networks share: the geometry's points, the seed of the
-/// per-cycle draws and the error model; one cycle's network from the
-/// indices observed.
-struct MovingSelection {
-    geometry: Geometry,
-    locations: Vec<Location>,
-    /// The variables a network may observe (all, or some fields').
-    candidates: Vec<usize>,
-    seed: u64,
-    errors: ErrorModel,
+/// The generator of `what` at `cycle` for a set whose streams start with
+/// `prefix` (empty for the first set: its draws are those of earlier
+/// versions).
+fn rng(seed: u64, prefix: &str, what: &str, cycle: usize) -> crate::rng::Rng {
+    stream(seed, &format!("{prefix}{what}/{cycle}"))
 }
 
-impl MovingSelection {
-    fn new(
-        geometry: &Geometry,
-        candidates: Option<Vec<usize>>,
-        seed: u64,
-        errors: ErrorModel,
-    ) -> Self {
-        Self {
-            locations: geometry.locations().collect(),
-            candidates: candidates.unwrap_or_else(|| (0..geometry.size()).collect()),
-            geometry: geometry.clone(),
-            seed,
-            errors,
-        }
-    }
+/// The same candidates at every cycle.
+pub struct FixedChoice(pub Vec<usize>);
 
-    /// The generator of `what` at `cycle`.
-    fn rng(&self, what: &str, cycle: usize) -> crate::rng::Rng {
-        stream(self.seed, &format!("{what}/{cycle}"))
+impl Choice for FixedChoice {
+    fn at(&self, _cycle: usize) -> Vec<usize> {
+        self.0.clone()
     }
-
-    /// The network of `cycle` observing `indices` directly.
-    fn at(&self, indices: Vec<usize>, name: &str, cycle: usize) -> NetworkAt {
-        let op = Selection::new(indices.clone(), &self.locations, name)
-            .expect("moving networks draw indices in range");
-        let error = self
-            .errors
-            .errors(&self.geometry, op.locations_slice(), &indices);
-        NetworkAt {
-            operator: Arc::new(op),
-            error,
-            network_id: cycle as u64 + 1,
-        }
+    fn is_fixed(&self) -> bool {
+        true
+    }
+    fn max_len(&self) -> usize {
+        self.0.len()
     }
 }
 
-/// A moving network: at each cycle, `count` distinct state variables drawn
-/// at random (seeded by the run seed and the cycle, so every method sees
-/// the same network), observed directly.
-pub struct RandomNetwork {
-    moving: MovingSelection,
+/// A moving network: at each cycle, `count` distinct candidates drawn at
+/// random (seeded by the run seed and the cycle, so every method sees the
+/// same network).
+pub struct RandomChoice {
+    n: usize,
     count: usize,
+    seed: u64,
+    prefix: String,
 }
 
-impl RandomNetwork {
-    /// `count` random variables per cycle out of the geometry's, or out of
-    /// `candidates` where given.
-    pub fn new(
-        geometry: &Geometry,
-        candidates: Option<Vec<usize>>,
-        count: usize,
-        seed: u64,
-        errors: ErrorModel,
-    ) -> Self {
+impl RandomChoice {
+    /// `count` of `n` candidates per cycle.
+    pub fn new(n: usize, count: usize, seed: u64, prefix: &str) -> Self {
         Self {
-            moving: MovingSelection::new(geometry, candidates, seed, errors),
-            count,
+            n,
+            count: count.min(n),
+            seed,
+            prefix: prefix.to_string(),
         }
     }
 }
 
-impl ObsNetwork for RandomNetwork {
-    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
-        let n = self.moving.candidates.len();
-        let mut rng = self.moving.rng("network", cycle);
-        let mut indices: Vec<usize> = rand::seq::index::sample(&mut rng, n, self.count.min(n))
-            .into_iter()
-            .map(|k| self.moving.candidates[k])
-            .collect();
-        indices.sort_unstable();
-        self.moving.at(indices, "random", cycle)
+impl Choice for RandomChoice {
+    fn at(&self, cycle: usize) -> Vec<usize> {
+        let mut r = rng(self.seed, &self.prefix, "network", cycle);
+        let mut chosen = rand::seq::index::sample(&mut r, self.n, self.count).into_vec();
+        chosen.sort_unstable();
+        chosen
     }
     fn is_fixed(&self) -> bool {
         false
     }
     fn max_len(&self) -> usize {
-        self.count.min(self.moving.locations.len())
+        self.count
     }
 }
 
-/// Satellite-like tracks: `count` variables evenly spaced along the state
-/// vector (`floor(k n / count)`, DAPPER's `linspace_int`), all shifted by one
-/// random offset in `[0, spacing)` drawn anew at each cycle (seeded by the
-/// run seed and the cycle, so every method sees the same network). On a
-/// row-major 2-D grid the points fall along slanted lines.
-pub struct TrackNetwork {
-    moving: MovingSelection,
+/// Satellite-like tracks: `count` candidates evenly spaced along the
+/// candidate list (`floor(k n / count)`, DAPPER's `linspace_int`), all
+/// shifted by one random offset in `[0, spacing)` drawn anew at each cycle
+/// (seeded by the run seed and the cycle). On a row-major 2-D grid the
+/// points fall along slanted lines.
+pub struct TrackChoice {
     base: Vec<usize>,
+    n: usize,
+    seed: u64,
+    prefix: String,
 }
 
-impl TrackNetwork {
-    /// `count` evenly spaced variables out of the geometry's, or out of
-    /// `candidates` where given.
-    pub fn new(
-        geometry: &Geometry,
-        candidates: Option<Vec<usize>>,
-        count: usize,
-        seed: u64,
-        errors: ErrorModel,
-    ) -> Self {
-        let moving = MovingSelection::new(geometry, candidates, seed, errors);
-        let n = moving.candidates.len();
+impl TrackChoice {
+    /// `count` evenly spaced of `n` candidates.
+    pub fn new(n: usize, count: usize, seed: u64, prefix: &str) -> Self {
         Self {
-            moving,
             base: (0..count).map(|k| k * n / count).collect(),
+            n,
+            seed,
+            prefix: prefix.to_string(),
         }
     }
 
@@ -237,24 +203,17 @@ impl TrackNetwork {
     fn spacing(&self) -> usize {
         match self.base.as_slice() {
             [a, b, ..] => b - a,
-            _ => self.moving.candidates.len(),
+            _ => self.n,
         }
     }
 }
 
-impl ObsNetwork for TrackNetwork {
-    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
+impl Choice for TrackChoice {
+    fn at(&self, cycle: usize) -> Vec<usize> {
         use rand::Rng as _;
-        let offset = self
-            .moving
-            .rng("tracks", cycle)
-            .random_range(0..self.spacing().max(1));
-        let indices = self
-            .base
-            .iter()
-            .map(|i| self.moving.candidates[i + offset])
-            .collect();
-        self.moving.at(indices, "tracks", cycle)
+        let offset =
+            rng(self.seed, &self.prefix, "tracks", cycle).random_range(0..self.spacing().max(1));
+        self.base.iter().map(|i| i + offset).collect()
     }
     fn is_fixed(&self) -> bool {
         false
@@ -264,14 +223,13 @@ impl ObsNetwork for TrackNetwork {
     }
 }
 
-/// Satellite swaths on a 2-D domain: at each cycle, every candidate point
-/// within `width / 2` of a straight ground track at `angle` to the x axis.
-/// The track moves across itself by `shift` every cycle, from a start
-/// drawn from the run seed, and wraps round once it has crossed the
-/// observable points (a polar orbiter's successive passes over a regional
-/// domain). Every method sees the same swaths.
-pub struct SwathNetwork {
-    moving: MovingSelection,
+/// Satellite swaths on a 2-D domain: at each cycle, every candidate within
+/// `width / 2` of a straight ground track at `angle` to the x axis. The
+/// track moves across itself by `shift` every cycle, from a start drawn
+/// from the run seed, and wraps round once it has crossed the observable
+/// points (a polar orbiter's successive passes over a regional domain).
+/// Every method sees the same swaths.
+pub struct SwathChoice {
     /// Each candidate's coordinate across the track.
     across: Vec<f64>,
     width: f64,
@@ -284,32 +242,23 @@ pub struct SwathNetwork {
     max_len: usize,
 }
 
-impl SwathNetwork {
-    /// Swaths `width` wide (distance units of the geometry), whose track
-    /// points `angle` degrees anticlockwise from the x axis, moving `shift`
-    /// across the track each cycle; out of `candidates` where given.
-    /// Fails, naming the gap, when the swath is narrower than a gap between
-    /// observable points across the track (a cycle could see nothing).
+impl SwathChoice {
+    /// Swaths `width` wide (distance units of the geometry) over candidates
+    /// at `locations`, whose track points `angle` degrees anticlockwise
+    /// from the x axis, moving `shift` across the track each cycle. Fails,
+    /// naming the gap, when the swath is narrower than a gap between
+    /// candidates across the track (a cycle could see nothing).
     pub fn new(
-        geometry: &Geometry,
-        candidates: Option<Vec<usize>>,
+        locations: &[Location],
         width: f64,
         angle: f64,
         shift: f64,
         seed: u64,
-        errors: ErrorModel,
+        prefix: &str,
     ) -> Result<Self, String> {
         use rand::Rng as _;
-        let moving = MovingSelection::new(geometry, candidates, seed, errors);
         let (sin, cos) = angle.to_radians().sin_cos();
-        let across: Vec<f64> = moving
-            .candidates
-            .iter()
-            .map(|&i| {
-                let [x, y] = moving.locations[i];
-                -x * sin + y * cos
-            })
-            .collect();
+        let across: Vec<f64> = locations.iter().map(|&[x, y]| -x * sin + y * cos).collect();
         let mut sorted = across.clone();
         sorted.sort_by(f64::total_cmp);
         let (low, high) = match (sorted.first(), sorted.last()) {
@@ -331,9 +280,8 @@ impl SwathNetwork {
             max_len = max_len.max(last + 1 - first);
         }
         let period = (high - low).max(f64::MIN_POSITIVE);
-        let phase = moving.rng("swath", 0).random_range(0.0..1.0) * period;
+        let phase = rng(seed, prefix, "swath", 0).random_range(0.0..1.0) * period;
         Ok(Self {
-            moving,
             across,
             width,
             shift,
@@ -350,19 +298,13 @@ impl SwathNetwork {
     }
 }
 
-impl ObsNetwork for SwathNetwork {
-    fn at(&self, cycle: usize, _time: f64) -> NetworkAt {
+impl Choice for SwathChoice {
+    fn at(&self, cycle: usize) -> Vec<usize> {
         let centre = self.centre(cycle);
         let half = 0.5 * self.width;
-        let indices = self
-            .moving
-            .candidates
-            .iter()
-            .zip(&self.across)
-            .filter(|&(_, s)| (s - centre).abs() <= half)
-            .map(|(&i, _)| i)
-            .collect();
-        self.moving.at(indices, "swath", cycle)
+        (0..self.across.len())
+            .filter(|&k| (self.across[k] - centre).abs() <= half)
+            .collect()
     }
     fn is_fixed(&self) -> bool {
         false
@@ -375,27 +317,10 @@ impl ObsNetwork for SwathNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{CoordinateUnits, Field};
 
     #[test]
     fn tracks_are_evenly_spaced_and_shift_together_each_cycle() {
-        let axis: Vec<f64> = (0..129).map(|i| i as f64).collect();
-        let geometry = Geometry::new(
-            vec![Field::grid(
-                "psi",
-                "stream function",
-                "1",
-                axis.clone(),
-                axis,
-            )],
-            [None, None],
-            CoordinateUnits::Model,
-        );
-        let errors = ErrorModel {
-            std: vec![2.0],
-            correlation_length: None,
-        };
-        let net = TrackNetwork::new(&geometry, None, 300, 7, errors);
+        let net = TrackChoice::new(129 * 129, 300, 7, "");
         assert_eq!(net.max_len(), 300);
         assert!(!net.is_fixed());
         // DAPPER's linspace_int(16641, 300): floor(k * 16641 / 300).
@@ -403,58 +328,36 @@ mod tests {
         assert_eq!(net.spacing(), 55);
         let mut offsets = std::collections::BTreeSet::new();
         for cycle in 0..40 {
-            let at = net.at(cycle, 0.0);
-            let again = net.at(cycle, 0.0);
-            assert_eq!(at.network_id, again.network_id);
+            let at = net.at(cycle);
+            assert_eq!(at, net.at(cycle));
             // Every point moved by one offset below the spacing; all in range.
-            let index = |l: &Location| (l[1] * 129.0 + l[0]) as usize;
-            let locations = at.operator.locations();
-            let offset = index(&locations[0]);
+            let offset = at[0];
             assert!(offset < 55);
-            for (k, l) in locations.iter().enumerate() {
-                assert_eq!(index(l), net.base[k] + offset);
-                assert!(index(l) < 16641);
+            for (k, &i) in at.iter().enumerate() {
+                assert_eq!(i, net.base[k] + offset);
+                assert!(i < 16641);
             }
-            assert_eq!(at.error.std().len(), 300);
             offsets.insert(offset);
         }
         assert!(
             offsets.len() > 20,
             "offsets vary across cycles: {offsets:?}"
         );
+        // Another set's prefix draws other offsets.
+        let other = TrackChoice::new(129 * 129, 300, 7, "buoys/");
+        assert!((0..20).any(|c| other.at(c) != net.at(c)));
     }
 
-    /// Restricted to candidates (the active points of some fields), the
-    /// moving networks observe nothing else, and the tracks still cover
-    /// the candidates evenly.
     #[test]
-    fn moving_networks_draw_only_from_their_candidates() {
-        let axis: Vec<f64> = (0..10).map(|i| i as f64).collect();
-        let mut h = Field::grid("h", "thickness", "m", axis.clone(), axis.clone());
-        h.mask = Some((0..100).map(|k| k % 7 != 0).collect());
-        // u elsewhere, so that a location tells the fields apart.
-        let far: Vec<f64> = axis.iter().map(|x| x + 1000.0).collect();
-        let u = Field::grid("u", "velocity", "m s-1", far.clone(), far);
-        let geometry = Geometry::new(vec![u, h], [None, None], CoordinateUnits::Model);
-        let candidates: Vec<usize> = (100..200).filter(|k| (k - 100) % 7 != 0).collect();
-        let errors = || ErrorModel {
-            std: vec![0.1],
-            correlation_length: None,
-        };
-        let random = RandomNetwork::new(&geometry, Some(candidates.clone()), 20, 3, errors());
-        let tracks = TrackNetwork::new(&geometry, Some(candidates.clone()), 20, 3, errors());
-        assert_eq!(tracks.spacing(), candidates.len() / 20);
-        let index = |l: &Location| (l[1] * 10.0 + l[0]) as usize + 100;
+    fn random_networks_draw_distinct_sorted_candidates() {
+        let net = RandomChoice::new(50, 20, 3, "");
         for cycle in 0..30 {
-            for net in [&random as &dyn ObsNetwork, &tracks] {
-                let at = net.at(cycle, 0.0);
-                let locations = at.operator.locations();
-                assert_eq!(locations.len(), 20);
-                for l in locations.iter() {
-                    assert!(candidates.contains(&index(l)), "cycle {cycle}: {l:?}");
-                }
-            }
+            let at = net.at(cycle);
+            assert_eq!(at.len(), 20);
+            assert!(at.windows(2).all(|w| w[0] < w[1]) && at[19] < 50);
         }
+        assert_ne!(net.at(0), net.at(1));
+        assert_eq!(RandomChoice::new(5, 20, 3, "").max_len(), 5);
     }
 
     /// A swath observes every candidate within half its width of the
@@ -462,54 +365,30 @@ mod tests {
     /// exceeds its largest size, and is refused when narrower than a gap.
     #[test]
     fn swaths_cover_bands_that_move_across_the_track() {
-        let axis: Vec<f64> = (0..20).map(|i| i as f64 * 1000.0).collect();
-        let mut h = Field::grid("h", "thickness", "m", axis.clone(), axis.clone());
-        h.mask = Some((0..400).map(|k| k % 13 != 0).collect());
-        let geometry = Geometry::new(vec![h], [None, None], CoordinateUnits::Metres);
-        let errors = || ErrorModel {
-            std: vec![0.1],
-            correlation_length: None,
-        };
         let candidates: Vec<usize> = (0..400).filter(|k| k % 13 != 0).collect();
+        let location = |k: usize| [(k % 20) as f64 * 1000.0, (k / 20) as f64 * 1000.0];
+        let locations: Vec<Location> = candidates.iter().map(|&k| location(k)).collect();
         let angle = 70.0f64;
-        let net = SwathNetwork::new(
-            &geometry,
-            Some(candidates.clone()),
-            4000.0,
-            angle,
-            3000.0,
-            5,
-            errors(),
-        )
-        .unwrap();
+        let net = SwathChoice::new(&locations, 4000.0, angle, 3000.0, 5, "").unwrap();
         let (sin, cos) = angle.to_radians().sin_cos();
         let across = |l: &Location| -l[0] * sin + l[1] * cos;
         let mut seen = std::collections::BTreeSet::new();
         for cycle in 0..40 {
-            let at = net.at(cycle, 0.0);
+            let at = net.at(cycle);
             let centre = net.centre(cycle);
-            let inside: Vec<usize> = candidates
-                .iter()
-                .copied()
-                .filter(|&k| {
-                    let l = [(k % 20) as f64 * 1000.0, (k / 20) as f64 * 1000.0];
-                    (across(&l) - centre).abs() <= 2000.0
-                })
+            let inside: Vec<usize> = (0..candidates.len())
+                .filter(|&c| (across(&locations[c]) - centre).abs() <= 2000.0)
                 .collect();
-            let locations = at.operator.locations();
-            assert_eq!(locations.len(), inside.len(), "cycle {cycle}");
+            assert_eq!(at, inside, "cycle {cycle}");
             assert!(!inside.is_empty() && inside.len() <= net.max_len());
-            for (l, &k) in locations.iter().zip(&inside) {
-                assert_eq!(*l, [(k % 20) as f64 * 1000.0, (k / 20) as f64 * 1000.0]);
-                seen.insert(k);
-            }
+            seen.extend(at);
             let next = net.centre(cycle + 1);
             let moved = (next - centre).rem_euclid(net.period);
             assert!((moved - 3000.0f64.rem_euclid(net.period)).abs() < 1e-6);
         }
         // Over the cycles the swaths cover every observable point.
         assert_eq!(seen.len(), candidates.len());
-        let narrow = SwathNetwork::new(&geometry, None, 200.0, 0.0, 100.0, 5, errors());
+        let narrow = SwathChoice::new(&locations, 200.0, 0.0, 100.0, 5, "");
         assert!(narrow.err().unwrap().contains("could see nothing"));
     }
 }
