@@ -6,7 +6,10 @@
 //! its two localised filters at DAPPER's 129 x 129 size. The boundary
 //! layer's batched tridiagonal solve alone, and its whole GABLS1 step. One
 //! sea-ice step (mEVP, BBM) against grid size and members, its gradient,
-//! and a large memory copy for the bandwidth limit.
+//! and a large memory copy for the bandwidth limit. The observation
+//! operators (selection along tracks, bilinear interpolation to stations,
+//! 4 x 4 block averages, and the three stacked) on 25 members of a 65 x 65
+//! grid: host path, tensor path and the vector-Jacobian product by autodiff.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -595,7 +598,81 @@ fn sea_ice(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, filter_cycle, gradient, emulator);
+/// One observation set of `text` built on `geometry`.
+fn obs_set(text: &str, geometry: &rime::core::Geometry, index: usize) -> rime::obs::set::SetNetwork {
+    let table: toml::Table = toml::from_str(text).unwrap();
+    let set = rime::obs::set::ObservationSet::from_table(table, index).unwrap();
+    set.check().unwrap();
+    set.build(geometry, &cpu_f64(), 7, index, std::path::Path::new("."))
+        .unwrap()
+}
+
+fn observation_operators(c: &mut Criterion) {
+    use burn::tensor::{Tensor, TensorData};
+    use rime::obs::network::ObsNetwork;
+    let axis: Vec<f64> = (0..65).map(|i| i as f64).collect();
+    let geometry = rime::core::Geometry::new(
+        vec![rime::core::Field::grid("psi", "stream function", "1", axis.clone(), axis)],
+        [None, None],
+        rime::core::CoordinateUnits::Model,
+    );
+    let sets = [
+        ("tracks_select", "error_std = 1.0\nnetwork = { kind = \"tracks\", count = 300 }"),
+        (
+            "stations_bilinear",
+            "name = \"st\"\nerror_std = 1.0\nnetwork = { kind = \"stations\", count = 300 }\noperator = { kind = \"bilinear\" }",
+        ),
+        (
+            "blocks_average",
+            "name = \"bl\"\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\noperator = { kind = \"block_average\", factor = 5 }",
+        ),
+    ];
+    let mut built: Vec<(String, Box<dyn ObsNetwork>)> = sets
+        .iter()
+        .map(|(label, text)| (label.to_string(), Box::new(obs_set(text, &geometry, 0)) as Box<dyn ObsNetwork>))
+        .collect();
+    built.push((
+        "stacked".into(),
+        Box::new(rime::obs::set::Stack::new(
+            sets.iter()
+                .enumerate()
+                .map(|(i, (_, t))| obs_set(t, &geometry, i))
+                .collect(),
+        )),
+    ));
+    let n = geometry.size();
+    let e = DMatrix::from_fn(n, 25, |i, j| ((i * 7 + j * 3) as f64 * 0.01).sin());
+    let device = cpu_f64();
+    let ad = device.clone().autodiff();
+    let mut group = c.benchmark_group("obs_operator_25_members_65x65");
+    for (label, net) in &built {
+        let op = net.at(3, 1.0).operator;
+        let lin = op.linear().unwrap();
+        group.bench_function(format!("{label}/host"), |b| b.iter(|| lin.apply_host(&e)));
+        group.bench_function(format!("{label}/tensor"), |b| {
+            b.iter(|| {
+                let x = rime::device::ensemble_to_tensor(&e, &device);
+                rime::device::tensor_to_ensemble(op.apply(x, 1.0))
+            })
+        });
+        let p = op.size();
+        let weights = Tensor::<2>::from_data(TensorData::new(vec![0.5f64; 25 * p], [25, p]), &ad);
+        group.bench_function(format!("{label}/vjp"), |b| {
+            b.iter(|| {
+                let x = Tensor::<2>::from_data(
+                    TensorData::new(e.as_slice().to_vec(), [25, n]),
+                    &ad,
+                )
+                .require_grad();
+                let grads = (op.apply(x.clone(), 1.0) * weights.clone()).sum().backward();
+                x.grad(&grads).map(|g| g.into_data())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, filter_cycle, gradient, emulator, observation_operators);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
