@@ -599,7 +599,11 @@ fn sea_ice(c: &mut Criterion) {
 }
 
 /// One observation set of `text` built on `geometry`.
-fn obs_set(text: &str, geometry: &rime::core::Geometry, index: usize) -> rime::obs::set::SetNetwork {
+fn obs_set(
+    text: &str,
+    geometry: &rime::core::Geometry,
+    index: usize,
+) -> rime::obs::set::SetNetwork {
     let table: toml::Table = toml::from_str(text).unwrap();
     let set = rime::obs::set::ObservationSet::from_table(table, index).unwrap();
     set.check().unwrap();
@@ -612,12 +616,21 @@ fn observation_operators(c: &mut Criterion) {
     use rime::obs::network::ObsNetwork;
     let axis: Vec<f64> = (0..65).map(|i| i as f64).collect();
     let geometry = rime::core::Geometry::new(
-        vec![rime::core::Field::grid("psi", "stream function", "1", axis.clone(), axis)],
+        vec![rime::core::Field::grid(
+            "psi",
+            "stream function",
+            "1",
+            axis.clone(),
+            axis,
+        )],
         [None, None],
         rime::core::CoordinateUnits::Model,
     );
     let sets = [
-        ("tracks_select", "error_std = 1.0\nnetwork = { kind = \"tracks\", count = 300 }"),
+        (
+            "tracks_select",
+            "error_std = 1.0\nnetwork = { kind = \"tracks\", count = 300 }",
+        ),
         (
             "stations_bilinear",
             "name = \"st\"\nerror_std = 1.0\nnetwork = { kind = \"stations\", count = 300 }\noperator = { kind = \"bilinear\" }",
@@ -629,7 +642,12 @@ fn observation_operators(c: &mut Criterion) {
     ];
     let mut built: Vec<(String, Box<dyn ObsNetwork>)> = sets
         .iter()
-        .map(|(label, text)| (label.to_string(), Box::new(obs_set(text, &geometry, 0)) as Box<dyn ObsNetwork>))
+        .map(|(label, text)| {
+            (
+                label.to_string(),
+                Box::new(obs_set(text, &geometry, 0)) as Box<dyn ObsNetwork>,
+            )
+        })
         .collect();
     built.push((
         "stacked".into(),
@@ -659,12 +677,12 @@ fn observation_operators(c: &mut Criterion) {
         let weights = Tensor::<2>::from_data(TensorData::new(vec![0.5f64; 25 * p], [25, p]), &ad);
         group.bench_function(format!("{label}/vjp"), |b| {
             b.iter(|| {
-                let x = Tensor::<2>::from_data(
-                    TensorData::new(e.as_slice().to_vec(), [25, n]),
-                    &ad,
-                )
-                .require_grad();
-                let grads = (op.apply(x.clone(), 1.0) * weights.clone()).sum().backward();
+                let x =
+                    Tensor::<2>::from_data(TensorData::new(e.as_slice().to_vec(), [25, n]), &ad)
+                        .require_grad();
+                let grads = (op.apply(x.clone(), 1.0) * weights.clone())
+                    .sum()
+                    .backward();
                 x.grad(&grads).map(|g| g.into_data())
             })
         });
@@ -672,7 +690,13 @@ fn observation_operators(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, filter_cycle, gradient, emulator, observation_operators);
+criterion_group!(
+    benches,
+    filter_cycle,
+    gradient,
+    emulator,
+    observation_operators
+);
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
