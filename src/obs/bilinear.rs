@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::Selection;
-use super::select::grid_candidates;
+use super::select::grid_sites;
 use super::sparse::SparseRows;
 use super::spec::{
     BuildContext, Candidate, KeyError, OperatorBuilder, OperatorSpec, SpecDoc, SpecKey, key_error,
@@ -66,15 +66,7 @@ impl OperatorSpec for BilinearSpec {
                 }
             }
         }
-        let locations: Vec<Location> = g.locations().collect();
-        let indices = grid_candidates(ctx);
-        let candidates = indices
-            .iter()
-            .map(|&i| Candidate {
-                field: g.field_of(i).0,
-                location: locations[i],
-            })
-            .collect();
+        let (locations, indices, candidates) = grid_sites(ctx);
         Ok(Box::new(BilinearBuilder {
             geometry: g.clone(),
             fields: ctx.fields.clone(),

@@ -151,20 +151,36 @@ impl SpecDoc for RandomSpec {
     const KEYS: &'static [SpecKey] = &[req("count", "integer ≥ 1", "observations per cycle", "10")];
 }
 
-fn check_count(count: usize) -> Result<(), KeyError> {
-    if count == 0 {
-        return Err(key_error("count", "must be at least 1"));
-    }
-    Ok(())
-}
+/// A moving choice of `count` of `n` candidates from the seed and a
+/// set's stream prefix.
+type Draw<C> = fn(usize, usize, u64, &str) -> C;
 
-fn fit_count(count: usize, candidates: &[Candidate]) -> Result<(), KeyError> {
+/// `count` checked against the candidates, then the choice drawn.
+fn counted<C: super::spec::Choice + 'static>(
+    count: usize,
+    ctx: &BuildContext<'_>,
+    candidates: &[Candidate],
+    draw: Draw<C>,
+) -> Result<Sites, KeyError> {
+    check_count(count)?;
     let n = candidates.len();
     if count > n {
         return Err(key_error(
             "count",
             format!("{count} exceeds the state size {n}"),
         ));
+    }
+    Ok(Sites::Choose(Box::new(draw(
+        n,
+        count,
+        ctx.seed,
+        &ctx.stream_prefix,
+    ))))
+}
+
+fn check_count(count: usize) -> Result<(), KeyError> {
+    if count == 0 {
+        return Err(key_error("count", "must be at least 1"));
     }
     Ok(())
 }
@@ -177,13 +193,7 @@ impl NetworkSpec for RandomSpec {
         true
     }
     fn init(&self, ctx: &BuildContext<'_>, candidates: &[Candidate]) -> Result<Sites, KeyError> {
-        fit_count(self.count, candidates)?;
-        Ok(Sites::Choose(Box::new(RandomChoice::new(
-            candidates.len(),
-            self.count,
-            ctx.seed,
-            &ctx.stream_prefix,
-        ))))
+        counted(self.count, ctx, candidates, RandomChoice::new)
     }
 }
 
@@ -209,13 +219,7 @@ impl NetworkSpec for TracksSpec {
         true
     }
     fn init(&self, ctx: &BuildContext<'_>, candidates: &[Candidate]) -> Result<Sites, KeyError> {
-        fit_count(self.count, candidates)?;
-        Ok(Sites::Choose(Box::new(TrackChoice::new(
-            candidates.len(),
-            self.count,
-            ctx.seed,
-            &ctx.stream_prefix,
-        ))))
+        counted(self.count, ctx, candidates, TrackChoice::new)
     }
 }
 

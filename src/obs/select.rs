@@ -47,18 +47,25 @@ pub(crate) fn grid_candidates(ctx: &BuildContext<'_>) -> Vec<usize> {
     c
 }
 
+/// The grid points a set may observe: every column's location, the state
+/// index of each candidate, and the candidates.
+pub(crate) fn grid_sites(ctx: &BuildContext<'_>) -> (Vec<Location>, Vec<usize>, Vec<Candidate>) {
+    let g = ctx.geometry;
+    let locations: Vec<Location> = g.locations().collect();
+    let indices = grid_candidates(ctx);
+    let candidates = indices
+        .iter()
+        .map(|&i| Candidate {
+            field: g.field_of(i).0,
+            location: locations[i],
+        })
+        .collect();
+    (locations, indices, candidates)
+}
+
 impl OperatorSpec for SelectSpec {
     fn init(&self, ctx: &BuildContext<'_>) -> Result<Box<dyn OperatorBuilder>, KeyError> {
-        let g = ctx.geometry;
-        let locations: Vec<Location> = g.locations().collect();
-        let indices = grid_candidates(ctx);
-        let candidates = indices
-            .iter()
-            .map(|&i| Candidate {
-                field: g.field_of(i).0,
-                location: locations[i],
-            })
-            .collect();
+        let (locations, indices, candidates) = grid_sites(ctx);
         Ok(Box::new(SelectBuilder {
             locations,
             indices,
