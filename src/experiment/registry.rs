@@ -26,22 +26,10 @@ type ReadJson = fn(toml::Table) -> Result<serde_json::Value, String>;
 fn parse<T: ModelSpec + serde::de::DeserializeOwned + 'static>(
     table: toml::Table,
 ) -> Result<Arc<dyn ModelSpec>, String> {
-    let config: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(parse_config::<T>(table)?))
 }
 
-/// A table read into the config type `T` and written back as JSON, with
-/// every default filled in.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned + Serialize>(
-    table: toml::Table,
-) -> Result<serde_json::Value, String> {
-    let config: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    serde_json::to_value(&config).map_err(|e| e.to_string())
-}
+pub(crate) use crate::obs::spec::{parse_config, read_json};
 
 /// One registered model: its `name` and how its table is read.
 pub struct ModelEntry {

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Selection;
-use super::select::grid_sites;
+use super::select::GridSites;
 use super::sparse::SparseRows;
 use super::spec::{
     BuildContext, Candidate, KeyError, OperatorBuilder, OperatorSpec, SpecDoc, SpecKey, key_error,
@@ -35,9 +34,7 @@ impl SpecDoc for BilinearSpec {
 struct BilinearBuilder {
     geometry: Geometry,
     fields: Vec<usize>,
-    locations: Vec<Location>,
-    indices: Vec<usize>,
-    candidates: Vec<Candidate>,
+    grid: GridSites,
 }
 
 impl OperatorSpec for BilinearSpec {
@@ -66,13 +63,10 @@ impl OperatorSpec for BilinearSpec {
                 }
             }
         }
-        let (locations, indices, candidates) = grid_sites(ctx);
         Ok(Box::new(BilinearBuilder {
             geometry: g.clone(),
             fields: ctx.fields.clone(),
-            locations,
-            indices,
-            candidates,
+            grid: GridSites::new(ctx),
         }))
     }
 }
@@ -169,12 +163,11 @@ impl BilinearBuilder {
 
 impl OperatorBuilder for BilinearBuilder {
     fn candidates(&self) -> &[Candidate] {
-        &self.candidates
+        self.grid.candidates()
     }
 
     fn at_candidates(&self, chosen: &[usize], name: &str) -> Arc<dyn ObsOperator> {
-        let indices = chosen.iter().map(|&c| self.indices[c]).collect();
-        Arc::new(Selection::in_range(indices, &self.locations, name))
+        self.grid.select(chosen, name)
     }
 
     fn at_points(

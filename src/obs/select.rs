@@ -21,13 +21,50 @@ impl SpecDoc for SelectSpec {
     const KEYS: &'static [SpecKey] = &[];
 }
 
-struct SelectBuilder {
-    /// Every column's location (a selection looks its observations up).
+/// The grid points a set may observe: every column's location, the
+/// state index of each candidate, and the candidates; chosen ones are
+/// observed by a selection.
+pub(crate) struct GridSites {
     locations: Vec<Location>,
-    /// The state index of each candidate.
     indices: Vec<usize>,
     candidates: Vec<Candidate>,
 }
+
+impl GridSites {
+    /// The candidates of a set: every state variable, or the active
+    /// points of its named fields.
+    pub(crate) fn new(ctx: &BuildContext<'_>) -> Self {
+        let g = ctx.geometry;
+        let locations: Vec<Location> = g.locations().collect();
+        let indices = grid_candidates(ctx);
+        let candidates = indices
+            .iter()
+            .map(|&i| Candidate {
+                field: g.field_of(i).0,
+                location: locations[i],
+            })
+            .collect();
+        Self {
+            locations,
+            indices,
+            candidates,
+        }
+    }
+
+    /// The candidates.
+    pub(crate) fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// The selection of candidates `chosen`.
+    pub(crate) fn select(&self, chosen: &[usize], name: &str) -> Arc<dyn ObsOperator> {
+        let indices = chosen.iter().map(|&c| self.indices[c]).collect();
+        // Candidates are state indices: in range by construction.
+        Arc::new(Selection::in_range(indices, &self.locations, name))
+    }
+}
+
+struct SelectBuilder(GridSites);
 
 /// The state indices a set may observe: every variable, or the active
 /// points of its named fields, in state order.
@@ -47,42 +84,19 @@ pub(crate) fn grid_candidates(ctx: &BuildContext<'_>) -> Vec<usize> {
     c
 }
 
-/// The grid points a set may observe: every column's location, the state
-/// index of each candidate, and the candidates.
-pub(crate) fn grid_sites(ctx: &BuildContext<'_>) -> (Vec<Location>, Vec<usize>, Vec<Candidate>) {
-    let g = ctx.geometry;
-    let locations: Vec<Location> = g.locations().collect();
-    let indices = grid_candidates(ctx);
-    let candidates = indices
-        .iter()
-        .map(|&i| Candidate {
-            field: g.field_of(i).0,
-            location: locations[i],
-        })
-        .collect();
-    (locations, indices, candidates)
-}
-
 impl OperatorSpec for SelectSpec {
     fn init(&self, ctx: &BuildContext<'_>) -> Result<Box<dyn OperatorBuilder>, KeyError> {
-        let (locations, indices, candidates) = grid_sites(ctx);
-        Ok(Box::new(SelectBuilder {
-            locations,
-            indices,
-            candidates,
-        }))
+        Ok(Box::new(SelectBuilder(GridSites::new(ctx))))
     }
 }
 
 impl OperatorBuilder for SelectBuilder {
     fn candidates(&self) -> &[Candidate] {
-        &self.candidates
+        self.0.candidates()
     }
 
     fn at_candidates(&self, chosen: &[usize], name: &str) -> Arc<dyn ObsOperator> {
-        let indices = chosen.iter().map(|&c| self.indices[c]).collect();
-        // Candidates are state indices: in range by construction.
-        Arc::new(Selection::in_range(indices, &self.locations, name))
+        self.0.select(chosen, name)
     }
 
     fn at_points(

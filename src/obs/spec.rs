@@ -197,31 +197,32 @@ pub struct SpecEntry<S: ?Sized> {
     pub keys: &'static [SpecKey],
 }
 
-fn read_json<T: DeserializeOwned + Serialize>(
+/// A table read into the config type `T`, with serde's message on
+/// failure.
+pub(crate) fn parse_config<T: DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())
+}
+
+/// A table read into the config type `T` and written back as JSON, with
+/// every default filled in.
+pub(crate) fn read_json<T: DeserializeOwned + Serialize>(
     table: toml::Table,
 ) -> Result<serde_json::Value, String> {
-    let config: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    serde_json::to_value(&config).map_err(|e| e.to_string())
+    serde_json::to_value(parse_config::<T>(table)?).map_err(|e| e.to_string())
 }
 
 fn parse_operator<T: OperatorSpec + DeserializeOwned + 'static>(
     table: toml::Table,
 ) -> Result<Arc<dyn OperatorSpec>, String> {
-    let config: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(parse_config::<T>(table)?))
 }
 
 fn parse_network<T: NetworkSpec + DeserializeOwned + 'static>(
     table: toml::Table,
 ) -> Result<Arc<dyn NetworkSpec>, String> {
-    let config: T = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
-    Ok(Arc::new(config))
+    Ok(Arc::new(parse_config::<T>(table)?))
 }
 
 /// A registry line for operator `T`.
