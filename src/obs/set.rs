@@ -418,6 +418,12 @@ impl ObservationSet {
                     ));
                 }
             }
+            if k.fields.is_some() {
+                return Err(key_error(
+                    "fields",
+                    "does not apply to observations from a file (each row gives its state index or place)",
+                ));
+            }
             return Ok(());
         }
         let Some(error_std) = &k.error_std else {
@@ -520,10 +526,14 @@ impl ObservationSet {
             .spec()
             .init(&ctx, builder.candidates())
             .map_err(|e| prefixed("network", e))?;
-        let errors = self.keys.error_std.clone().unwrap_or(ErrorStd::Scalar(1.0));
-        // Per-field errors: every field the set may observe needs one.
-        let field_std: Option<Vec<f64>> = match &errors {
-            ErrorStd::Fields(map) => {
+        let rule = match self.keys.error_std.clone() {
+            // A file set (no error keys) never simulates: any rule serves.
+            None => StdRule::Uniform(1.0),
+            Some(ErrorStd::Scalar(v)) => StdRule::Uniform(v),
+            Some(ErrorStd::PerObservation(v)) if v.len() == 1 => StdRule::Uniform(v[0]),
+            Some(ErrorStd::PerObservation(v)) => StdRule::PerObservation(v),
+            // Per-field errors: every field the set may observe needs one.
+            Some(ErrorStd::Fields(map)) => {
                 for name in map.keys() {
                     geometry
                         .field_named(name)
@@ -545,7 +555,7 @@ impl ObservationSet {
                         ),
                     ));
                 }
-                Some(
+                StdRule::ByField(
                     geometry
                         .fields
                         .iter()
@@ -553,14 +563,6 @@ impl ObservationSet {
                         .collect(),
                 )
             }
-            _ => None,
-        };
-        let rule = match (errors, field_std) {
-            (_, Some(by_field)) => StdRule::ByField(by_field),
-            (ErrorStd::Scalar(v), _) => StdRule::Uniform(v),
-            (ErrorStd::PerObservation(v), _) if v.len() == 1 => StdRule::Uniform(v[0]),
-            (ErrorStd::PerObservation(v), _) => StdRule::PerObservation(v),
-            (ErrorStd::Fields(_), None) => StdRule::Uniform(1.0),
         };
         let mut set = SetNetwork {
             name: self.name.clone(),
@@ -569,21 +571,21 @@ impl ObservationSet {
             rule,
             correlation_length: self.keys.error_correlation_length,
             kind: self.network.kind().to_string(),
+            // Replaced below, once the builder can make the operator.
             sites: SetSites::Fixed(None),
         };
         // A fixed network is built once, here, so that its errors surface
         // before any computing.
-        let (fixed, choice) = match sites {
-            Sites::Points(points) => (Some(set.builder.at_points(&points, &set.kind)?), None),
-            Sites::Choose(choice) if choice.is_fixed() => {
-                let chosen = choice.at(0);
-                (Some(set.chosen(&chosen)), None)
+        set.sites = match sites {
+            Sites::Points(points) => {
+                let (op, fields) = set.builder.at_points(&points, &set.kind)?;
+                SetSites::Fixed(Some(set.network_at(op, &fields, 0)?))
             }
-            Sites::Choose(choice) => (None, Some(choice)),
-        };
-        set.sites = match (fixed, choice) {
-            (Some((op, fields)), _) => SetSites::Fixed(Some(set.network_at(op, &fields, 0)?)),
-            (None, Some(choice)) => {
+            Sites::Choose(choice) if choice.is_fixed() => {
+                let (op, fields) = set.chosen(&choice.at(0));
+                SetSites::Fixed(Some(set.network_at(op, &fields, 0)?))
+            }
+            Sites::Choose(choice) => {
                 if let StdRule::PerObservation(v) = &set.rule {
                     return Err(key_error(
                         "error_std",
@@ -595,7 +597,6 @@ impl ObservationSet {
                 }
                 SetSites::Moving(choice)
             }
-            (None, None) => SetSites::Fixed(None),
         };
         Ok(set)
     }
