@@ -6,14 +6,15 @@
 //! size = 40
 //! forcing = 8.0
 //! dt = 0.05
-//! [observations]
-//! operator = "identity"   # | "partial" with indices = [...] | "every" with stride = k
-//!                         # | "random" with count = p (a new random network each cycle)
-//! error_std = 1.0         # or one value per observation: [0.5, 1.0, ...]
-//! every = 1               # model steps between observations
+//! [[observations]]        # one or more sets (crate::obs::set)
+//! network = { kind = "identity" }   # | "every" | "indices" | "random" | "tracks" | "swath"
+//!                                   # | "points" | "stations" | "file"
+//! operator = { kind = "select" }    # | "bilinear" | "block_average" (default select)
+//! error_std = 1.0         # or one value per observation: [0.5, 1.0, ...], or per field
 //! # error_correlation_length = 2.0   # Gaussian-correlated errors (full R)
 //! # missing_fraction = 0.1           # each observation missing with this probability
 //! [run]
+//! steps_per_cycle = 1     # model steps between observations
 //! cycles = 10000
 //! burn_in = 400           # cycles excluded from averages
 //! seed = 3000
@@ -29,6 +30,9 @@
 //! [expected]              # published scores, keyed by method label
 //! etkf = { rmse_a = 0.18, tolerance = 0.02 }
 //! ```
+//!
+//! A single flat `[observations]` table of older files (`operator =
+//! "random"`, `count = 20`, `steps_per_cycle = 2`) is read as one set.
 //!
 //! An optional `[forecast_model]` table gives the model the methods cycle
 //! when it differs from the truth's (imperfect-model twins, e.g. the
