@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use nalgebra::{DMatrix, DVector};
 
 use super::config::{ConfigError, ExperimentConfig};
-use crate::core::{Forecaster, Geometry, Model, ObsBatch, ObsOperator};
+use crate::core::{Forecaster, Geometry, Model, ObsBatch};
 use crate::da::{ClimateStats, Gaussian};
 use crate::obs::file::FileObservations;
 use crate::obs::network::ObsNetwork;
@@ -666,14 +666,6 @@ pub fn climate(
         let variance = m2 / (kept as f64 - 1.0).max(1.0);
         ClimateStats::from_moments(mean, variance)
     })
-}
-
-/// The state index each observation of a selection reads, if the operator
-/// is one.
-pub fn selected_indices(op: &dyn ObsOperator) -> Option<Vec<usize>> {
-    op.linear()
-        .and_then(|l| l.selected_indices())
-        .map(<[usize]>::to_vec)
 }
 
 #[cfg(test)]

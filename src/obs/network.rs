@@ -86,37 +86,6 @@ impl ErrorModel {
     }
 }
 
-/// The same operator and errors at every cycle.
-pub struct FixedNetwork {
-    at: NetworkAt,
-}
-
-impl FixedNetwork {
-    /// A fixed network.
-    pub fn new(operator: Arc<dyn ObsOperator>, error: ObsError) -> Self {
-        Self {
-            at: NetworkAt {
-                sets: vec![operator.size()],
-                operator,
-                error,
-                network_id: 0,
-            },
-        }
-    }
-}
-
-impl ObsNetwork for FixedNetwork {
-    fn at(&self, _cycle: usize, _time: f64) -> NetworkAt {
-        self.at.clone()
-    }
-    fn is_fixed(&self) -> bool {
-        true
-    }
-    fn max_len(&self) -> usize {
-        self.at.operator.size()
-    }
-}
-
 /// The generator of `what` at `cycle` for a set whose streams start with
 /// `prefix` (empty for the first set: its draws are those of earlier
 /// versions).
