@@ -146,3 +146,18 @@ peers:
 # Regenerates every table of the paper.
 paper: reproduce
     @echo "tables in paper/tables/"
+
+# The downscaling twin (issue 24, point 5): the coarse QG state assimilating
+# fine-scale temperature and precipitation stations through the exact chain,
+# the naive coarse chain, and not at all, over three seeds (~7 min per run
+# with stations on two cores); table to paper/tables/downscaling_twin.md.
+downscaling-twin:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build
+    for seed in 3000 3001 3002; do
+        for config in exact naive none; do
+            "$CARGO_TARGET_DIR/debug/rime" run experiments/qg/downscaling/$config.toml --seed $seed --out out/downscaling/${config}_$seed --overwrite
+        done
+    done
+    python3 experiments/qg/downscaling/table.py out/downscaling paper/tables/downscaling_twin.md

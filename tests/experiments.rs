@@ -2022,6 +2022,27 @@ fn several_observation_sets_are_assimilated_together() {
         }
         assert!(alone.methods[1].summary.sets.is_empty());
     }
+    // A verification set (assimilate = false) observing every variable:
+    // not assimilated (the same analyses), and its analysis RMSE at its
+    // sites is the run's analysis RMSE.
+    let check = "[[observations]]\nname = \"everywhere\"\nassimilate = false\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n";
+    let verified = ExperimentConfig::from_toml(
+        &format!("{head}{grid}{buoys}{check}{tail}"),
+        Path::new("verified.toml"),
+    )
+    .unwrap();
+    let verified = run(&verified, &RunOptions::default()).unwrap();
+    for (m, v) in report.methods.iter().zip(&verified.methods) {
+        assert_eq!(m.summary.rmse_a, v.summary.rmse_a, "{}", m.label);
+        assert_eq!(m.summary.sets.len(), v.summary.sets.len());
+        let c = &v.summary.verification;
+        assert_eq!(c.len(), 1, "{}", m.label);
+        assert_eq!(c[0].obs_count, Some(40.0));
+        let (a, b) = (c[0].rmse_a.unwrap(), v.summary.rmse_a.unwrap());
+        assert!((a - b).abs() < 1e-9 * b, "{}: {a} vs {b}", m.label);
+        let (f, g) = (c[0].rmse_f.unwrap(), v.summary.rmse_f.unwrap());
+        assert!((f - g).abs() < 1e-9 * g, "{}: {f} vs {g}", m.label);
+    }
     let obs = rime::io::read_classic(&dir.join("observations.nc")).unwrap();
     let set = read_f64(&obs, "obs_set");
     assert_eq!(&set[..25], &[[0.0; 10].as_slice(), &[1.0; 15]].concat()[..]);
@@ -2056,7 +2077,7 @@ fn observation_sets_that_do_not_fit_are_refused_with_the_key() {
     let head = SMALL.split("[observations]").next().unwrap();
     let tail = "[run]".to_string() + SMALL.split("[run]").nth(1).unwrap();
     let dir = scratch("bad-sets");
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 10] = [
         (
             "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n",
             &["observations[1].name", "named \"identity\""],
@@ -2087,6 +2108,18 @@ fn observation_sets_that_do_not_fit_are_refused_with_the_key() {
         (
             "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"random\", count = 5 }\nfields = [\"h\"]\n",
             &["observations[0].fields", "no field `h`"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\ntruth_operator = { kind = \"block_average\", factor = 2 }\n",
+            &["observations[0].truth_operator", "other sites"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n[[observations]]\nname = \"check\"\nassimilate = false\nmissing_fraction = 0.1\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\n",
+            &["observations[1].missing_fraction", "verification set"],
+        ),
+        (
+            "[[observations]]\nerror_std = 1.0\nnetwork = { kind = \"identity\" }\noperator = { kind = \"orographic\", quantity = \"temperature\" }\n",
+            &["observations[0].fields", "2-D"],
         ),
     ];
     for (i, (sets, expected)) in cases.iter().enumerate() {

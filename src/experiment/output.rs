@@ -1077,6 +1077,9 @@ struct MethodSummary<'a> {
     /// Several observation sets: each set's innovation statistics.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     sets: &'a [super::runner::SetSummary],
+    /// Verification sets: the error of the estimates at their sites.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    verification: &'a [super::runner::VerificationSummary],
     /// Several fields: the unit-free headline (RMS over the fields of
     /// each field's RMSE over its climatological std).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1167,6 +1170,7 @@ pub fn summary_json(report: &Report) -> String {
                 desroziers_hbh_ratio: s.desroziers_hbh_ratio,
                 fields: &s.fields,
                 sets: &s.sets,
+                verification: &s.verification,
                 rmse_a_normalised: s.rmse_a_normalised,
                 time_per_cycle_s: m.time_per_cycle_s,
                 minimisation: (!m.minimisations.is_empty()).then(|| MinimisationStats {
@@ -1295,7 +1299,52 @@ pub fn table(report: &Report) -> String {
         cells.push(format!("{:.3}", m.time_per_cycle_s * 1e3));
         out += &format!("| {} |\n", cells.join(" | "));
     }
-    out + &field_tables(report) + &set_tables(report)
+    out + &field_tables(report) + &set_tables(report) + &verification_tables(report)
+}
+
+/// Verification sets: the RMSE of each method's forecast and analysis
+/// means at the sets' sites against the truth there.
+fn verification_tables(report: &Report) -> String {
+    let Some(names): Option<Vec<String>> = report
+        .methods
+        .iter()
+        .find(|m| !m.summary.verification.is_empty())
+        .map(|m| {
+            m.summary
+                .verification
+                .iter()
+                .map(|s| s.set.clone())
+                .collect()
+        })
+    else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nVerification sets (not assimilated), RMSE against the truth at their sites, time means after burn-in (forecast → analysis ± 95 %):\n\n| method | {} |\n|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len() + 1)
+    );
+    for m in &report.methods {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                m.summary
+                    .verification
+                    .iter()
+                    .find(|s| &s.set == n)
+                    .map_or("—".to_string(), |s| {
+                        format!(
+                            "{} → {} ± {}",
+                            significant(s.rmse_f),
+                            significant(s.rmse_a),
+                            significant(s.rmse_a_ci95)
+                        )
+                    })
+            })
+            .collect();
+        out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
+    }
+    out
 }
 
 /// Several observation sets: each set's O-B and O-A rms and Desroziers

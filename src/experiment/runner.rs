@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
 use super::output;
-use super::twin::{Built, Chronology, ObsSource, TruthRun, climate};
+use super::twin::{Built, Chronology, ObsSource, TruthRun, Verification, climate};
 use crate::core::{Forecaster, ObsBatch, apply_to_ensemble, apply_to_state};
 use crate::da::var::MinimisationSummary;
 use crate::da::{ClimateStats, Context, DaError, Estimate, Filter, Gaussian};
@@ -455,6 +455,56 @@ pub struct SetSummary {
     pub desroziers_r_ratio: Option<f64>,
 }
 
+/// The scores of a verification set over the cycles after the burn-in:
+/// the error of the estimates seen through the set's operator, against
+/// the truth seen through the set's (truth) operator without noise.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerificationSummary {
+    /// The set's name.
+    pub set: String,
+    /// Its sites per cycle.
+    pub obs_count: Option<f64>,
+    /// Mean RMSE of `H(forecast mean)` against `H_truth(truth)`.
+    pub rmse_f: Option<f64>,
+    /// Mean RMSE of `H(analysis mean)` against `H_truth(truth)`.
+    pub rmse_a: Option<f64>,
+    /// Half-width of the 95 % interval of `rmse_a` (autocorrelation
+    /// counted).
+    pub rmse_a_ci95: Option<f64>,
+}
+
+/// Per verification set: its size and the RMSE of the forecast and
+/// analysis means at its sites against the truth's values.
+fn check_scores(
+    v: &Verification,
+    forecast: &DVector<f64>,
+    analysis: &DVector<f64>,
+    device: &burn::tensor::Device,
+) -> Vec<[f64; 3]> {
+    let hf = apply_to_state(v.operator.as_ref(), forecast, v.time, device);
+    let ha = apply_to_state(v.operator.as_ref(), analysis, v.time, device);
+    let mut start = 0;
+    v.sets
+        .iter()
+        .map(|&n| {
+            let range = start..start + n;
+            start += n;
+            if n == 0 {
+                return [0.0, f64::NAN, f64::NAN];
+            }
+            let rms = |h: &DVector<f64>| {
+                (range
+                    .clone()
+                    .map(|i| (h[i] - v.values[i]).powi(2))
+                    .sum::<f64>()
+                    / n as f64)
+                    .sqrt()
+            };
+            [n as f64, rms(&hf), rms(&ha)]
+        })
+        .collect()
+}
+
 /// Per-set innovation statistics of one cycle, in the order of
 /// [`SET_SCORES`]: NaN for a set without observations at the cycle.
 fn set_scores(obs: &ObsBatch, d_b: &DVector<f64>, d_a: &DVector<f64>) -> Vec<[f64; 6]> {
@@ -525,6 +575,9 @@ pub struct Summary {
     /// than one set.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<SetSummary>,
+    /// The scores of each verification set (`assimilate = false`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<VerificationSummary>,
     /// For models whose fields have different units: the root mean square
     /// over the fields of each field's analysis RMSE over its
     /// climatological standard deviation, a headline free of mixed units
@@ -924,13 +977,14 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
     let mut truth_run = has_truth.then(|| TruthRun::new(&config, &built));
     for k in 0..chronology.cycles {
         let time = chronology.time(k);
-        let (truth, batch) = match (&mut truth_run, &built.source) {
+        let (truth, batch, check) = match (&mut truth_run, &built.source) {
             (Some(t), _) => {
                 let x = t.advance();
                 let y = t.observe(&x);
-                (Some(x), y)
+                let check = t.verify(&x);
+                (Some(x), y, check)
             }
-            (None, ObsSource::File(f)) => (None, f.batch(k, time)),
+            (None, ObsSource::File(f)) => (None, f.batch(k, time), None),
             (None, ObsSource::Twin(_)) => unreachable!("a twin has a truth run"),
         };
         if let Some(files) = &mut outputs {
@@ -938,7 +992,7 @@ pub fn run(config: &ExperimentConfig, options: &RunOptions) -> Result<Report, Ru
         }
         runs.par_iter_mut()
             .filter(|r| r.status.stopped_at().is_none())
-            .for_each(|r| r.cycle(k, truth.as_ref(), &batch, divergence_rmse));
+            .for_each(|r| r.cycle(k, truth.as_ref(), &batch, check.as_ref(), divergence_rmse));
         for r in &mut runs {
             if let Some(e) = r.write_error.take() {
                 return Err(e.into());
@@ -1077,6 +1131,8 @@ struct MethodRun<'a> {
     write_error: Option<IoError>,
     /// The names of the observation sets.
     set_names: Vec<String>,
+    /// The verification sets' names.
+    check_names: Vec<String>,
 }
 
 impl<'a> MethodRun<'a> {
@@ -1136,12 +1192,30 @@ impl<'a> MethodRun<'a> {
             minimisations_seen: 0,
             writer,
             write_error: None,
-            set_names: config.observations.iter().map(|o| o.name.clone()).collect(),
+            set_names: config
+                .observations
+                .iter()
+                .filter(|o| o.assimilated())
+                .map(|o| o.name.clone())
+                .collect(),
+            check_names: config
+                .observations
+                .iter()
+                .filter(|o| !o.assimilated())
+                .map(|o| o.name.clone())
+                .collect(),
         })
     }
 
     /// Forecast, analysis, scores and output of cycle `k`.
-    fn cycle(&mut self, k: usize, truth: Option<&DVector<f64>>, obs: &ObsBatch, limit: f64) {
+    fn cycle(
+        &mut self,
+        k: usize,
+        truth: Option<&DVector<f64>>,
+        obs: &ObsBatch,
+        check: Option<&Verification>,
+        limit: f64,
+    ) {
         let start = Instant::now();
         let time = k as f64 * self.context.interval();
         let mut scores = CycleScores::nan();
@@ -1246,6 +1320,10 @@ impl<'a> MethodRun<'a> {
         if k >= self.burn_in && obs.sets.len() > 1 {
             self.averages.push_sets(&set_scores(obs, &d_b, &d_a));
         }
+        if let (Some(v), true) = (check, k >= self.burn_in) {
+            self.averages
+                .push_checks(&check_scores(v, &forecast.mean, &a.mean, &device));
+        }
         if self.keep_series {
             self.series.scores[k] = scores;
         }
@@ -1329,6 +1407,7 @@ impl<'a> MethodRun<'a> {
         let summary = if self.status.stopped_at().is_none() {
             let mut s = summarise(&self.averages, self.entry.method.ensemble_size(), has_truth);
             s.sets = self.averages.set_summaries(&self.set_names);
+            s.verification = self.averages.check_summaries(&self.check_names);
             if let (Some(scorer), true) = (&self.scorer, has_truth) {
                 let nf = scorer.fields().len();
                 let finite = |x: f64| x.is_finite().then_some(x);
@@ -1652,6 +1731,9 @@ struct Averages {
     fields: Vec<Running>,
     /// Per observation set, the scores of [`SET_SCORES`].
     sets: Vec<[Running; 6]>,
+    /// Per verification set: count, forecast and analysis RMSE at its
+    /// sites.
+    checks: Vec<[Running; 3]>,
 }
 
 impl Averages {
@@ -1682,6 +1764,41 @@ impl Averages {
                 ri.push(*vi);
             }
         }
+    }
+
+    fn push_checks(&mut self, checks: &[[f64; 3]]) {
+        if self.checks.len() < checks.len() {
+            self.checks.resize(checks.len(), Default::default());
+        }
+        for (r, v) in self.checks.iter_mut().zip(checks) {
+            for (ri, vi) in r.iter_mut().zip(v) {
+                ri.push(*vi);
+            }
+        }
+    }
+
+    /// The summaries of the verification sets named `names`.
+    fn check_summaries(&self, names: &[String]) -> Vec<VerificationSummary> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let at = |j: usize| self.checks.get(i).and_then(|r| r[j].finite_mean());
+                let ci = |j: usize| {
+                    self.checks
+                        .get(i)
+                        .map(|r| r[j].mean_with_ci().ci95)
+                        .filter(|v| v.is_finite())
+                };
+                VerificationSummary {
+                    set: name.clone(),
+                    obs_count: at(0),
+                    rmse_f: at(1),
+                    rmse_a: at(2),
+                    rmse_a_ci95: ci(2),
+                }
+            })
+            .collect()
     }
 
     /// The summaries of the observation sets named `names`.

@@ -282,6 +282,11 @@ fn run_tables() -> Vec<TableDoc> {
                 "what H does at the network's sites (default: { kind = \"select\" })",
             ),
             key(
+                "truth_operator",
+                "table with a `kind` (an operator table below)",
+                "the operator that simulates a twin's observations when DA assimilates them through another (`operator`: an imperfect, naive or learned one); at the same sites; absent: `operator` does both",
+            ),
+            key(
                 "name",
                 "text",
                 "names the set in outputs and errors; unique (default: the network's kind)",
@@ -305,6 +310,11 @@ fn run_tables() -> Vec<TableDoc> {
                 "missing_fraction",
                 "number in [0, 1)",
                 "probability that an observation of the set is missing at a cycle",
+            ),
+            key(
+                "assimilate",
+                "true or false",
+                "false: a verification set, simulated from the truth (through truth_operator if given) and scored at its sites (RMSE of H(forecast mean) and H(analysis mean) against the noise-free H(truth): summary.json `verification`) but not assimilated; default true",
             ),
         ],
         reader: Reader::Struct(read_json::<SetKeys>),

@@ -151,6 +151,9 @@ pub struct Built {
     pub forecast_model: Option<Box<dyn Model>>,
     /// Where the observations come from.
     pub source: ObsSource,
+    /// The verification sets (`assimilate = false`), stacked: simulated
+    /// from the truth, scored, never assimilated.
+    pub verification: Option<Box<dyn ObsNetwork>>,
     /// Truth state to forecast-model state.
     pub projection: Projection,
     /// The climatological sample initial conditions are drawn from, once
@@ -244,6 +247,7 @@ impl Built {
             .observations
             .iter()
             .find_map(|set| set.file().map(|f| (set, f)));
+        let mut verification = None;
         let source = if let Some((set, file)) = file {
             let path = base.join(file);
             let interval = model.dt() * config.steps_per_cycle as f64;
@@ -259,18 +263,26 @@ impl Built {
             ObsSource::File(obs)
         } else {
             let mut sets: Vec<SetNetwork> = Vec::with_capacity(config.observations.len());
+            let mut checks: Vec<SetNetwork> = Vec::new();
             for (i, set) in config.observations.iter().enumerate() {
                 let built = set
                     .build(model.geometry(), &device, config.run.seed, i, base)
                     .map_err(|(k, e)| config.invalid(&set.key(&k), e))?;
-                check_error_conditioning(config, set, &built)?;
-                sets.push(built);
+                if set.assimilated() {
+                    check_error_conditioning(config, set, &built)?;
+                    sets.push(built);
+                } else {
+                    checks.push(built);
+                }
             }
             let network: Box<dyn ObsNetwork> = if sets.len() == 1 {
                 Box::new(sets.remove(0))
             } else {
                 Box::new(Stack::new(sets))
             };
+            if !checks.is_empty() {
+                verification = Some(Box::new(Stack::new(checks)) as Box<dyn ObsNetwork>);
+            }
             ObsSource::Twin(network)
         };
         if let Some(fields) = &config.output.fields {
@@ -297,6 +309,7 @@ impl Built {
             truth_model,
             forecast_model,
             source,
+            verification,
             projection,
             initial_sample: std::sync::OnceLock::new(),
         })
@@ -582,12 +595,14 @@ impl<'a> TruthRun<'a> {
             ObsSource::File(f) => return f.batch(k, time),
         };
         let at = network.at(k, time);
-        let hx = crate::core::apply_to_state(at.operator.as_ref(), truth, time, &self.built.device);
+        let simulating = at.truth.as_ref().unwrap_or(&at.operator);
+        let hx = crate::core::apply_to_state(simulating.as_ref(), truth, time, &self.built.device);
         let mut y = hx + at.error.sample(&mut self.noise);
         // Each set's values go missing with its own probability, drawn
         // in order from one stream.
         let mut start = 0;
-        for (set, &n) in self.config.observations.iter().zip(&at.sets) {
+        let assimilated = self.config.observations.iter().filter(|s| s.assimilated());
+        for (set, &n) in assimilated.zip(&at.sets) {
             if let Some(f) = set.keys.missing_fraction {
                 use rand::Rng as _;
                 for v in y.rows_mut(start, n).iter_mut() {
@@ -600,6 +615,37 @@ impl<'a> TruthRun<'a> {
         }
         ObsBatch::in_sets(k, time, y, at.error, at.operator, at.network_id, &at.sets)
     }
+
+    /// The verification sets at the cycle just observed: their operator
+    /// (what DA's estimates are seen through) and the noise-free values of
+    /// the truth there (through `truth_operator` where a set has one).
+    pub fn verify(&self, truth: &DVector<f64>) -> Option<Verification> {
+        let network = self.built.verification.as_ref()?;
+        let k = self.cycle - 1;
+        let time = self.chronology.time(k);
+        let at = network.at(k, time);
+        let simulating = at.truth.as_ref().unwrap_or(&at.operator);
+        let values =
+            crate::core::apply_to_state(simulating.as_ref(), truth, time, &self.built.device);
+        Some(Verification {
+            time,
+            values,
+            operator: at.operator,
+            sets: at.sets,
+        })
+    }
+}
+
+/// What the verification sets saw of the truth at one cycle.
+pub struct Verification {
+    /// Model time.
+    pub time: f64,
+    /// `H_truth(x_t)`, without noise.
+    pub values: DVector<f64>,
+    /// The sets' operators, stacked.
+    pub operator: std::sync::Arc<dyn crate::core::ObsOperator>,
+    /// Observations per set, in order.
+    pub sets: Vec<usize>,
 }
 
 /// States above which the climatology is accumulated as running moments

@@ -71,11 +71,84 @@
 //! The theory is linear in the terrain for a *uniform* wind; it is not
 //! linear in the wind (`m` and the delays depend on `sigma`). A wind that
 //! varies in space has no such closed form: callers pass a domain-mean wind,
-//! or split the domain into blocks and pass each block's mean wind over the
-//! (padded) block. The Coriolis parameter `f`, which some implementations
-//! put into `m` as `(N_m^2 - sigma^2) / (sigma^2 - f^2)`, is not included
-//! (it matters only where `|sigma|` approaches `f`, for terrain some hundreds
-//! of kilometres wide).
+//! or split the domain into blocks, each with its own uniform wind, and
+//! blend the blocks' fields ([`BlockedOrographic`], below). The Coriolis
+//! parameter `f`, which some implementations put into `m` as
+//! `(N_m^2 - sigma^2) / (sigma^2 - f^2)`, is not included (it matters only
+//! where `|sigma|` approaches `f`, for terrain some hundreds of kilometres
+//! wide).
+//!
+//! # Winds that vary: blocks
+//! [`BlockedOrographic`] splits the grid into `by x bx` blocks whose centres
+//! lie on a regular lattice (block `(jb, ib)` centred on the fractional cell
+//! index `((jb + 1/2) ny / by - 1/2, (ib + 1/2) nx / bx - 1/2)`), gives each
+//! block `b` a uniform wind `(U_b, V_b)`, and blends the blocks' fields with
+//! tent weights:
+//!
+//! ```text
+//! w_b(j, i) = t_jb(j) t_ib(i)       t: the hat function of the cell index that is
+//!                                    1 at its block centre, 0 at the neighbouring
+//!                                    centres, and 1 beyond the outermost centres
+//! w_b >= 0,  sum_b w_b(x) = 1       (a partition of unity, to rounding)
+//! P_b(x)  = P_background + Re IFFT(T(k, l; U_b, V_b) h_hat) / N     (the whole terrain)
+//! P(x)    = max( P_background + sum_b w_b(x) (P_b(x) - P_background), 0 )
+//! U_b     = sum_x w_b(x) u(x) / sum_x w_b(x)      (a block's wind from a wind field)
+//! ```
+//!
+//! Each `P_b` is the uniform-wind solution over the whole (padded) terrain,
+//! so the condensate lifted in one block and carried into the next keeps the
+//! wind of the block it is evaluated in; between centres the field is a
+//! linear blend of the neighbours' fields. With equal winds in all blocks
+//! the field is the uniform-wind one (to rounding). Mass: each
+//! `P_b - P_background` has zero domain mean, so with equal winds the
+//! domain mean of the unclipped field is the background; with different
+//! winds it is `P_background + (1/N) sum_b sum_x w_b(x) (P_b(x) - P_background)`,
+//! which is not the background in general: the condensation on a windward
+//! slope and the evaporation in its lee are weighed with different winds
+//! where they fall in different blocks. The imbalance is of the order of the
+//! difference between the neighbouring blocks' fields in the blending zones.
+//! Cost: the transfer function on half the modes per block (Hermitian
+//! symmetry) and one inverse 2-D FFT per two blocks (the fields are real,
+//! so two go through one complex transform); a uniform-wind field costs one
+//! full evaluation and one FFT.
+//!
+//! # Gradients
+//! The transfer function depends on the wind only through `sigma`, so
+//! `dT/du = k dT/dsigma` and `dT/dv = l dT/dsigma`
+//! ([`transfer_function_derivative`]), with, on the branches above
+//! (`K = (k^2 + l^2)^(1/2)`),
+//!
+//! ```text
+//! d ln T / d sigma = 1/sigma + i H_w m' / (1 - i m H_w)
+//!                    - i tau_c / (1 + i sigma tau_c) - i tau_f / (1 + i sigma tau_f)
+//! m' = dm/dsigma = -K N_m^2 / (sigma^2 (N_m^2 - sigma^2)^(1/2))            sigma^2 < N_m^2
+//!                = i sign(sigma) K N_m^2 / (sigma^2 (sigma^2 - N_m^2)^(1/2))  sigma^2 > N_m^2
+//! ```
+//!
+//! infinite at the branch points `sigma^2 = N_m^2` (where `T` is continuous
+//! but not differentiable). For an objective `J = sum_x lambda(x) P(x)` of
+//! the unclipped field, Parseval's identity for the unnormalised transforms
+//! (`FFT` with `exp(-i ...)`, `IFFT` with `exp(+i ...)`, real `lambda`)
+//! gives the gradient from one forward FFT of `lambda`:
+//!
+//! ```text
+//! dJ/du = (1/N) Re sum_(k,l) k dT/dsigma h_hat(k, l) conj(lambda_hat(k, l))
+//! dJ/dv = (1/N) Re sum_(k,l) l dT/dsigma h_hat(k, l) conj(lambda_hat(k, l))
+//! lambda_hat = FFT(lambda),  N = ny nx
+//! ```
+//!
+//! ([`OrographicModel::wind_vjp`]); for blocks, the same with
+//! `lambda w_b` for block `b` ([`BlockedOrographic::winds_vjp`], one forward
+//! FFT per block). The truncation `max(., 0)` has the gradient
+//! `lambda 1[P_unclipped > 0]` almost everywhere: pass that as `lambda` for
+//! an objective of the clipped field.
+//!
+//! # Synthetic terrain
+//! [`synthetic_terrain`] builds a padded test terrain: a few broad Gaussian
+//! massifs plus band-limited, anisotropic random ridges (most of their
+//! variance at wavelengths a grid 4 times coarser cannot carry), clipped to
+//! be `>= 0`, tapered to exactly 0 in a flat outer margin, and scaled to a
+//! given maximum height; see [`TerrainParams`].
 //!
 //! # Defaults and thermodynamics
 //! [`OrographicParams::default`] takes `N_m = 0.005 s^-1` and
@@ -418,6 +491,99 @@ pub fn transfer_function(
     Complex::new(0.0, params.cw * sigma) / (airflow * conversion * fallout)
 }
 
+/// `1 / (1 + i t)`, without overflow or underflow of `t^2` for large `|t|`
+/// (0 for an infinite `t`).
+fn inv_one_plus_i(t: f64) -> Complex<f64> {
+    if t.abs() <= 1.0 {
+        let d = 1.0 + t * t;
+        Complex::new(1.0 / d, -t / d)
+    } else {
+        // (1/t) (1/t - i) / (1 + 1/t^2)
+        let s = 1.0 / t;
+        let f = s / (1.0 + s * s);
+        Complex::new(f * s, -f)
+    }
+}
+
+/// The derivative `dT/dsigma` (kg m^-3, i.e. kg m^-3 s^-1 per s^-1) of the
+/// [`transfer_function`] `T` with respect to the intrinsic frequency
+/// `sigma = u k + v l` at wavenumbers `(k, l)` (rad m^-1) and wind `(u, v)`
+/// (m s^-1). `T` depends on the wind only through `sigma`, so
+/// `dT/du = k dT/dsigma` and `dT/dv = l dT/dsigma` (kg m^-4, i.e.
+/// kg m^-3 s^-1 per m s^-1).
+///
+/// Analytic on both branches of `m` (see the module documentation,
+/// "Gradients"):
+/// `dT/dsigma = C_w i / (A B_c B_f) (1/B_c + 1/B_f - 1 + sigma i H_w m' / A)`
+/// with `A = 1 - i m H_w`, `B = 1 + i sigma tau`, written with the ratio
+/// `N_m / |sigma|` as [`transfer_function`] is, so that neither a tiny
+/// `sigma` nor `N_m = 0` loses it to underflow. At `sigma = 0` the value is
+/// the limit `lim T / sigma`: `C_w i` with `H_w = 0`, `C_w i / (1 + K H_w)`
+/// with `N_m = 0`, and 0 otherwise (there `|m| -> infinity` and
+/// `T ~ -C_w sigma^2 / (K H_w N_m)`). Exactly 0 where `|m| H_w` overflows
+/// (where `T` is forced to 0). Not finite (NaN) at the branch points
+/// `|sigma| = N_m` exactly, where `m'` is infinite and `T` is not
+/// differentiable (with `H_w > 0`).
+pub fn transfer_function_derivative(
+    params: &OrographicParams,
+    k: f64,
+    l: f64,
+    u: f64,
+    v: f64,
+) -> Complex<f64> {
+    let zero = Complex::new(0.0, 0.0);
+    let i_cw = Complex::new(0.0, params.cw);
+    let sigma = u * k + v * l;
+    let kk = k.hypot(l);
+    if sigma == 0.0 {
+        let inv_airflow = if params.hw == 0.0 || kk == 0.0 {
+            1.0
+        } else if params.nm == 0.0 {
+            1.0 / (1.0 + kk * params.hw)
+        } else {
+            0.0
+        };
+        return i_cw * inv_airflow;
+    }
+    // 1 / A and sigma i H_w m' / A.
+    let (inv_airflow, airflow_term) = if params.hw == 0.0 {
+        (Complex::new(1.0, 0.0), zero)
+    } else {
+        // As in airflow_factor: ratio = N_m / |sigma|, |m| H_w = K q H_w
+        // with q = |ratio^2 - 1|^(1/2). Then sigma m' H_w = c r^2/q^2 |m| H_w
+        // with c = -i sign(sigma) (propagating) or i^2 = -1 (evanescent), so
+        // sigma i H_w m' / A = c (r/q)^2 (|m| H_w / A), each factor bounded
+        // or of the size of the result.
+        let ratio = params.nm / sigma.abs();
+        let q = ((ratio - 1.0) * (ratio + 1.0)).abs().sqrt();
+        let mh = kk * q * params.hw;
+        if !mh.is_finite() {
+            return zero;
+        }
+        if q == 0.0 {
+            return Complex::new(f64::NAN, f64::NAN);
+        }
+        let rq = ratio / q;
+        if ratio > 1.0 {
+            // Propagating: A = 1 - i sign(sigma) |m| H_w.
+            let inv = inv_one_plus_i(-sigma.signum() * mh);
+            let c = Complex::new(0.0, -sigma.signum());
+            (inv, c * (rq * rq * mh) * inv)
+        } else {
+            // Evanescent: A = 1 + |m| H_w.
+            let inv = 1.0 / (1.0 + mh);
+            (
+                Complex::new(inv, 0.0),
+                Complex::new(-(rq * rq) * (mh * inv), 0.0),
+            )
+        }
+    };
+    let inv_c = inv_one_plus_i(sigma * params.tau_c);
+    let inv_f = inv_one_plus_i(sigma * params.tau_f);
+    let bracket = inv_c + inv_f - 1.0 + airflow_term;
+    i_cw * inv_airflow * inv_c * inv_f * bracket
+}
+
 /// Buffers for [`OrographicModel::precipitation_into`], so that repeated
 /// calls allocate nothing. Made by [`OrographicModel::workspace`]; fits
 /// only models of the same grid size.
@@ -588,11 +754,7 @@ impl OrographicModel {
         for (c, h) in ws.field.iter_mut().zip(terrain) {
             *c = Complex::new(*h, 0.0);
         }
-        self.row_forward
-            .process_with_scratch(&mut ws.field, &mut ws.scratch);
-        transpose(&ws.field, &mut ws.spectrum, ny, nx);
-        self.col_forward
-            .process_with_scratch(&mut ws.spectrum, &mut ws.scratch);
+        self.forward_transform(&mut ws);
         // Drop the Nyquist modes of even-sized axes (see the module docs).
         let zero = Complex::new(0.0, 0.0);
         if nx % 2 == 0 {
@@ -655,40 +817,58 @@ impl OrographicModel {
         }
     }
 
-    /// The linear field `P_background + Re IFFT(P_hat)` (kg m^-2 s^-1),
-    /// before truncation, for the uniform wind `(u, v)` (m s^-1), written to
-    /// `out` (length `ny * nx`, row-major). Negative in the lee.
-    ///
-    /// # Errors
-    /// `u` or `v` not finite; `out` or `ws` not of this grid's size; a result
-    /// that overflowed (only for spacings or winds far outside physical
-    /// ranges).
-    pub fn precipitation_unclipped_into(
-        &self,
-        u: f64,
-        v: f64,
-        ws: &mut OrographicWorkspace,
-        out: &mut [f64],
-    ) -> Result<(), String> {
-        let (ny, nx) = (self.ny, self.nx);
-        let n = ny * nx;
+    /// `ws.spectrum` (transposed) = the unnormalised forward 2-D FFT of
+    /// `ws.field` (row-major); `ws.field` is overwritten.
+    fn forward_transform(&self, ws: &mut OrographicWorkspace) {
+        self.row_forward
+            .process_with_scratch(&mut ws.field, &mut ws.scratch);
+        transpose(&ws.field, &mut ws.spectrum, self.ny, self.nx);
+        self.col_forward
+            .process_with_scratch(&mut ws.spectrum, &mut ws.scratch);
+    }
+
+    fn check_wind(u: f64, v: f64) -> Result<(), String> {
         for (name, w) in [("u", u), ("v", v)] {
             if !w.is_finite() {
                 return Err(format!("{name} must be a finite wind in m/s, got {w}"));
             }
         }
-        if out.len() != n {
-            return Err(format!(
-                "out has {} values, expected ny * nx = {n}",
-                out.len()
-            ));
-        }
+        Ok(())
+    }
+
+    fn check_workspace(&self, ws: &OrographicWorkspace) -> Result<(), String> {
+        let n = self.ny * self.nx;
         if ws.field.len() != n || ws.spectrum.len() != n || ws.scratch.len() < self.scratch_len {
             return Err(format!(
                 "ws was made for a grid of {} points, this model has {n}",
                 ws.field.len()
             ));
         }
+        Ok(())
+    }
+
+    fn check_field(&self, name: &str, field: &[f64]) -> Result<(), String> {
+        let n = self.ny * self.nx;
+        if field.len() != n {
+            return Err(format!(
+                "{name} has {} values, expected ny * nx = {n}",
+                field.len()
+            ));
+        }
+        if let Some(i) = field.iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "{name} must be finite, got {} at index {i}",
+                field[i]
+            ));
+        }
+        Ok(())
+    }
+
+    /// `ws.field` = the unnormalised inverse FFT of `T h_hat` for the wind
+    /// `(u, v)` (row-major; `P - P_background = Re(field) / N`). Checked
+    /// arguments.
+    fn anomaly_transform(&self, u: f64, v: f64, ws: &mut OrographicWorkspace) {
+        let (ny, nx) = (self.ny, self.nx);
         // Transfer function times terrain spectrum, in the transposed
         // layout: one column of `l` modes per `k`.
         for ((column, h_column), &k) in ws
@@ -710,6 +890,120 @@ impl OrographicModel {
         transpose(&ws.spectrum, &mut ws.field, nx, ny);
         self.row_inverse
             .process_with_scratch(&mut ws.field, &mut ws.scratch);
+    }
+
+    /// The anomaly fields of two winds in one inverse FFT: the fields are
+    /// real, so `IFFT(P_hat_1 + i P_hat_2)` is `p_1 + i p_2`
+    /// (unnormalised, in `ws.field`). The transfer functions are evaluated
+    /// on half the modes, the other half being their conjugates
+    /// (`T(-k, -l) = conj T(k, l)`, `h_hat` likewise).
+    fn paired_anomaly_transform(
+        &self,
+        (u1, v1): (f64, f64),
+        (u2, v2): (f64, f64),
+        ws: &mut OrographicWorkspace,
+    ) {
+        let (ny, nx) = (self.ny, self.nx);
+        let zero = Complex::new(0.0, 0.0);
+        let imaginary = Complex::new(0.0, 1.0);
+        for i in 0..=nx / 2 {
+            let mirror_i = (nx - i) % nx;
+            let k = self.kx[i];
+            // A column that is its own mirror (k = 0, or the Nyquist
+            // column) pairs its rows j and ny - j: half of it suffices.
+            let last = if mirror_i == i { ny / 2 } else { ny - 1 };
+            for j in 0..=last {
+                let mirror_j = (ny - j) % ny;
+                let h = self.h_hat[i * ny + j];
+                let (z, z_mirror) = if h == zero {
+                    (zero, zero)
+                } else {
+                    let l = self.ky[j];
+                    let t1 = transfer_function(&self.params, k, l, u1, v1);
+                    let t2 = transfer_function(&self.params, k, l, u2, v2);
+                    (
+                        h * (t1 + imaginary * t2),
+                        h.conj() * (t1.conj() + imaginary * t2.conj()),
+                    )
+                };
+                ws.spectrum[i * ny + j] = z;
+                ws.spectrum[mirror_i * ny + mirror_j] = z_mirror;
+            }
+        }
+        self.col_inverse
+            .process_with_scratch(&mut ws.spectrum, &mut ws.scratch);
+        transpose(&ws.spectrum, &mut ws.field, nx, ny);
+        self.row_inverse
+            .process_with_scratch(&mut ws.field, &mut ws.scratch);
+    }
+
+    /// `(dJ/du, dJ/dv)` for `J = sum_x lambda(x) P(x)` with `ws.spectrum`
+    /// holding `FFT(lambda)` (transposed), by Parseval (module
+    /// documentation, "Gradients"). Checked arguments.
+    fn wind_vjp_of_spectrum(
+        &self,
+        u: f64,
+        v: f64,
+        ws: &OrographicWorkspace,
+    ) -> Result<(f64, f64), String> {
+        let ny = self.ny;
+        let zero = Complex::new(0.0, 0.0);
+        let (mut du, mut dv) = (0.0, 0.0);
+        for ((lambda_column, h_column), &k) in ws
+            .spectrum
+            .chunks_exact(ny)
+            .zip(self.h_hat.chunks_exact(ny))
+            .zip(&self.kx)
+        {
+            let mut column_sum = 0.0;
+            for ((lambda_hat, h), &l) in lambda_column.iter().zip(h_column).zip(&self.ky) {
+                if *h == zero {
+                    continue;
+                }
+                let d = transfer_function_derivative(&self.params, k, l, u, v);
+                let s = (d * h * lambda_hat.conj()).re;
+                column_sum += s;
+                dv += l * s;
+            }
+            du += k * column_sum;
+        }
+        let scale = 1.0 / (self.ny * self.nx) as f64;
+        let (du, dv) = (du * scale, dv * scale);
+        if !(du.is_finite() && dv.is_finite()) {
+            return Err(format!(
+                "the wind gradient is not finite for u = {u}, v = {v}: a Fourier mode sits \
+                 on a branch point |u k + v l| = N_m, where the field is not differentiable \
+                 in the wind, or the result overflowed"
+            ));
+        }
+        Ok((du, dv))
+    }
+
+    /// The linear field `P_background + Re IFFT(P_hat)` (kg m^-2 s^-1),
+    /// before truncation, for the uniform wind `(u, v)` (m s^-1), written to
+    /// `out` (length `ny * nx`, row-major). Negative in the lee.
+    ///
+    /// # Errors
+    /// `u` or `v` not finite; `out` or `ws` not of this grid's size; a result
+    /// that overflowed (only for spacings or winds far outside physical
+    /// ranges).
+    pub fn precipitation_unclipped_into(
+        &self,
+        u: f64,
+        v: f64,
+        ws: &mut OrographicWorkspace,
+        out: &mut [f64],
+    ) -> Result<(), String> {
+        let n = self.ny * self.nx;
+        Self::check_wind(u, v)?;
+        if out.len() != n {
+            return Err(format!(
+                "out has {} values, expected ny * nx = {n}",
+                out.len()
+            ));
+        }
+        self.check_workspace(ws)?;
+        self.anomaly_transform(u, v, ws);
         let scale = 1.0 / n as f64;
         let background = self.params.background;
         for (o, c) in out.iter_mut().zip(&ws.field) {
@@ -722,6 +1016,39 @@ impl OrographicModel {
             ));
         }
         Ok(())
+    }
+
+    /// The gradient `(dJ/du, dJ/dv)` (units of `lambda` times
+    /// kg m^-2 s^-1 per m s^-1) of
+    /// `J = sum_x lambda(x) P_unclipped(x; u, v)`, the `lambda`-weighted sum of the linear field of
+    /// [`precipitation_unclipped_into`](Self::precipitation_unclipped_into)
+    /// (in kg m^-2 s^-1), with respect to the uniform wind `(u, v)`
+    /// (m s^-1): a vector-Jacobian product. One forward FFT of `lambda`
+    /// (row-major, length `ny * nx`) and Parseval's identity with
+    /// [`transfer_function_derivative`] (module documentation,
+    /// "Gradients"); the background does not depend on the wind. For the
+    /// truncated field pass `lambda 1[P_unclipped > 0]`.
+    ///
+    /// # Errors
+    /// `u` or `v` not finite; `lambda` not of this grid's size or not
+    /// finite; `ws` not of this grid's size; a gradient that is not finite
+    /// (a mode exactly on a branch point `|sigma| = N_m`, where the field
+    /// has no derivative, or an overflow).
+    pub fn wind_vjp(
+        &self,
+        u: f64,
+        v: f64,
+        lambda: &[f64],
+        ws: &mut OrographicWorkspace,
+    ) -> Result<(f64, f64), String> {
+        Self::check_wind(u, v)?;
+        self.check_field("lambda", lambda)?;
+        self.check_workspace(ws)?;
+        for (c, x) in ws.field.iter_mut().zip(lambda) {
+            *c = Complex::new(*x, 0.0);
+        }
+        self.forward_transform(ws);
+        self.wind_vjp_of_spectrum(u, v, ws)
     }
 
     /// The truncated field `max(P_background + Re IFFT(P_hat), 0)`
@@ -778,6 +1105,900 @@ impl OrographicModel {
         }
         Ok(p)
     }
+}
+
+/// Tent weights of `blocks` blocks along an axis of `n` cells: `t[b][c]`,
+/// with the range of cells where each is non-zero. Block centres at the
+/// fractional index `(b + 1/2) n / blocks - 1/2`; a cell at `s` centre
+/// spacings from centre 0 gets `1 - f` on centre `floor(s)` and `f` on the
+/// next, `f = s - floor(s)`, and 1 on the outermost centre beyond it.
+fn tent_weights(n: usize, blocks: usize) -> (Vec<Vec<f64>>, Vec<std::ops::Range<usize>>) {
+    let mut tents = vec![vec![0.0; n]; blocks];
+    let last = (blocks - 1) as f64;
+    // Block index and fraction towards the next centre, per cell.
+    let locate = |c: usize| {
+        let s = (c as f64 + 0.5) * blocks as f64 / n as f64 - 0.5;
+        if s <= 0.0 {
+            (0, 0.0)
+        } else if s >= last {
+            (blocks - 1, 0.0)
+        } else {
+            (s.floor() as usize, s - s.floor())
+        }
+    };
+    for (c, (b, f)) in (0..n).map(locate).enumerate() {
+        tents[b][c] = 1.0 - f;
+        if f > 0.0 {
+            tents[b + 1][c] = f;
+        }
+    }
+    let supports = tents
+        .iter()
+        .map(|t| {
+            let first = t.iter().position(|&w| w > 0.0).unwrap_or(0);
+            let end = t.iter().rposition(|&w| w > 0.0).map_or(first, |i| i + 1);
+            first..end
+        })
+        .collect();
+    (tents, supports)
+}
+
+/// Buffers for [`BlockedOrographic`]'s fields and gradients, so that
+/// repeated calls allocate nothing. Made by
+/// [`BlockedOrographic::workspace`]; fits only models of the same grid
+/// size.
+#[derive(Clone, Debug)]
+pub struct BlockedWorkspace {
+    inner: OrographicWorkspace,
+}
+
+/// The linear model for a wind that varies over the domain: the grid is
+/// split into `by x bx` blocks, each with its own uniform wind, and the
+/// blocks' uniform-wind fields are blended with tent weights that sum to 1
+/// (module documentation, "Winds that vary: blocks"). Blocks are numbered
+/// row-major, `b = jb * bx + ib` with `jb` along `y` (rows) and `ib` along
+/// `x` (columns); winds are passed as one `(U_b, V_b)` (m s^-1) per block.
+///
+/// Cost per call: one inverse 2-D FFT per two blocks (and half a pass of
+/// the transfer function per block) for a field; one forward 2-D FFT (and
+/// one pass of its derivative) per block for [`winds_vjp`](Self::winds_vjp).
+#[derive(Clone, Debug)]
+pub struct BlockedOrographic {
+    model: OrographicModel,
+    by: usize,
+    bx: usize,
+    /// Tent weights along `y`: `tent_y[jb][j]`.
+    tent_y: Vec<Vec<f64>>,
+    /// Tent weights along `x`: `tent_x[ib][i]`.
+    tent_x: Vec<Vec<f64>>,
+    /// Rows where `tent_y[jb]` is non-zero.
+    support_y: Vec<std::ops::Range<usize>>,
+    /// Columns where `tent_x[ib]` is non-zero.
+    support_x: Vec<std::ops::Range<usize>>,
+    /// `sum_x w_b(x)` of each block (cells).
+    totals: Vec<f64>,
+}
+
+impl BlockedOrographic {
+    /// Blocks `by` (along `y`, rows) by `bx` (along `x`, columns) over the
+    /// grid of `model`.
+    ///
+    /// # Errors
+    /// `by` not in `1..=ny`, `bx` not in `1..=nx`.
+    pub fn new(model: OrographicModel, by: usize, bx: usize) -> Result<Self, String> {
+        let (ny, nx) = (model.ny(), model.nx());
+        if by == 0 || by > ny {
+            return Err(format!("by must be in 1..=ny = {ny}, got {by}"));
+        }
+        if bx == 0 || bx > nx {
+            return Err(format!("bx must be in 1..=nx = {nx}, got {bx}"));
+        }
+        let (tent_y, support_y) = tent_weights(ny, by);
+        let (tent_x, support_x) = tent_weights(nx, bx);
+        let mut totals = Vec::with_capacity(by * bx);
+        for ty in &tent_y {
+            let sy: f64 = ty.iter().sum();
+            for tx in &tent_x {
+                totals.push(sy * tx.iter().sum::<f64>());
+            }
+        }
+        Ok(Self {
+            model,
+            by,
+            bx,
+            tent_y,
+            tent_x,
+            support_y,
+            support_x,
+            totals,
+        })
+    }
+
+    /// The uniform-wind model underneath (grid, terrain, parameters).
+    pub fn model(&self) -> &OrographicModel {
+        &self.model
+    }
+
+    /// The uniform-wind model, mutable: its terrain and parameters may be
+    /// replaced ([`OrographicModel::set_terrain`],
+    /// [`OrographicModel::set_params`]); its grid cannot change, so the
+    /// blocks stay valid.
+    pub fn model_mut(&mut self) -> &mut OrographicModel {
+        &mut self.model
+    }
+
+    /// Blocks along `y` (rows).
+    pub fn by(&self) -> usize {
+        self.by
+    }
+
+    /// Blocks along `x` (columns).
+    pub fn bx(&self) -> usize {
+        self.bx
+    }
+
+    /// Number of blocks, `by * bx`.
+    pub fn blocks(&self) -> usize {
+        self.by * self.bx
+    }
+
+    /// The tent weights along `y`: `[jb][j]` for block row `jb` and grid
+    /// row `j` (dimensionless, in [0, 1]); `w_b(j, i) = y[jb][j] x[ib][i]`.
+    pub fn tent_y(&self) -> &[Vec<f64>] {
+        &self.tent_y
+    }
+
+    /// The tent weights along `x`: `[ib][i]` for block column `ib` and grid
+    /// column `i` (dimensionless, in [0, 1]).
+    pub fn tent_x(&self) -> &[Vec<f64>] {
+        &self.tent_x
+    }
+
+    /// `sum_x w_b(x)` (number of cells, fractional) of each block, in block
+    /// order.
+    pub fn block_totals(&self) -> &[f64] {
+        &self.totals
+    }
+
+    /// The weight `w_b` of block `b` on every cell (dimensionless,
+    /// row-major, length `ny * nx`).
+    ///
+    /// # Errors
+    /// `b` not below [`blocks`](Self::blocks).
+    pub fn block_weights(&self, b: usize) -> Result<Vec<f64>, String> {
+        if b >= self.blocks() {
+            return Err(format!(
+                "b must be a block index below by * bx = {}, got {b}",
+                self.blocks()
+            ));
+        }
+        let nx = self.model.nx();
+        let (ty, tx) = (&self.tent_y[b / self.bx], &self.tent_x[b % self.bx]);
+        let mut w = vec![0.0; self.model.ny() * nx];
+        for (row, wy) in w.chunks_exact_mut(nx).zip(ty) {
+            for (cell, wx) in row.iter_mut().zip(tx) {
+                *cell = wy * wx;
+            }
+        }
+        Ok(w)
+    }
+
+    /// Calls `f(cell, w_b(cell))` on every cell of block `b`'s support.
+    fn for_each_weight(&self, b: usize, mut f: impl FnMut(usize, f64)) {
+        let nx = self.model.nx();
+        let (jb, ib) = (b / self.bx, b % self.bx);
+        let (ty, tx) = (&self.tent_y[jb], &self.tent_x[ib]);
+        let columns = self.support_x[ib].clone();
+        for j in self.support_y[jb].clone() {
+            let wy = ty[j];
+            let row = j * nx;
+            for i in columns.clone() {
+                f(row + i, wy * tx[i]);
+            }
+        }
+    }
+
+    /// Buffers for the fields and gradients of this model.
+    pub fn workspace(&self) -> BlockedWorkspace {
+        BlockedWorkspace {
+            inner: self.model.workspace(),
+        }
+    }
+
+    /// The weighted means `sum_x w_b(x) field(x) / sum_x w_b(x)` of a
+    /// row-major field (length `ny * nx`, any units) over each block,
+    /// written to `out` (one per block, same units): e.g. the block winds
+    /// from a wind component.
+    ///
+    /// # Errors
+    /// `field` not of the grid's size or not finite; `out` not of length
+    /// `by * bx`.
+    pub fn block_means_into(&self, field: &[f64], out: &mut [f64]) -> Result<(), String> {
+        self.model.check_field("field", field)?;
+        if out.len() != self.blocks() {
+            return Err(format!(
+                "out has {} values, expected by * bx = {}",
+                out.len(),
+                self.blocks()
+            ));
+        }
+        for (b, o) in out.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            self.for_each_weight(b, |x, w| sum += w * field[x]);
+            *o = sum / self.totals[b];
+        }
+        Ok(())
+    }
+
+    /// [`block_means_into`](Self::block_means_into), allocating.
+    ///
+    /// # Errors
+    /// As [`block_means_into`](Self::block_means_into).
+    pub fn block_means(&self, field: &[f64]) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; self.blocks()];
+        self.block_means_into(field, &mut out)?;
+        Ok(out)
+    }
+
+    /// The adjoint of [`block_means_into`](Self::block_means_into):
+    /// `out(x) += sum_b cotangent_b w_b(x) / sum_x' w_b(x')`, accumulating
+    /// into `out` (row-major, length `ny * nx`). With `cotangent` the
+    /// gradient of an objective with respect to the block means, this adds
+    /// its gradient with respect to the field.
+    ///
+    /// # Errors
+    /// `cotangent` not of length `by * bx` or not finite; `out` not of the
+    /// grid's size.
+    pub fn block_means_adjoint(&self, cotangent: &[f64], out: &mut [f64]) -> Result<(), String> {
+        if cotangent.len() != self.blocks() {
+            return Err(format!(
+                "cotangent has {} values, expected by * bx = {}",
+                cotangent.len(),
+                self.blocks()
+            ));
+        }
+        if let Some(b) = cotangent.iter().position(|c| !c.is_finite()) {
+            return Err(format!(
+                "cotangent must be finite, got {} at block {b}",
+                cotangent[b]
+            ));
+        }
+        let n = self.model.ny() * self.model.nx();
+        if out.len() != n {
+            return Err(format!(
+                "out has {} values, expected ny * nx = {n}",
+                out.len()
+            ));
+        }
+        for (b, c) in cotangent.iter().enumerate() {
+            let scale = c / self.totals[b];
+            self.for_each_weight(b, |x, w| out[x] += scale * w);
+        }
+        Ok(())
+    }
+
+    /// Block winds `(U_b, V_b)` (m s^-1) as the weighted block means of the
+    /// wind components `u`, `v` (m s^-1, row-major, length `ny * nx` each);
+    /// see [`block_means_into`](Self::block_means_into).
+    ///
+    /// # Errors
+    /// `u` or `v` not of the grid's size or not finite.
+    pub fn block_winds(&self, u: &[f64], v: &[f64]) -> Result<Vec<(f64, f64)>, String> {
+        let bu = self
+            .block_means(u)
+            .map_err(|e| e.replacen("field", "u", 1))?;
+        let bv = self
+            .block_means(v)
+            .map_err(|e| e.replacen("field", "v", 1))?;
+        Ok(bu.into_iter().zip(bv).collect())
+    }
+
+    fn check_winds(&self, winds: &[(f64, f64)]) -> Result<(), String> {
+        if winds.len() != self.blocks() {
+            return Err(format!(
+                "winds has {} values, expected by * bx = {}",
+                winds.len(),
+                self.blocks()
+            ));
+        }
+        if let Some(b) = winds
+            .iter()
+            .position(|(u, v)| !(u.is_finite() && v.is_finite()))
+        {
+            return Err(format!(
+                "winds must be finite in m/s, got {:?} at block {b}",
+                winds[b]
+            ));
+        }
+        Ok(())
+    }
+
+    /// The blended linear field
+    /// `P_background + sum_b w_b(x) (P_b(x) - P_background)`
+    /// (kg m^-2 s^-1) before truncation, `P_b` the uniform-wind field of
+    /// block `b`'s wind `winds[b] = (U_b, V_b)` (m s^-1), written to `out`
+    /// (row-major, length `ny * nx`). One inverse FFT per two blocks (the
+    /// fields are real: one is the real part, the other the imaginary),
+    /// the transfer functions on half the modes (Hermitian symmetry). With
+    /// one block it is [`OrographicModel::precipitation_unclipped_into`]
+    /// exactly.
+    ///
+    /// # Errors
+    /// `winds` not of length `by * bx` or not finite; `out` or `ws` not of
+    /// this grid's size; a result that overflowed.
+    pub fn precipitation_unclipped_into(
+        &self,
+        winds: &[(f64, f64)],
+        ws: &mut BlockedWorkspace,
+        out: &mut [f64],
+    ) -> Result<(), String> {
+        let model = &self.model;
+        let n = model.ny() * model.nx();
+        self.check_winds(winds)?;
+        if out.len() != n {
+            return Err(format!(
+                "out has {} values, expected ny * nx = {n}",
+                out.len()
+            ));
+        }
+        model.check_workspace(&ws.inner)?;
+        out.fill(0.0);
+        let scale = 1.0 / n as f64;
+        if winds.len() == 1 {
+            let (u, v) = winds[0];
+            model.anomaly_transform(u, v, &mut ws.inner);
+            let field = &ws.inner.field;
+            self.for_each_weight(0, |x, w| out[x] += w * (field[x].re * scale));
+        } else {
+            // Two blocks per inverse FFT (their fields are real); an odd
+            // last block pairs with itself.
+            for first in (0..winds.len()).step_by(2) {
+                let second = (first + 1).min(winds.len() - 1);
+                model.paired_anomaly_transform(winds[first], winds[second], &mut ws.inner);
+                let field = &ws.inner.field;
+                self.for_each_weight(first, |x, w| out[x] += w * (field[x].re * scale));
+                if second != first {
+                    self.for_each_weight(second, |x, w| out[x] += w * (field[x].im * scale));
+                }
+            }
+        }
+        let background = model.params().background;
+        for o in out.iter_mut() {
+            *o += background;
+        }
+        if out.iter().any(|p| !p.is_finite()) {
+            return Err(format!(
+                "the precipitation overflowed for the winds {winds:?} (dx = {}, dy = {})",
+                model.dx(),
+                model.dy()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The truncated blended field `max(., 0)` (kg m^-2 s^-1) of
+    /// [`precipitation_unclipped_into`](Self::precipitation_unclipped_into),
+    /// written to `out`.
+    ///
+    /// # Errors
+    /// As [`precipitation_unclipped_into`](Self::precipitation_unclipped_into).
+    pub fn precipitation_into(
+        &self,
+        winds: &[(f64, f64)],
+        ws: &mut BlockedWorkspace,
+        out: &mut [f64],
+    ) -> Result<(), String> {
+        self.precipitation_unclipped_into(winds, ws, out)?;
+        for p in out.iter_mut() {
+            *p = p.max(0.0);
+        }
+        Ok(())
+    }
+
+    /// The gradient of `J = sum_x lambda(x) P_unclipped(x)` (the blended
+    /// linear field of
+    /// [`precipitation_unclipped_into`](Self::precipitation_unclipped_into),
+    /// kg m^-2 s^-1) with respect to each block's wind, written to `grad`
+    /// (`(dJ/dU_b, dJ/dV_b)` in units of `lambda` times kg m^-2 s^-1 per
+    /// m s^-1, one per block): [`OrographicModel::wind_vjp`] with
+    /// `lambda w_b`, one forward FFT per block (none for a block where
+    /// `lambda w_b` vanishes, e.g. a sparse `lambda` at observation sites
+    /// that misses the block's support). Chain with
+    /// [`block_means_adjoint`](Self::block_means_adjoint) for the gradient
+    /// with respect to a wind field.
+    ///
+    /// # Errors
+    /// `winds` not of length `by * bx` or not finite; `lambda` not of this
+    /// grid's size or not finite; `ws` not of this grid's size; `grad` not
+    /// of length `by * bx`; a gradient that is not finite (see
+    /// [`OrographicModel::wind_vjp`]).
+    pub fn winds_vjp_into(
+        &self,
+        winds: &[(f64, f64)],
+        lambda: &[f64],
+        ws: &mut BlockedWorkspace,
+        grad: &mut [(f64, f64)],
+    ) -> Result<(), String> {
+        let model = &self.model;
+        self.check_winds(winds)?;
+        model.check_field("lambda", lambda)?;
+        model.check_workspace(&ws.inner)?;
+        if grad.len() != self.blocks() {
+            return Err(format!(
+                "grad has {} values, expected by * bx = {}",
+                grad.len(),
+                self.blocks()
+            ));
+        }
+        for (b, (&(u, v), g)) in winds.iter().zip(grad.iter_mut()).enumerate() {
+            let field = &mut ws.inner.field;
+            field.fill(Complex::new(0.0, 0.0));
+            let mut any = false;
+            self.for_each_weight(b, |x, w| {
+                let value = lambda[x] * w;
+                any |= value != 0.0;
+                field[x] = Complex::new(value, 0.0);
+            });
+            if !any {
+                // No weight on the block: no FFT needed.
+                *g = (0.0, 0.0);
+                continue;
+            }
+            model.forward_transform(&mut ws.inner);
+            *g = model
+                .wind_vjp_of_spectrum(u, v, &ws.inner)
+                .map_err(|e| format!("block {b}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// [`winds_vjp_into`](Self::winds_vjp_into), allocating the result.
+    ///
+    /// # Errors
+    /// As [`winds_vjp_into`](Self::winds_vjp_into).
+    pub fn winds_vjp(
+        &self,
+        winds: &[(f64, f64)],
+        lambda: &[f64],
+        ws: &mut BlockedWorkspace,
+    ) -> Result<Vec<(f64, f64)>, String> {
+        let mut grad = vec![(0.0, 0.0); self.blocks()];
+        self.winds_vjp_into(winds, lambda, ws, &mut grad)?;
+        Ok(grad)
+    }
+
+    /// The blended linear field (kg m^-2 s^-1), allocating; see
+    /// [`precipitation_unclipped_into`](Self::precipitation_unclipped_into).
+    ///
+    /// # Errors
+    /// As [`precipitation_unclipped_into`](Self::precipitation_unclipped_into).
+    pub fn precipitation_unclipped(&self, winds: &[(f64, f64)]) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; self.model.ny() * self.model.nx()];
+        self.precipitation_unclipped_into(winds, &mut self.workspace(), &mut out)?;
+        Ok(out)
+    }
+
+    /// The truncated blended field (kg m^-2 s^-1), allocating; see
+    /// [`precipitation_into`](Self::precipitation_into).
+    ///
+    /// # Errors
+    /// As [`precipitation_unclipped_into`](Self::precipitation_unclipped_into).
+    pub fn precipitation(&self, winds: &[(f64, f64)]) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; self.model.ny() * self.model.nx()];
+        self.precipitation_into(winds, &mut self.workspace(), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The splitmix64 generator (Steele, Lea & Flood 2014): a 64-bit state, the
+/// same stream on every platform. For [`synthetic_terrain`].
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 53 random bits.
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [a, b).
+    fn range(&mut self, a: f64, b: f64) -> f64 {
+        a + (b - a) * self.uniform()
+    }
+}
+
+/// Parameters of [`synthetic_terrain`]. Lengths in metres; the defaults
+/// suit a fine grid of about 2 km spacing and 256 cells or more a side
+/// (a twin whose coarse grid has 8 km spacing).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TerrainParams {
+    /// Height of the highest point (m), `> 0`. Default 2000.
+    pub max_height: f64,
+    /// Width of the outer margin where the terrain is exactly 0 (m),
+    /// `>= 0`: cells within this distance of an edge of the grid (in
+    /// `x` or `y`). Default 40 km. The linear field reaches well beyond the
+    /// terrain (the delays carry condensate `|U| (tau_c + tau_f)` downwind,
+    /// 20 km at 10 m/s with the default delays, and for broad massifs the
+    /// airflow factor's response falls off only algebraically), so on a
+    /// 256 x 256 grid of 2 km with the default margins the periodic
+    /// wrap-around changes the unclipped field by several percent of its
+    /// peak (about 5-20 % at 10-20 m/s in a few trials); embed the terrain
+    /// in a larger grid of zeros, or widen the margin, where that matters.
+    pub margin: f64,
+    /// Width (m), `>= 0`, of the cosine taper inside the margin over which
+    /// the terrain rises from 0 to its full height. Default 40 km.
+    pub taper_width: f64,
+    /// Number of Gaussian massifs `h_i exp(-r^2 / (w_i / 2)^2)`, relative
+    /// heights `h_i` uniform in [0.5, 1), centres uniform in the interior
+    /// (inside margin and taper). Default 3.
+    pub massifs: usize,
+    /// Smallest massif width `w` (m), twice the e-folding radius, `> 0`.
+    /// Default 60 km.
+    pub massif_min_width: f64,
+    /// Largest massif width (m), `>= massif_min_width`. Default 120 km.
+    pub massif_max_width: f64,
+    /// Shortest wavelength of the ridges (m), `>= 2 max(dx, dy)` (the
+    /// shortest wave of the grid). Default 6 km.
+    pub min_wavelength: f64,
+    /// Longest wavelength of the ridges (m), `> min_wavelength`.
+    /// Default 24 km.
+    pub max_wavelength: f64,
+    /// Elongation `>= 1` of the ridges: the ridge field keeps only the
+    /// wavevectors within `asin(1 / ridge_anisotropy)` of the across-ridge
+    /// direction (along-ridge wavenumber at most `|K| / ridge_anisotropy`),
+    /// so crests lie within that angle of `ridge_orientation` and run
+    /// roughly `ridge_anisotropy` times longer than their spacing; 1 gives
+    /// isotropic hills. Default 4.
+    pub ridge_anisotropy: f64,
+    /// Direction of the ridge crests (radians anticlockwise from `+x`), or
+    /// `None` for one drawn from the seed. Default `None`.
+    pub ridge_orientation: Option<f64>,
+    /// Standard deviation of the ridge field relative to the highest
+    /// possible massif (before clipping and scaling), `>= 0`, where the
+    /// massifs are highest: the ridges are carved into the massifs, their
+    /// amplitude scaled by the massif envelope `M / max M` (1 everywhere if
+    /// there are no massifs). 0 gives massifs alone. Default 0.25.
+    pub ridge_amplitude: f64,
+}
+
+impl Default for TerrainParams {
+    /// See the field documentation.
+    fn default() -> Self {
+        Self {
+            max_height: 2000.0,
+            margin: 40e3,
+            taper_width: 40e3,
+            massifs: 3,
+            massif_min_width: 60e3,
+            massif_max_width: 120e3,
+            min_wavelength: 6e3,
+            max_wavelength: 24e3,
+            ridge_anisotropy: 4.0,
+            ridge_orientation: None,
+            ridge_amplitude: 0.25,
+        }
+    }
+}
+
+impl TerrainParams {
+    /// The defaults with the ridge band scaled to a grid spacing `d` (m):
+    /// `min_wavelength = 3 d`, `max_wavelength = 12 d` (the defaults at
+    /// `d = 2 km`), so that most of the ridges' variance stays below what a
+    /// grid 4 times coarser carries. Margins and massifs keep their
+    /// default sizes in metres. A non-finite or non-positive `d` gives
+    /// parameters that [`check`](Self::check) rejects.
+    pub fn for_grid_spacing(d: f64) -> Self {
+        Self {
+            min_wavelength: 3.0 * d,
+            max_wavelength: 12.0 * d,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field alone (finite, in range) and their order
+    /// (`massif_min_width <= massif_max_width`,
+    /// `min_wavelength < max_wavelength`); the checks against a grid are
+    /// made by [`synthetic_terrain`].
+    ///
+    /// # Errors
+    /// Names the first bad field.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("max_height", self.max_height),
+            ("massif_min_width", self.massif_min_width),
+            ("massif_max_width", self.massif_max_width),
+            ("min_wavelength", self.min_wavelength),
+            ("max_wavelength", self.max_wavelength),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{name} must be finite and > 0 (in m), got {value}"));
+            }
+        }
+        let non_negative = [
+            ("margin", self.margin, "m"),
+            ("taper_width", self.taper_width, "m"),
+            ("ridge_amplitude", self.ridge_amplitude, "relative"),
+        ];
+        for (name, value, unit) in non_negative {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "{name} must be finite and >= 0 ({unit}), got {value}"
+                ));
+            }
+        }
+        if self.massif_max_width < self.massif_min_width {
+            return Err(format!(
+                "massif_max_width must be >= massif_min_width = {}, got {}",
+                self.massif_min_width, self.massif_max_width
+            ));
+        }
+        if self.max_wavelength <= self.min_wavelength {
+            return Err(format!(
+                "max_wavelength must be > min_wavelength = {}, got {}",
+                self.min_wavelength, self.max_wavelength
+            ));
+        }
+        if !(self.ridge_anisotropy.is_finite() && self.ridge_anisotropy >= 1.0) {
+            return Err(format!(
+                "ridge_anisotropy must be finite and >= 1, got {}",
+                self.ridge_anisotropy
+            ));
+        }
+        if let Some(theta) = self.ridge_orientation
+            && !theta.is_finite()
+        {
+            return Err(format!(
+                "ridge_orientation must be finite (radians), got {theta}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The separate parts of [`synthetic_terrain`] (row-major): the massifs
+/// (relative heights), the ridge field (unit standard deviation, before
+/// the amplitude) and the taper (in [0, 1]).
+struct TerrainParts {
+    massifs: Vec<f64>,
+    ridges: Vec<f64>,
+    taper: Vec<f64>,
+}
+
+/// 2-D FFT in place of a row-major `ny x nx` array (unnormalised).
+fn fft2(data: &mut [Complex<f64>], ny: usize, nx: usize, inverse: bool) {
+    let mut planner = FftPlanner::<f64>::new();
+    let (row, col) = if inverse {
+        (planner.plan_fft_inverse(nx), planner.plan_fft_inverse(ny))
+    } else {
+        (planner.plan_fft_forward(nx), planner.plan_fft_forward(ny))
+    };
+    row.process(data);
+    let mut t = vec![Complex::new(0.0, 0.0); data.len()];
+    transpose(data, &mut t, ny, nx);
+    col.process(&mut t);
+    transpose(&t, data, nx, ny);
+}
+
+fn terrain_parts(
+    ny: usize,
+    nx: usize,
+    dx: f64,
+    dy: f64,
+    params: &TerrainParams,
+    seed: u64,
+) -> Result<TerrainParts, String> {
+    if ny == 0 {
+        return Err("ny must be at least 1".into());
+    }
+    if nx == 0 {
+        return Err("nx must be at least 1".into());
+    }
+    for (name, d) in [("dx", dx), ("dy", dy)] {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!(
+                "{name} must be a finite, positive spacing in metres, got {d}"
+            ));
+        }
+    }
+    params.check()?;
+    let n = ny
+        .checked_mul(nx)
+        .ok_or_else(|| format!("ny * nx overflows: ny = {ny}, nx = {nx}"))?;
+    let shortest = 2.0 * dx.max(dy);
+    if params.min_wavelength < shortest {
+        return Err(format!(
+            "min_wavelength must be at least 2 max(dx, dy) = {shortest} m, the shortest wave \
+             of the grid, got {}",
+            params.min_wavelength
+        ));
+    }
+    // Taper: distance of a cell to the nearest edge along each axis.
+    let edge = params.margin + params.taper_width;
+    let (lx, ly) = ((nx - 1) as f64 * dx, (ny - 1) as f64 * dy);
+    if 2.0 * edge >= lx.min(ly) {
+        return Err(format!(
+            "margin + taper_width = {edge} m leaves no interior: the grid spans {lx} m by \
+             {ly} m (check margin and taper_width against nx dx and ny dy)"
+        ));
+    }
+    let taper_1d = |c: usize, cells: usize, d: f64| -> f64 {
+        let dist = c.min(cells - 1 - c) as f64 * d;
+        if dist <= params.margin {
+            0.0
+        } else if dist >= edge {
+            1.0
+        } else {
+            let s = (dist - params.margin) / params.taper_width;
+            0.5 * (1.0 - (std::f64::consts::PI * s).cos())
+        }
+    };
+    let tx: Vec<f64> = (0..nx).map(|i| taper_1d(i, nx, dx)).collect();
+    let ty: Vec<f64> = (0..ny).map(|j| taper_1d(j, ny, dy)).collect();
+    let mut taper = vec![0.0; n];
+    for (row, wy) in taper.chunks_exact_mut(nx).zip(&ty) {
+        for (cell, wx) in row.iter_mut().zip(&tx) {
+            *cell = wy * wx;
+        }
+    }
+
+    let mut rng = SplitMix64(seed);
+    let theta = match params.ridge_orientation {
+        Some(theta) => theta,
+        None => rng.range(0.0, std::f64::consts::PI),
+    };
+    // Massifs, centred in the interior.
+    let mut massifs = vec![0.0; n];
+    for _ in 0..params.massifs {
+        let cx = rng.range(edge, lx - edge);
+        let cy = rng.range(edge, ly - edge);
+        let width = rng.range(params.massif_min_width, params.massif_max_width);
+        let height = rng.range(0.5, 1.0);
+        let inv_r2 = 4.0 / (width * width);
+        for (j, row) in massifs.chunks_exact_mut(nx).enumerate() {
+            let y = j as f64 * dy - cy;
+            for (i, cell) in row.iter_mut().enumerate() {
+                let x = i as f64 * dx - cx;
+                *cell += height * (-(x * x + y * y) * inv_r2).exp();
+            }
+        }
+    }
+
+    // Ridges: uniform white noise, band-pass filtered in wavenumber
+    // (k_min <= |K| <= k_max) and in direction (a |K.t| <= |K|, t along
+    // the crests), normalised to unit variance.
+    let mut ridges = vec![0.0; n];
+    if params.ridge_amplitude > 0.0 {
+        let mut noise: Vec<Complex<f64>> = (0..n)
+            .map(|_| Complex::new(rng.uniform() - 0.5, 0.0))
+            .collect();
+        fft2(&mut noise, ny, nx, false);
+        let two_pi = 2.0 * std::f64::consts::PI;
+        let (k_min, k_max) = (
+            two_pi / params.max_wavelength,
+            two_pi / params.min_wavelength,
+        );
+        let (ct, st) = (theta.cos(), theta.sin());
+        let a = params.ridge_anisotropy;
+        let (kx, ky) = (wavenumbers(nx, dx), wavenumbers(ny, dy));
+        let mut modes = 0usize;
+        for (j, row) in noise.chunks_exact_mut(nx).enumerate() {
+            for (i, c) in row.iter_mut().enumerate() {
+                let (k, l) = (kx[i], ky[j]);
+                let nyquist = 2 * i == nx || 2 * j == ny;
+                let along = k * ct + l * st;
+                let kk = k.hypot(l);
+                let pass = !nyquist && kk >= k_min && kk <= k_max && a * along.abs() <= kk;
+                if pass {
+                    modes += 1;
+                } else {
+                    *c = Complex::new(0.0, 0.0);
+                }
+            }
+        }
+        if modes == 0 {
+            return Err(format!(
+                "no Fourier mode of the grid has a wavelength in [min_wavelength, \
+                 max_wavelength] = [{}, {}] m within the ridge anisotropy; widen the band \
+                 or enlarge the grid",
+                params.min_wavelength, params.max_wavelength
+            ));
+        }
+        fft2(&mut noise, ny, nx, true);
+        for (r, c) in ridges.iter_mut().zip(&noise) {
+            *r = c.re;
+        }
+        let mean = ridges.iter().sum::<f64>() / n as f64;
+        let var = ridges.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / n as f64;
+        let std = var.sqrt();
+        if !(std > 0.0 && std.is_finite()) {
+            return Err(format!(
+                "the ridge field vanished (standard deviation {std}); widen min_wavelength, \
+                 max_wavelength"
+            ));
+        }
+        for r in &mut ridges {
+            *r = (*r - mean) / std;
+        }
+    }
+    Ok(TerrainParts {
+        massifs,
+        ridges,
+        taper,
+    })
+}
+
+/// A synthetic terrain (m above sea level, row-major, `ny` rows of `nx`
+/// columns, spacings `dx`, `dy` in metres) for a fine-scale twin: a few
+/// broad Gaussian massifs plus anisotropic random ridges and valleys
+/// carved into them, band-limited to wavelengths in
+/// `[params.min_wavelength, params.max_wavelength]`, as
+///
+/// ```text
+/// h = max_height H / max(H),    H = taper max(M + ridge_amplitude E R, 0),
+/// E = M / max(M)                (1 everywhere without massifs)
+/// ```
+///
+/// with `M` the massifs (relative heights in [0.5, 1)), `R` the ridge field
+/// (unit standard deviation, zero mean) and `taper` exactly 0 within
+/// `margin` of the grid's edges, rising as a cosine over `taper_width` to 1
+/// in the interior, so that the terrain itself does not wrap across the
+/// periodic edges of [`OrographicModel`] (the field it drives still reaches
+/// beyond it: see [`TerrainParams::margin`]). Hence `h >= 0`,
+/// `max h = max_height` exactly, and `h = 0` exactly in the margin. With
+/// the defaults on a 2 km grid about 90 % of the ridge field's variance
+/// (and of the terrain's slope) lies at wavelengths shorter than the 16 km
+/// that a grid 4 times coarser carries; on another spacing `d`,
+/// [`TerrainParams::for_grid_spacing`] scales the band to keep that
+/// proportion.
+///
+/// Deterministic: the random numbers are a splitmix64 stream of `seed`
+/// (the same on every platform); the massifs, ridge orientation (if not
+/// given) and the white noise of the ridges are drawn from it in that
+/// order. The terrain itself is reproducible to rounding (the last bits of
+/// `exp`, `cos` and the FFT may differ between platforms).
+///
+/// # Errors
+/// `ny`, `nx` zero; `dx`, `dy` not finite and positive; `params` as
+/// [`TerrainParams::check`]; `min_wavelength` below `2 max(dx, dy)`;
+/// `margin + taper_width` leaving no interior; no grid mode in the ridge
+/// band; a terrain that is flat (no massifs and no ridges).
+pub fn synthetic_terrain(
+    ny: usize,
+    nx: usize,
+    dx: f64,
+    dy: f64,
+    params: &TerrainParams,
+    seed: u64,
+) -> Result<Vec<f64>, String> {
+    let parts = terrain_parts(ny, nx, dx, dy, params, seed)?;
+    let m_top = parts.massifs.iter().fold(0.0f64, |a, &b| a.max(b));
+    let envelope = |m: f64| if m_top > 0.0 { m / m_top } else { 1.0 };
+    let mut h: Vec<f64> = parts
+        .massifs
+        .iter()
+        .zip(&parts.ridges)
+        .zip(&parts.taper)
+        .map(|((&m, r), t)| (m + params.ridge_amplitude * envelope(m) * r).max(0.0) * t)
+        .collect();
+    let top = h.iter().fold(0.0f64, |a, &b| a.max(b));
+    if !(top > 0.0 && top.is_finite()) {
+        return Err(format!(
+            "the terrain is flat (maximum {top}): set massifs or ridge_amplitude above 0"
+        ));
+    }
+    for x in &mut h {
+        *x = *x / top * params.max_height;
+    }
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -1445,6 +2666,718 @@ mod tests {
             OrographicParams::from_surface_temperature(f64::INFINITY, -5.8e-3, 1e5)
                 .unwrap_err()
                 .contains("t0_kelvin")
+        );
+    }
+
+    /// Uniform in [a, b) from the module's generator (tests only).
+    fn uniform_vec(rng: &mut SplitMix64, n: usize, a: f64, b: f64) -> Vec<f64> {
+        (0..n).map(|_| rng.range(a, b)).collect()
+    }
+
+    /// The parameter sets of the derivative tests: the defaults, each
+    /// limit, and long delays.
+    fn derivative_cases() -> Vec<OrographicParams> {
+        let base = OrographicParams {
+            background: 1e-5,
+            ..OrographicParams::default()
+        };
+        vec![
+            base,
+            OrographicParams { nm: 0.0, ..base },
+            OrographicParams { hw: 0.0, ..base },
+            OrographicParams {
+                nm: 0.0,
+                hw: 0.0,
+                ..base
+            },
+            OrographicParams::upslope(base.cw),
+            OrographicParams {
+                tau_c: 0.0,
+                tau_f: 3000.0,
+                nm: 0.01,
+                ..base
+            },
+        ]
+    }
+
+    #[test]
+    fn transfer_function_derivative_matches_finite_differences() {
+        // dT/du = k dT/dsigma and dT/dv = l dT/dsigma against central
+        // differences of transfer_function in u and in v, on random modes
+        // and winds on both branches of m, away from the branch points
+        // |sigma| = N_m (where m' is infinite) by far more than the step.
+        let mut rng = SplitMix64(7);
+        for params in derivative_cases() {
+            let mut checked = [0usize; 2];
+            for trial in 0..4000 {
+                let d = rng.range(500.0, 5e3);
+                let kmax = std::f64::consts::PI / d;
+                let (mut k, mut l) = (rng.range(-kmax, kmax), rng.range(-kmax, kmax));
+                let (mut u, v) = (rng.range(-25.0, 25.0), rng.range(-25.0, 25.0));
+                if trial % 50 == 0 {
+                    // sigma = 0 exactly: u = 0 on a mode with l = 0.
+                    u = 0.0;
+                    l = 0.0;
+                }
+                if trial % 97 == 0 {
+                    // Long waves: deep in the propagating branch.
+                    k *= 1e-3;
+                    l *= 1e-3;
+                }
+                let sigma = u * k + v * l;
+                // At sigma = 0 with N_m, H_w > 0 the derivative is 0 and
+                // the differences see their O(h^2) error alone: a smaller
+                // step there.
+                let step = if sigma == 0.0 { 1e-8 } else { 1e-6 };
+                let h = step * (1.0 + u.abs().max(v.abs()));
+                let gap = (sigma.abs() - params.nm).abs();
+                if params.hw > 0.0 && params.nm > 0.0 && gap < 1e4 * h * k.abs().max(l.abs()) {
+                    continue;
+                }
+                checked[usize::from(sigma.abs() < params.nm)] += 1;
+                let dsig = transfer_function_derivative(&params, k, l, u, v);
+                assert!(dsig.re.is_finite() && dsig.im.is_finite());
+                let t = |u, v| transfer_function(&params, k, l, u, v);
+                let du = (t(u + h, v) - t(u - h, v)) / (2.0 * h);
+                let dv = (t(u, v + h) - t(u, v - h)) / (2.0 * h);
+                // Scale: the derivative's size, or 1e-4 of its natural size
+                // C_w |k| where it vanishes.
+                let scale = (k * dsig).norm().max((l * dsig).norm())
+                    + 1e-4 * params.cw * k.abs().max(l.abs());
+                for (fd, exact, what) in [(du, k * dsig, "u"), (dv, l * dsig, "v")] {
+                    assert!(
+                        (fd - exact).norm() <= 1e-6 * scale,
+                        "d/d{what} {params:?} k {k} l {l} u {u} v {v}: {fd} vs {exact}"
+                    );
+                }
+                // Hermitian: dT/dsigma at (-k, -l) is -conj of that at (k, l).
+                let minus = transfer_function_derivative(&params, -k, -l, u, v);
+                assert!((minus + dsig.conj()).norm() <= 1e-15 * dsig.norm());
+            }
+            // Both branches were exercised where there are two.
+            assert!(checked[0] > 1000, "{checked:?}");
+            if params.nm > 0.0 {
+                assert!(checked[1] > 20, "{checked:?}");
+            }
+        }
+        // The limits by hand: upslope C_w i; N_m = 0: C_w i / (1 + K H_w)
+        // at sigma = 0; 0 at sigma = 0 with N_m, H_w > 0.
+        let base = OrographicParams::default();
+        let i = Complex::new(0.0, 1.0);
+        let up = OrographicParams::upslope(base.cw);
+        assert_eq!(
+            transfer_function_derivative(&up, 1e-3, 2e-3, 3.0, -4.0),
+            base.cw * i
+        );
+        let flat = OrographicParams { nm: 0.0, ..base };
+        let d0 = transfer_function_derivative(&flat, 1e-3, 2e-3, 2.0, -1.0);
+        let kk = 1e-3f64.hypot(2e-3);
+        assert!((d0 - base.cw * i / (1.0 + kk * base.hw)).norm() < 1e-15 * d0.norm());
+        assert_eq!(
+            transfer_function_derivative(&base, 1e-3, 2e-3, 2.0, -1.0),
+            Complex::new(0.0, 0.0)
+        );
+        // Overflow of |m| H_w: T and its derivative are both 0, no NaN.
+        for (u, v) in [(1e-300, 0.0), (0.0, 5e-324), (1e-160, -1e-160)] {
+            assert_eq!(
+                transfer_function_derivative(&base, 1e-3, 2e-3, u, v),
+                Complex::new(0.0, 0.0)
+            );
+        }
+        // The branch point itself: not differentiable.
+        let at_branch = transfer_function_derivative(&base, base.nm, 0.0, 1.0, 0.0);
+        assert!(at_branch.re.is_nan());
+    }
+
+    /// `sum_x lambda(x) P_unclipped(x; u, v)`.
+    fn weighted_sum(model: &OrographicModel, u: f64, v: f64, lambda: &[f64]) -> f64 {
+        let p = model.precipitation_unclipped(u, v).unwrap();
+        p.iter().zip(lambda).map(|(p, l)| p * l).sum()
+    }
+
+    /// The smallest change of wind (m/s) that moves a mode of the model's
+    /// terrain onto a branch point `|sigma| = N_m`.
+    fn branch_distance(model: &OrographicModel, u: f64, v: f64) -> f64 {
+        let nm = model.params().nm;
+        let mut best = f64::INFINITY;
+        for (i, &k) in model.kx.iter().enumerate() {
+            for (j, &l) in model.ky.iter().enumerate() {
+                if model.h_hat[i * model.ny + j] != Complex::new(0.0, 0.0) {
+                    let sigma: f64 = u * k + v * l;
+                    best = best.min((sigma.abs() - nm).abs() / k.hypot(l));
+                }
+            }
+        }
+        best
+    }
+
+    /// A rough terrain: independent uniform heights in [0, 1000) m.
+    fn rough_terrain(ny: usize, nx: usize, seed: u64) -> Vec<f64> {
+        uniform_vec(&mut SplitMix64(seed), ny * nx, 0.0, 1000.0)
+    }
+
+    #[test]
+    fn wind_vjp_matches_finite_differences() {
+        // Central differences of J = sum lambda P_unclipped in u and v, on
+        // a smooth hill and on a rough random terrain (every mode present),
+        // odd and even sizes; winds checked to sit well away from the
+        // branch points relative to the step.
+        let (ny, nx, dx, dy) = (45, 64, 2e3, 1.5e3);
+        let smooth = gaussian(ny, nx, dx, dy, (60e3, 30e3), A);
+        let rough = rough_terrain(ny, nx, 3);
+        let lambda = uniform_vec(&mut SplitMix64(11), ny * nx, -1.0, 1.0);
+        for params in derivative_cases() {
+            for terrain in [&smooth, &rough] {
+                let model = OrographicModel::new(terrain, ny, nx, dx, dy, params).unwrap();
+                let mut ws = model.workspace();
+                for (u, v) in [(10.0, 0.0), (-7.3, 12.1), (5.3, -14.1), (0.0, 6.1)] {
+                    // The error of the differences grows as (h / distance)^2
+                    // near a branch point.
+                    let h = 1e-6;
+                    if params.hw > 0.0 && params.nm > 0.0 {
+                        assert!(branch_distance(&model, u, v) > 2e3 * h);
+                    }
+                    let (gu, gv) = model.wind_vjp(u, v, &lambda, &mut ws).unwrap();
+                    let j = |u, v| weighted_sum(&model, u, v, &lambda);
+                    let fu = (j(u + h, v) - j(u - h, v)) / (2.0 * h);
+                    let fv = (j(u, v + h) - j(u, v - h)) / (2.0 * h);
+                    let norm = gu.hypot(gv);
+                    assert!(norm > 0.0);
+                    assert!(
+                        (fu - gu).abs() < 1e-6 * norm && (fv - gv).abs() < 1e-6 * norm,
+                        "{params:?} ({u}, {v}): fd ({fu}, {fv}) vs vjp ({gu}, {gv})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tent_weights_are_a_partition_of_unity() {
+        // Per axis the tents sum to 1 exactly ((1 - f) + f rounds to 1),
+        // are in [0, 1], are 1 at cells on their centre and 0 at cells on
+        // the neighbours' centres; the 2-D weights sum to 1 within rounding.
+        for (n, blocks) in [(1, 1), (7, 1), (7, 7), (64, 4), (63, 4), (45, 6), (10, 3)] {
+            let (tents, supports) = tent_weights(n, blocks);
+            for c in 0..n {
+                let sum: f64 = tents.iter().map(|t| t[c]).sum();
+                assert_eq!(sum, 1.0, "n {n} blocks {blocks} cell {c}");
+            }
+            for (b, (t, s)) in tents.iter().zip(&supports).enumerate() {
+                assert!(t.iter().all(|&w| (0.0..=1.0).contains(&w)));
+                for (c, &w) in t.iter().enumerate() {
+                    assert_eq!(w > 0.0, s.contains(&c), "support of {b}");
+                }
+                // A cell on the centre (when the centre is a cell) has 1.
+                let centre = (b as f64 + 0.5) * n as f64 / blocks as f64 - 0.5;
+                if centre.fract() == 0.0 {
+                    assert_eq!(t[centre as usize], 1.0);
+                }
+            }
+        }
+        let params = OrographicParams::default();
+        let (ny, nx) = (45, 63);
+        let model = OrographicModel::new(&vec![0.0; ny * nx], ny, nx, 2e3, 2e3, params).unwrap();
+        let blocked = BlockedOrographic::new(model, 4, 5).unwrap();
+        let weights: Vec<Vec<f64>> = (0..20).map(|b| blocked.block_weights(b).unwrap()).collect();
+        for x in 0..ny * nx {
+            let sum: f64 = weights.iter().map(|w| w[x]).sum();
+            assert!((sum - 1.0).abs() <= 4.0 * f64::EPSILON, "{sum}");
+            assert!(weights.iter().all(|w| w[x] >= 0.0));
+        }
+        for (w, total) in weights.iter().zip(blocked.block_totals()) {
+            let sum: f64 = w.iter().sum();
+            assert!((sum - total).abs() < 1e-12 * total);
+        }
+        assert!(blocked.block_weights(20).unwrap_err().starts_with("b "));
+    }
+
+    /// A blocked model on the two-hill terrain, odd sizes, `dx != dy`.
+    fn blocked_model(params: OrographicParams, by: usize, bx: usize) -> BlockedOrographic {
+        let (ny, nx, dx, dy) = (45, 63, 2.5e3, 2e3);
+        let h = two_hills(ny, nx, dx, dy);
+        let model = OrographicModel::new(&h, ny, nx, dx, dy, params).unwrap();
+        BlockedOrographic::new(model, by, bx).unwrap()
+    }
+
+    #[test]
+    fn one_block_is_the_uniform_wind_model_bit_for_bit() {
+        let params = OrographicParams {
+            background: 3e-5,
+            ..OrographicParams::default()
+        };
+        let blocked = blocked_model(params, 1, 1);
+        let model = blocked.model().clone();
+        let mut ws = blocked.workspace();
+        let mut mws = model.workspace();
+        let n = model.ny() * model.nx();
+        let mut out = vec![0.0; n];
+        let lambda = uniform_vec(&mut SplitMix64(5), n, -1.0, 1.0);
+        for (u, v) in [(10.0, 0.0), (-7.0, 12.0)] {
+            blocked
+                .precipitation_unclipped_into(&[(u, v)], &mut ws, &mut out)
+                .unwrap();
+            assert_eq!(out, model.precipitation_unclipped(u, v).unwrap());
+            blocked
+                .precipitation_into(&[(u, v)], &mut ws, &mut out)
+                .unwrap();
+            assert_eq!(out, model.precipitation(u, v).unwrap());
+            let g = blocked.winds_vjp(&[(u, v)], &lambda, &mut ws).unwrap();
+            assert_eq!(g, vec![model.wind_vjp(u, v, &lambda, &mut mws).unwrap()]);
+        }
+    }
+
+    #[test]
+    fn equal_winds_give_the_uniform_field_and_conserve_mass() {
+        // Partition of unity: equal winds in all blocks give the
+        // uniform-wind field (to rounding), whose domain mean is the
+        // background. Different winds give a different field that agrees
+        // with each block's own field at cells where its weight is 1.
+        let params = OrographicParams {
+            background: 1e-4,
+            ..OrographicParams::default()
+        };
+        let blocked = blocked_model(params, 4, 5);
+        let model = blocked.model();
+        let (u, v) = (8.0, -5.0);
+        let uniform = model.precipitation_unclipped(u, v).unwrap();
+        let p = blocked.precipitation_unclipped(&[(u, v); 20]).unwrap();
+        let amplitude = max_abs(&uniform.iter().map(|p| p - 1e-4).collect::<Vec<_>>());
+        assert!(amplitude > 1e-6);
+        for (a, b) in p.iter().zip(&uniform) {
+            assert!((a - b).abs() <= 1e-14 * amplitude, "{a} vs {b}");
+        }
+        let mean = p.iter().sum::<f64>() / p.len() as f64;
+        assert!((mean - 1e-4).abs() <= 1e-12 * amplitude, "{mean}");
+        let clipped = blocked.precipitation(&[(u, v); 20]).unwrap();
+        for (c, a) in clipped.iter().zip(&p) {
+            assert_eq!(*c, a.max(0.0));
+        }
+        // Different winds: on a cell where a block's weight is 1 the field
+        // is that block's uniform-wind field.
+        let winds: Vec<(f64, f64)> = (0..20)
+            .map(|b| (5.0 + b as f64, -3.0 + 0.5 * b as f64))
+            .collect();
+        let p = blocked.precipitation_unclipped(&winds).unwrap();
+        let mut found = 0;
+        for (b, &(ub, vb)) in winds.iter().enumerate() {
+            let w = blocked.block_weights(b).unwrap();
+            let own = model.precipitation_unclipped(ub, vb).unwrap();
+            for x in 0..p.len() {
+                if w[x] == 1.0 {
+                    found += 1;
+                    assert!((p[x] - own[x]).abs() <= 1e-14 * amplitude);
+                }
+            }
+        }
+        assert!(found >= 20);
+    }
+
+    #[test]
+    fn block_means_adjoint_is_the_adjoint_of_block_means() {
+        // <M f, c> = <f, M^T c>, and the adjoint accumulates. Means of a
+        // constant field are that constant.
+        let blocked = blocked_model(OrographicParams::default(), 3, 4);
+        let n = 45 * 63;
+        let mut rng = SplitMix64(21);
+        for _ in 0..5 {
+            let f = uniform_vec(&mut rng, n, -3.0, 3.0);
+            let c = uniform_vec(&mut rng, 12, -2.0, 2.0);
+            let mf = blocked.block_means(&f).unwrap();
+            let mut mtc = vec![0.0; n];
+            blocked.block_means_adjoint(&c, &mut mtc).unwrap();
+            let lhs: f64 = mf.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f64 = f.iter().zip(&mtc).map(|(a, b)| a * b).sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+                "{lhs} vs {rhs}"
+            );
+            let mut twice = mtc.clone();
+            blocked.block_means_adjoint(&c, &mut twice).unwrap();
+            for (t, m) in twice.iter().zip(&mtc) {
+                assert!((t - 2.0 * m).abs() <= 1e-15 * m.abs().max(1e-3));
+            }
+        }
+        for m in blocked.block_means(&vec![7.5; n]).unwrap() {
+            assert!((m - 7.5).abs() < 1e-14);
+        }
+        let u = vec![10.0; n];
+        let v: Vec<f64> = (0..n).map(|x| (x % 63) as f64).collect();
+        let winds = blocked.block_winds(&u, &v).unwrap();
+        // Block columns' mean x index increases across the grid.
+        assert!(winds[0].1 < winds[1].1 && winds[1].1 < winds[3].1);
+        assert!(winds.iter().all(|w| (w.0 - 10.0).abs() < 1e-13));
+    }
+
+    #[test]
+    fn winds_vjp_matches_finite_differences() {
+        // Different winds per block, each component of each block's wind
+        // perturbed in turn; smooth and rough terrains, 2 x 3 blocks.
+        let (ny, nx, dx, dy) = (45, 63, 2.5e3, 2e3);
+        let smooth = two_hills(ny, nx, dx, dy);
+        let rough = rough_terrain(ny, nx, 8);
+        let lambda = uniform_vec(&mut SplitMix64(13), ny * nx, -1.0, 1.0);
+        let winds = vec![
+            (10.0, 0.0),
+            (11.1, 6.1),
+            (-4.1, 9.7),
+            (6.6, -7.7),
+            (12.5, 1.3),
+            (0.0, -9.1),
+        ];
+        for params in [OrographicParams::default(), OrographicParams::upslope(5e-3)] {
+            for terrain in [&smooth, &rough] {
+                let model = OrographicModel::new(terrain, ny, nx, dx, dy, params).unwrap();
+                let h = 1e-6;
+                for &(u, v) in &winds {
+                    if params.hw > 0.0 && params.nm > 0.0 {
+                        assert!(branch_distance(&model, u, v) > 2e3 * h);
+                    }
+                }
+                let blocked = BlockedOrographic::new(model, 2, 3).unwrap();
+                let mut ws = blocked.workspace();
+                let grad = blocked.winds_vjp(&winds, &lambda, &mut ws).unwrap();
+                let j = |w: &[(f64, f64)]| -> f64 {
+                    let p = blocked.precipitation_unclipped(w).unwrap();
+                    p.iter().zip(&lambda).map(|(p, l)| p * l).sum()
+                };
+                let norm = grad.iter().map(|g| g.0.hypot(g.1)).fold(0.0, f64::max);
+                assert!(norm > 0.0);
+                for b in 0..6 {
+                    for component in 0..2 {
+                        let mut plus = winds.clone();
+                        let mut minus = winds.clone();
+                        if component == 0 {
+                            plus[b].0 += h;
+                            minus[b].0 -= h;
+                        } else {
+                            plus[b].1 += h;
+                            minus[b].1 -= h;
+                        }
+                        let fd = (j(&plus) - j(&minus)) / (2.0 * h);
+                        let exact = if component == 0 { grad[b].0 } else { grad[b].1 };
+                        assert!(
+                            (fd - exact).abs() < 1e-6 * norm,
+                            "{params:?} block {b} component {component}: {fd} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_lambda_gives_zero_gradient_to_blocks_it_misses() {
+        // lambda at one corner cell only: the corner block (weight 1 there)
+        // gets the uniform-wind gradient of that cell, the blocks whose
+        // tents vanish there get exactly 0 (and no FFT).
+        let blocked = blocked_model(OrographicParams::default(), 3, 3);
+        let model = blocked.model();
+        let n = model.ny() * model.nx();
+        let mut lambda = vec![0.0; n];
+        lambda[0] = 1.0;
+        let winds: Vec<(f64, f64)> = (0..9).map(|b| (6.0 + b as f64, 2.0)).collect();
+        let grad = blocked
+            .winds_vjp(&winds, &lambda, &mut blocked.workspace())
+            .unwrap();
+        let own = model
+            .wind_vjp(winds[0].0, winds[0].1, &lambda, &mut model.workspace())
+            .unwrap();
+        assert_eq!(grad[0], own);
+        assert!(own.0 != 0.0 && own.1 != 0.0);
+        for g in &grad[1..] {
+            assert_eq!(*g, (0.0, 0.0));
+        }
+    }
+
+    #[test]
+    fn blocked_bad_inputs_are_errors_naming_the_parameter() {
+        let params = OrographicParams::default();
+        let model = OrographicModel::new(&[0.0; 12], 3, 4, 1e3, 1e3, params).unwrap();
+        let e = |by, bx| BlockedOrographic::new(model.clone(), by, bx).unwrap_err();
+        assert!(e(0, 1).starts_with("by "));
+        assert!(e(4, 1).starts_with("by "));
+        assert!(e(1, 0).starts_with("bx "));
+        assert!(e(1, 5).starts_with("bx "));
+        let blocked = BlockedOrographic::new(model.clone(), 3, 2).unwrap();
+        let mut ws = blocked.workspace();
+        let mut out = vec![0.0; 12];
+        let winds = [(1.0, 2.0); 6];
+        let lambda = [1.0; 12];
+        let err = |r: Result<(), String>| r.unwrap_err();
+        assert!(
+            err(blocked.precipitation_unclipped_into(&winds[..5], &mut ws, &mut out))
+                .starts_with("winds ")
+        );
+        let mut bad = winds;
+        bad[4].1 = f64::NAN;
+        assert!(err(blocked.precipitation_into(&bad, &mut ws, &mut out)).contains("block 4"));
+        assert!(
+            err(blocked.precipitation_into(&winds, &mut ws, &mut out[..11])).starts_with("out ")
+        );
+        let other = BlockedOrographic::new(
+            OrographicModel::new(&[0.0; 6], 2, 3, 1e3, 1e3, params).unwrap(),
+            1,
+            1,
+        )
+        .unwrap();
+        let mut other_ws = other.workspace();
+        assert!(
+            err(blocked.precipitation_into(&winds, &mut other_ws, &mut out)).starts_with("ws ")
+        );
+        assert!(
+            blocked
+                .winds_vjp(&winds, &lambda[..11], &mut ws)
+                .unwrap_err()
+                .starts_with("lambda ")
+        );
+        let mut bad_lambda = lambda;
+        bad_lambda[3] = f64::INFINITY;
+        assert!(
+            blocked
+                .winds_vjp(&winds, &bad_lambda, &mut ws)
+                .unwrap_err()
+                .starts_with("lambda ")
+        );
+        let mut grad = vec![(0.0, 0.0); 5];
+        assert!(
+            err(blocked.winds_vjp_into(&winds, &lambda, &mut ws, &mut grad)).starts_with("grad ")
+        );
+        assert!(
+            blocked
+                .block_means(&lambda[..3])
+                .unwrap_err()
+                .starts_with("field ")
+        );
+        assert!(
+            blocked
+                .block_winds(&lambda, &lambda[..3])
+                .unwrap_err()
+                .starts_with("v ")
+        );
+        assert!(err(blocked.block_means_adjoint(&[1.0; 5], &mut out)).starts_with("cotangent "));
+        assert!(err(blocked.block_means_adjoint(&[1.0; 6], &mut out[..3])).starts_with("out "));
+        let mut mws = model.workspace();
+        assert!(
+            model
+                .wind_vjp(f64::NAN, 1.0, &lambda, &mut mws)
+                .unwrap_err()
+                .starts_with("u ")
+        );
+        assert!(
+            model
+                .wind_vjp(1.0, 1.0, &lambda[..2], &mut mws)
+                .unwrap_err()
+                .starts_with("lambda ")
+        );
+        let mut small_ws = other.model().workspace();
+        assert!(
+            model
+                .wind_vjp(1.0, 1.0, &lambda, &mut small_ws)
+                .unwrap_err()
+                .starts_with("ws ")
+        );
+    }
+
+    /// Fraction of the power of a row-major field (of its gradient if
+    /// `slope`) at wavenumbers a grid `factor` times coarser cannot carry
+    /// (`|k| > pi / (factor dx)` or `|l| > pi / (factor dy)`), and the
+    /// fraction outside `[k_lo, k_hi]`.
+    #[allow(clippy::too_many_arguments)]
+    fn power_fractions(
+        field: &[f64],
+        ny: usize,
+        nx: usize,
+        dx: f64,
+        dy: f64,
+        factor: f64,
+        (k_lo, k_hi): (f64, f64),
+        slope: bool,
+    ) -> (f64, f64) {
+        let mut c: Vec<Complex<f64>> = field.iter().map(|&x| Complex::new(x, 0.0)).collect();
+        fft2(&mut c, ny, nx, false);
+        let (kx, ky) = (wavenumbers(nx, dx), wavenumbers(ny, dy));
+        let (mut total, mut fine, mut outside) = (0.0, 0.0, 0.0);
+        for (j, row) in c.chunks_exact(nx).enumerate() {
+            for (i, z) in row.iter().enumerate() {
+                let (k, l) = (kx[i], ky[j]);
+                let p = z.norm_sqr() * if slope { k * k + l * l } else { 1.0 };
+                total += p;
+                if k.abs() > std::f64::consts::PI / (factor * dx)
+                    || l.abs() > std::f64::consts::PI / (factor * dy)
+                {
+                    fine += p;
+                }
+                let kk = k.hypot(l);
+                if kk < k_lo * (1.0 - 1e-12) || kk > k_hi * (1.0 + 1e-12) {
+                    outside += p;
+                }
+            }
+        }
+        (fine / total, outside / total)
+    }
+
+    #[test]
+    fn synthetic_terrain_is_deterministic_tapered_and_scaled() {
+        let params = TerrainParams::default();
+        let (ny, nx, dx, dy) = (256, 256, 2e3, 2e3);
+        let h = synthetic_terrain(ny, nx, dx, dy, &params, 42).unwrap();
+        assert_eq!(h, synthetic_terrain(ny, nx, dx, dy, &params, 42).unwrap());
+        let other = synthetic_terrain(ny, nx, dx, dy, &params, 43).unwrap();
+        let differ = h.iter().zip(&other).filter(|(a, b)| a != b).count();
+        assert!(differ > ny * nx / 4, "{differ}");
+        assert!(h.iter().all(|x| x.is_finite() && *x >= 0.0));
+        assert_eq!(h.iter().fold(0.0f64, |a, &b| a.max(b)), params.max_height);
+        for j in 0..ny {
+            for i in 0..nx {
+                let dist_x = i.min(nx - 1 - i) as f64 * dx;
+                let dist_y = j.min(ny - 1 - j) as f64 * dy;
+                if dist_x <= params.margin || dist_y <= params.margin {
+                    assert_eq!(h[j * nx + i].to_bits(), 0, "({j}, {i})");
+                }
+            }
+        }
+        // Mountains, not a few spikes: a good part of the interior is
+        // raised, and the mean height is a sizeable fraction of the top.
+        let raised = h.iter().filter(|&&x| x > 100.0).count();
+        assert!(raised > ny * nx / 10, "{raised}");
+        // A rectangular grid with dx != dy, given orientation, no massifs.
+        let ridges_only = TerrainParams {
+            massifs: 0,
+            ridge_orientation: Some(0.3),
+            ..params
+        };
+        let g = synthetic_terrain(100, 160, 2e3, 2.5e3, &ridges_only, 1).unwrap();
+        assert!(g.iter().all(|x| x.is_finite() && *x >= 0.0));
+        assert_eq!(g.iter().fold(0.0f64, |a, &b| a.max(b)), 2000.0);
+    }
+
+    #[test]
+    fn synthetic_ridges_are_band_limited_and_mostly_below_a_coarse_grid() {
+        // The ridge field alone: all its power in [k_min, k_max]; most of
+        // it above the Nyquist wavenumber of a grid 4 times coarser; along
+        // the crests its wavenumbers are small (anisotropy).
+        let params = TerrainParams::default();
+        let two_pi = 2.0 * std::f64::consts::PI;
+        let band = (
+            two_pi / params.max_wavelength,
+            two_pi / params.min_wavelength,
+        );
+        for (ny, nx, dx, dy, seed) in [(256, 256, 2e3, 2e3, 1), (200, 240, 2e3, 1.8e3, 2)] {
+            let parts = terrain_parts(ny, nx, dx, dy, &params, seed).unwrap();
+            let r = &parts.ridges;
+            let mean = r.iter().sum::<f64>() / r.len() as f64;
+            let var = r.iter().map(|x| x * x).sum::<f64>() / r.len() as f64;
+            assert!(mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-12);
+            let (fine, outside) = power_fractions(r, ny, nx, dx, dy, 4.0, band, false);
+            assert!(fine > 0.5, "fine fraction {fine}");
+            assert!(outside < 1e-20, "{outside}");
+            // In the whole terrain the broad massifs hold most of the
+            // variance, but most of the slope (which drives the ascent)
+            // is still below the coarse grid.
+            let h = synthetic_terrain(ny, nx, dx, dy, &params, seed).unwrap();
+            let (fine_h, _) = power_fractions(&h, ny, nx, dx, dy, 4.0, band, true);
+            assert!(fine_h > 0.5, "terrain slope fine fraction {fine_h}");
+        }
+        // The same proportion on a 1 km grid with the band scaled to it.
+        let (n, d) = (256, 1e3);
+        let scaled = TerrainParams::for_grid_spacing(d);
+        assert_eq!(TerrainParams::for_grid_spacing(2e3), params);
+        let parts = terrain_parts(n, n, d, d, &scaled, 4).unwrap();
+        let band = (
+            two_pi / scaled.max_wavelength,
+            two_pi / scaled.min_wavelength,
+        );
+        let (fine, _) = power_fractions(&parts.ridges, n, n, d, d, 4.0, band, false);
+        assert!(fine > 0.5, "fine fraction at 1 km {fine}");
+        // Anisotropy: with crests along x, the power-weighted mean square
+        // of k is far below that of l.
+        let along_x = TerrainParams {
+            ridge_orientation: Some(0.0),
+            ..params
+        };
+        let (n, d) = (128, 2e3);
+        let parts = terrain_parts(n, n, d, d, &along_x, 9).unwrap();
+        let mut c: Vec<Complex<f64>> = parts.ridges.iter().map(|&x| Complex::new(x, 0.0)).collect();
+        fft2(&mut c, n, n, false);
+        let ks = wavenumbers(n, d);
+        let (mut kk2, mut ll2) = (0.0, 0.0);
+        for (j, row) in c.chunks_exact(n).enumerate() {
+            for (i, z) in row.iter().enumerate() {
+                kk2 += ks[i] * ks[i] * z.norm_sqr();
+                ll2 += ks[j] * ks[j] * z.norm_sqr();
+            }
+        }
+        assert!(kk2 < 0.2 * ll2, "{kk2} vs {ll2}");
+        // The massifs and the taper: massifs peak inside the interior, the
+        // taper is 1 there and 0 at the edge.
+        assert_eq!(parts.taper[0], 0.0);
+        assert_eq!(parts.taper[n / 2 * n + n / 2], 1.0);
+        assert!(parts.massifs.iter().all(|m| *m >= 0.0));
+    }
+
+    #[test]
+    fn terrain_bad_inputs_are_errors_naming_the_parameter() {
+        let p = TerrainParams::default();
+        type Setter = fn(&mut TerrainParams, f64);
+        let fields: [(&str, Setter); 10] = [
+            ("max_height", |p, x| p.max_height = x),
+            ("margin", |p, x| p.margin = x),
+            ("taper_width", |p, x| p.taper_width = x),
+            ("massif_min_width", |p, x| p.massif_min_width = x),
+            ("massif_max_width", |p, x| p.massif_max_width = x),
+            ("min_wavelength", |p, x| p.min_wavelength = x),
+            ("max_wavelength", |p, x| p.max_wavelength = x),
+            ("ridge_anisotropy", |p, x| p.ridge_anisotropy = x),
+            ("ridge_orientation", |p, x| p.ridge_orientation = Some(x)),
+            ("ridge_amplitude", |p, x| p.ridge_amplitude = x),
+        ];
+        for (name, set) in fields {
+            for bad in [f64::NAN, f64::INFINITY, -1.0] {
+                if name == "ridge_orientation" && bad == -1.0 {
+                    continue;
+                }
+                let mut q = p;
+                set(&mut q, bad);
+                let e = q.check().unwrap_err();
+                assert!(e.starts_with(name), "{name}: {e}");
+                let e = synthetic_terrain(64, 64, 2e3, 2e3, &q, 0).unwrap_err();
+                assert!(e.starts_with(name), "{name}: {e}");
+            }
+        }
+        let swapped = TerrainParams {
+            min_wavelength: 30e3,
+            ..p
+        };
+        assert!(swapped.check().unwrap_err().starts_with("max_wavelength"));
+        let grid = |ny, nx, dx, dy, q: &TerrainParams| synthetic_terrain(ny, nx, dx, dy, q, 0);
+        assert!(grid(0, 64, 2e3, 2e3, &p).unwrap_err().starts_with("ny "));
+        assert!(grid(64, 0, 2e3, 2e3, &p).unwrap_err().starts_with("nx "));
+        assert!(
+            grid(64, 64, f64::NAN, 2e3, &p)
+                .unwrap_err()
+                .starts_with("dx ")
+        );
+        assert!(grid(64, 64, 2e3, 0.0, &p).unwrap_err().starts_with("dy "));
+        assert!(
+            grid(64, 64, 4e3, 2e3, &p)
+                .unwrap_err()
+                .starts_with("min_wavelength")
+        );
+        assert!(
+            grid(32, 64, 2e3, 2e3, &p)
+                .unwrap_err()
+                .starts_with("margin")
+        );
+        let flat = TerrainParams {
+            massifs: 0,
+            ridge_amplitude: 0.0,
+            ..p
+        };
+        assert!(
+            grid(128, 128, 2e3, 2e3, &flat)
+                .unwrap_err()
+                .contains("flat")
         );
     }
 }

@@ -15,7 +15,9 @@ pub mod bilinear;
 pub mod block_average;
 pub mod choose;
 pub mod file;
+pub mod host;
 pub mod network;
+pub mod orographic;
 pub mod points;
 pub mod select;
 pub mod set;
@@ -29,6 +31,7 @@ pub const OPERATORS: &[SpecEntry<dyn OperatorSpec>] = &[
     operator::<select::SelectSpec>("select"),
     operator::<bilinear::BilinearSpec>("bilinear"),
     operator::<block_average::BlockAverageSpec>("block_average"),
+    operator::<orographic::OrographicSpec>("orographic"),
 ];
 
 /// Every observation network, one line each.

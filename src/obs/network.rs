@@ -15,6 +15,9 @@ use crate::rng::stream;
 pub struct NetworkAt {
     /// The operator.
     pub operator: Arc<dyn ObsOperator>,
+    /// The operator that simulates a twin's observations where it is not
+    /// `operator` (a set's `truth_operator`); same size and sites.
+    pub truth: Option<Arc<dyn ObsOperator>>,
     /// The errors of its observations (before any are missing).
     pub error: ObsError,
     /// Equal ids mean the same operator and locations.

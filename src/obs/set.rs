@@ -80,6 +80,10 @@ pub struct SetKeys {
     /// Probability that an observation is missing at a cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_fraction: Option<f64>,
+    /// `false`: a verification set, simulated and scored against the
+    /// truth at its sites but not assimilated (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assimilate: Option<bool>,
     /// The network table, as written (read by [`super::NETWORKS`] into
     /// [`ObservationSet::network`]; `None` once read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,10 @@ pub struct SetKeys {
     /// The operator table, as written (`None` once read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<toml::Value>,
+    /// The operator that simulates a twin's observations, when it is not
+    /// the one DA assimilates them with (`None` once read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_operator: Option<toml::Value>,
 }
 
 /// One observation set.
@@ -98,6 +106,10 @@ pub struct ObservationSet {
     pub network: Part<dyn NetworkSpec>,
     /// What `H` does.
     pub operator: Part<dyn OperatorSpec>,
+    /// What makes a twin's observations from the truth, when it is not
+    /// `operator` (an imperfect or learned operator assimilating
+    /// observations of the exact one); at the same sites.
+    pub truth_operator: Option<Part<dyn OperatorSpec>>,
     /// The other keys.
     pub keys: SetKeys,
     /// How its keys are named in errors.
@@ -119,6 +131,12 @@ impl Serialize for ObservationSet {
             "operator".into(),
             toml::Value::Table(self.operator.to_table()),
         );
+        if let Some(truth) = &self.truth_operator {
+            t.insert(
+                "truth_operator".into(),
+                toml::Value::Table(truth.to_table()),
+            );
+        }
         t.serialize(s)
     }
 }
@@ -252,6 +270,19 @@ impl ObservationSet {
             }
             None => default_operator()?,
         };
+        let truth_operator = match keys.truth_operator.take() {
+            Some(toml::Value::Table(t)) => Some(
+                Part::from_table(t, OPERATORS, "operator")
+                    .map_err(|e| prefixed("truth_operator", e))?,
+            ),
+            Some(other) => {
+                return Err(key_error(
+                    "truth_operator",
+                    format!("must be a table such as {{ kind = \"bilinear\" }}, got {other}"),
+                ));
+            }
+            None => None,
+        };
         let name = keys
             .name
             .clone()
@@ -260,6 +291,7 @@ impl ObservationSet {
             name,
             network,
             operator,
+            truth_operator,
             keys,
             style: KeyStyle::Entry(index),
         })
@@ -360,9 +392,12 @@ impl ObservationSet {
                 error_std: old.error_std,
                 error_correlation_length: old.error_correlation_length,
                 missing_fraction: old.missing_fraction,
+                assimilate: None,
                 network: None,
                 operator: None,
+                truth_operator: None,
             },
+            truth_operator: None,
             style: KeyStyle::Legacy,
         };
         Ok((set, old.steps_per_cycle))
@@ -375,6 +410,11 @@ impl ObservationSet {
             KeyStyle::Entry(i) if key.is_empty() => format!("observations[{i}]"),
             KeyStyle::Entry(i) => format!("observations[{i}].{key}"),
         }
+    }
+
+    /// Whether the set is assimilated (not a verification set).
+    pub fn assimilated(&self) -> bool {
+        self.keys.assimilate.unwrap_or(true)
     }
 
     /// The file a `file` network reads.
@@ -395,8 +435,26 @@ impl ObservationSet {
             .spec()
             .check()
             .map_err(|e| prefixed("operator", e))?;
+        if let Some(truth) = &self.truth_operator {
+            truth
+                .spec()
+                .check()
+                .map_err(|e| prefixed("truth_operator", e))?;
+        }
         let k = &self.keys;
         if self.file().is_some() {
+            if k.assimilate.is_some() {
+                return Err(key_error(
+                    "assimilate",
+                    "does not apply to observations from a file (a run on a file has no truth to verify against)",
+                ));
+            }
+            if self.truth_operator.is_some() {
+                return Err(key_error(
+                    "truth_operator",
+                    "does not apply to observations from a file (they are not simulated)",
+                ));
+            }
             if self.operator.kind() != "select" || !self.operator.table().is_empty() {
                 return Err(key_error(
                     "operator",
@@ -457,6 +515,12 @@ impl ObservationSet {
             return Err(key_error(
                 "error_correlation_length",
                 format!("must be positive, got {l}"),
+            ));
+        }
+        if k.missing_fraction.is_some() && !self.assimilated() {
+            return Err(key_error(
+                "missing_fraction",
+                "does not apply to a verification set (assimilate = false): it is scored at every site",
             ));
         }
         if let Some(f) = k.missing_fraction
@@ -521,6 +585,26 @@ impl ObservationSet {
             fields,
         };
         let builder = self.operator.spec().init(&ctx)?;
+        let truth_builder = match &self.truth_operator {
+            None => None,
+            Some(truth) => {
+                let b = truth
+                    .spec()
+                    .init(&ctx)
+                    .map_err(|e| prefixed("truth_operator", e))?;
+                if b.candidates() != builder.candidates() {
+                    return Err(key_error(
+                        "truth_operator",
+                        format!(
+                            "offers other sites ({} candidates) than the operator ({}): a twin's observations must be simulated where they are assimilated",
+                            b.candidates().len(),
+                            builder.candidates().len()
+                        ),
+                    ));
+                }
+                Some(b)
+            }
+        };
         let sites = self
             .network
             .spec()
@@ -568,6 +652,7 @@ impl ObservationSet {
             name: self.name.clone(),
             geometry: geometry.clone(),
             builder,
+            truth_builder,
             rule,
             correlation_length: self.keys.error_correlation_length,
             kind: self.network.kind().to_string(),
@@ -579,11 +664,30 @@ impl ObservationSet {
         set.sites = match sites {
             Sites::Points(points) => {
                 let (op, fields) = set.builder.at_points(&points, &set.kind)?;
-                SetSites::Fixed(Some(set.network_at(op, &fields, 0)?))
+                let truth = match &set.truth_builder {
+                    None => None,
+                    Some(b) => {
+                        let (t, _) = b
+                            .at_points(&points, &set.kind)
+                            .map_err(|e| prefixed("truth_operator", e))?;
+                        if t.size() != op.size() {
+                            return Err(key_error(
+                                "truth_operator",
+                                format!(
+                                    "gives {} observations at the network's points, the operator {}",
+                                    t.size(),
+                                    op.size()
+                                ),
+                            ));
+                        }
+                        Some(t)
+                    }
+                };
+                SetSites::Fixed(Some(set.network_at(op, truth, &fields, 0)?))
             }
             Sites::Choose(choice) if choice.is_fixed() => {
-                let (op, fields) = set.chosen(&choice.at(0));
-                SetSites::Fixed(Some(set.network_at(op, &fields, 0)?))
+                let (op, truth, fields) = set.chosen(&choice.at(0));
+                SetSites::Fixed(Some(set.network_at(op, truth, &fields, 0)?))
             }
             Sites::Choose(choice) => {
                 if let StdRule::PerObservation(v) = &set.rule {
@@ -634,6 +738,14 @@ fn legacy_name(key: &str) -> String {
     }
 }
 
+/// The operator at chosen sites, the truth operator there, and the field
+/// of each observation.
+type Chosen = (
+    Arc<dyn ObsOperator>,
+    Option<Arc<dyn ObsOperator>>,
+    Vec<usize>,
+);
+
 /// How a set's error standard deviations are given, resolved on the
 /// geometry.
 enum StdRule {
@@ -656,6 +768,8 @@ pub struct SetNetwork {
     name: String,
     geometry: Geometry,
     builder: Box<dyn OperatorBuilder>,
+    /// The builder of `truth_operator`, on the same candidates.
+    truth_builder: Option<Box<dyn OperatorBuilder>>,
     sites: SetSites,
     rule: StdRule,
     correlation_length: Option<f64>,
@@ -668,14 +782,22 @@ impl SetNetwork {
         &self.name
     }
 
-    /// The operator of candidates `chosen`, with the field of each
-    /// observation.
-    fn chosen(&self, chosen: &[usize]) -> (Arc<dyn ObsOperator>, Vec<usize>) {
+    /// The operator of candidates `chosen`, the truth operator there (if
+    /// the set has one), and the field of each observation.
+    fn chosen(&self, chosen: &[usize]) -> Chosen {
         let fields = chosen
             .iter()
             .map(|&c| self.builder.candidates()[c].field)
             .collect();
-        (self.builder.at_candidates(chosen, &self.kind), fields)
+        let truth = self
+            .truth_builder
+            .as_ref()
+            .map(|b| b.at_candidates(chosen, &self.kind));
+        (
+            self.builder.at_candidates(chosen, &self.kind),
+            truth,
+            fields,
+        )
     }
 
     /// The errors of `operator`'s observations, whose fields are `fields`.
@@ -701,6 +823,7 @@ impl SetNetwork {
     fn network_at(
         &self,
         operator: Arc<dyn ObsOperator>,
+        truth: Option<Arc<dyn ObsOperator>>,
         fields: &[usize],
         network_id: u64,
     ) -> Result<NetworkAt, KeyError> {
@@ -717,6 +840,7 @@ impl SetNetwork {
             sets: vec![p],
             error: self.error(operator.as_ref(), fields),
             operator,
+            truth,
             network_id,
         })
     }
@@ -728,16 +852,18 @@ impl ObsNetwork for SetNetwork {
             SetSites::Fixed(Some(at)) => at.clone(),
             SetSites::Fixed(None) => NetworkAt {
                 operator: Arc::new(Stacked::new(Vec::new())),
+                truth: None,
                 error: ObsError::Diagonal(DVector::zeros(0)),
                 network_id: 0,
                 sets: vec![0],
             },
             SetSites::Moving(choice) => {
-                let (operator, fields) = self.chosen(&choice.at(cycle));
+                let (operator, truth, fields) = self.chosen(&choice.at(cycle));
                 NetworkAt {
                     sets: vec![operator.size()],
                     error: self.error(operator.as_ref(), &fields),
                     operator,
+                    truth,
                     network_id: cycle as u64 + 1,
                 }
             }
@@ -763,7 +889,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Stacks `sets` (at least two).
+    /// Stacks `sets` (none gives a network without observations).
     pub fn new(sets: Vec<SetNetwork>) -> Self {
         Self { sets }
     }
@@ -781,11 +907,21 @@ impl ObsNetwork for Stack {
             })
         };
         let error = block_diagonal(parts.iter().map(|a| &a.error));
+        let truth: Option<Arc<dyn ObsOperator>> =
+            parts.iter().any(|a| a.truth.is_some()).then(|| {
+                Arc::new(Stacked::new(
+                    parts
+                        .iter()
+                        .map(|a| a.truth.clone().unwrap_or_else(|| Arc::clone(&a.operator)))
+                        .collect(),
+                )) as Arc<dyn ObsOperator>
+            });
         let operator = Arc::new(Stacked::new(
             parts.into_iter().map(|a| a.operator).collect(),
         ));
         NetworkAt {
             operator,
+            truth,
             error,
             network_id,
             sets,

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""The downscaling twin's DA table over seeds (issue 24, point 5).
+
+Reads OUT/<config>_<seed>/summary.json for the configs exact, naive, none
+(as `just downscaling-twin` writes them) and prints a Markdown table: per
+config and method, the coarse analysis RMSE of the stream function and the
+analysis RMSE of the fine temperature and precipitation fields at the
+verification sites, each a mean over the seeds with a 95 % Student-t
+interval; then the differences to `none`, paired by seed.
+
+Usage: table.py OUT [TABLE.md]
+"""
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+CONFIGS = ["exact", "naive", "none"]
+WHAT = {
+    "exact": "stations through the exact chain",
+    "naive": "stations through the coarse chain, interpolated",
+    "none": "no station",
+}
+# Two-sided 95 % Student-t quantiles, by degrees of freedom.
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+
+
+def interval(values):
+    """Mean and half-width of the 95 % interval (nan for one value)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan")
+    t = T95[min(n - 2, len(T95) - 1)]
+    return mean, t * statistics.stdev(values) / math.sqrt(n)
+
+
+def fmt(mean_ci):
+    mean, ci = mean_ci
+    if math.isnan(ci):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {ci:.3f}"
+
+
+def scores(summary, method):
+    """(coarse RMSE, fine temperature RMSE, fine precipitation RMSE) of a
+    method, or None if it did not finish."""
+    for m in summary["methods"]:
+        if m["label"] != method:
+            continue
+        if m.get("status") not in ("ok", "worse_than_climatology", "inconsistent_innovations"):
+            return None
+        fine = {v["set"]: v["rmse_a"] for v in m.get("verification", [])}
+        return (m["rmse_a"], fine.get("fine_temperature"), fine.get("fine_precipitation"))
+    return None
+
+
+def main():
+    out = Path(sys.argv[1])
+    runs = {}
+    for d in sorted(out.iterdir()):
+        config, _, seed = d.name.rpartition("_")
+        if config in CONFIGS and (d / "summary.json").exists():
+            runs.setdefault(config, {})[int(seed)] = json.loads((d / "summary.json").read_text())
+    if not runs:
+        sys.exit(f"no runs under {out}")
+    methods = [m["label"] for m in next(iter(next(iter(runs.values())).values()))["methods"]]
+    seeds = sorted(set.intersection(*(set(r) for r in runs.values())))
+    lines = [
+        "The downscaling twin (experiments/qg/downscaling/): coarse 65 x 65 QG state, "
+        "fine 257 x 257 terrain world; analysis RMSE after the burn-in, mean over "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) ± 95 % interval (Student t).",
+        "",
+        "| stations assimilated | method | coarse ψ RMSE | fine temperature RMSE (K) | fine precipitation RMSE (mm/h) | failed runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    paired = {}
+    for config in CONFIGS:
+        if config not in runs:
+            continue
+        for method in methods:
+            rows = [scores(runs[config][s], method) for s in seeds]
+            done = [r for r in rows if r is not None]
+            failed = len(rows) - len(done)
+            cells = [
+                fmt(interval([r[i] for r in done])) if done and all(r[i] is not None for r in done) else "—"
+                for i in range(3)
+            ]
+            lines.append(f"| {WHAT[config]} | {method} | {' | '.join(cells)} | {failed} |")
+            for s, r in zip(seeds, rows):
+                paired[(config, method, s)] = r
+    lines += [
+        "",
+        "Differences to no station, paired by seed (negative: the stations help):",
+        "",
+        "| stations assimilated | method | Δ coarse ψ RMSE | Δ fine temperature RMSE (K) | Δ fine precipitation RMSE (mm/h) |",
+        "|---|---|---|---|---|",
+    ]
+    for config in ["exact", "naive"]:
+        if config not in runs or "none" not in runs:
+            continue
+        for method in methods:
+            if method == "climatology":
+                continue
+            cells = []
+            for i in range(3):
+                d = [
+                    paired[(config, method, s)][i] - paired[("none", method, s)][i]
+                    for s in seeds
+                    if paired.get((config, method, s)) and paired.get(("none", method, s))
+                ]
+                cells.append(fmt(interval(d)) if d else "—")
+            lines.append(f"| {WHAT[config]} | {method} | {' | '.join(cells)} |")
+    text = "\n".join(lines) + "\n"
+    if len(sys.argv) > 2:
+        Path(sys.argv[2]).write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
