@@ -149,7 +149,7 @@ paper: reproduce
 
 # The downscaling twin (issue 24, point 5): the coarse QG state assimilating
 # fine-scale temperature and precipitation stations through the exact chain,
-# the naive coarse chain, and not at all, over three seeds (~7 min per run
+# the naive coarse chain, and not at all, over three seeds (~6 min per run
 # with stations on two cores); table to paper/tables/downscaling_twin.md.
 downscaling-twin:
     #!/usr/bin/env bash

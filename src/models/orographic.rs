@@ -1113,11 +1113,36 @@ impl OrographicModel {
 /// spacings from centre 0 gets `1 - f` on centre `floor(s)` and `f` on the
 /// next, `f = s - floor(s)`, and 1 on the outermost centre beyond it.
 fn tent_weights(n: usize, blocks: usize) -> (Vec<Vec<f64>>, Vec<std::ops::Range<usize>>) {
+    tents_at(n, blocks, |c| {
+        (c as f64 + 0.5) * blocks as f64 / n as f64 - 0.5
+    })
+}
+
+/// Tents over the first `domain` points of an axis of `n`, as samples of
+/// the segment from the first to the last of them: block `b` centred at
+/// `(b + 1/2) / blocks` of the segment, the points beyond it (padding)
+/// given to the last block. The same tents on any grid of the segment.
+fn domain_tent_weights(
+    n: usize,
+    domain: usize,
+    blocks: usize,
+) -> (Vec<Vec<f64>>, Vec<std::ops::Range<usize>>) {
+    let span = (domain.max(2) - 1) as f64;
+    tents_at(n, blocks, |c| c as f64 / span * blocks as f64 - 0.5)
+}
+
+/// Tents of `blocks` blocks over `n` cells, cell `c` at block coordinate
+/// `position(c)` (block `b` centred at `b`).
+fn tents_at(
+    n: usize,
+    blocks: usize,
+    position: impl Fn(usize) -> f64,
+) -> (Vec<Vec<f64>>, Vec<std::ops::Range<usize>>) {
     let mut tents = vec![vec![0.0; n]; blocks];
     let last = (blocks - 1) as f64;
     // Block index and fraction towards the next centre, per cell.
     let locate = |c: usize| {
-        let s = (c as f64 + 0.5) * blocks as f64 / n as f64 - 0.5;
+        let s = position(c);
         if s <= 0.0 {
             (0, 0.0)
         } else if s >= last {
@@ -1212,6 +1237,46 @@ impl BlockedOrographic {
             support_x,
             totals,
         })
+    }
+
+    /// Blocks over a domain that fills the first `ny_domain` rows and
+    /// `nx_domain` columns of the (padded) grid: block centres at
+    /// `(b + 1/2) / blocks` of the segment from the first to the last point
+    /// of the domain along each axis, the padding given to the outermost
+    /// blocks. Two grids of the same domain (a fine and a coarse one) get
+    /// the same tents in physical coordinates, whatever their padding.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); a domain larger than the grid.
+    pub fn over_domain(
+        model: OrographicModel,
+        by: usize,
+        bx: usize,
+        ny_domain: usize,
+        nx_domain: usize,
+    ) -> Result<Self, String> {
+        let (ny, nx) = (model.ny(), model.nx());
+        if ny_domain > ny || nx_domain > nx || ny_domain == 0 || nx_domain == 0 {
+            return Err(format!(
+                "the domain of {ny_domain} x {nx_domain} points must fit the grid of {ny} x {nx}"
+            ));
+        }
+        let mut blocked = Self::new(model, by, bx)?;
+        let (tent_y, support_y) = domain_tent_weights(ny, ny_domain, by);
+        let (tent_x, support_x) = domain_tent_weights(nx, nx_domain, bx);
+        let mut totals = Vec::with_capacity(by * bx);
+        for ty in &tent_y {
+            let sy: f64 = ty.iter().sum();
+            for tx in &tent_x {
+                totals.push(sy * tx.iter().sum::<f64>());
+            }
+        }
+        blocked.tent_y = tent_y;
+        blocked.tent_x = tent_x;
+        blocked.support_y = support_y;
+        blocked.support_x = support_x;
+        blocked.totals = totals;
+        Ok(blocked)
     }
 
     /// The uniform-wind model underneath (grid, terrain, parameters).
