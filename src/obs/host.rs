@@ -18,7 +18,6 @@
 //! an operator built on another device is refused at build time
 //! ([`available_on`]).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -28,10 +27,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DispatchTensorKind, Flex, backend_extension};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::core::{Location, ObsOperator};
+use crate::models::sea_ice::fused::{device_tensor, host};
 
 /// A map of one member's state to its observations, with its adjoint.
 pub trait HostMap: Send + Sync + std::fmt::Debug {
@@ -137,33 +137,6 @@ pub fn apply_map(x: Tensor<2>, map: Arc<dyn HostMap>) -> Tensor<2> {
         x.into_dispatch(),
         MapRef(map),
     ))
-}
-
-/// A Flex tensor's values as `f64` (borrowed when they are already) and
-/// its shape.
-fn host(t: &FlexTensor) -> (Cow<'_, [f64]>, Vec<usize>) {
-    let dims = t.layout().shape().to_vec();
-    let values = match t.as_slice::<f64>() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(
-            t.clone()
-                .into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .expect("f64 values"),
-        ),
-    };
-    (values, dims)
-}
-
-fn device_tensor(values: Vec<f64>, dims: Vec<usize>, dtype: DType) -> FlexTensor {
-    let data = TensorData::new(values, dims);
-    let data = if dtype == DType::F64 {
-        data
-    } else {
-        data.convert_dtype(dtype)
-    };
-    FlexTensor::from_data(data)
 }
 
 fn forward_flex(x: &FlexTensor, map: &dyn HostMap) -> FlexTensor {

@@ -195,7 +195,7 @@ pub(crate) fn solve(x: Tensor<2>, plan: Arc<Plan>) -> Tensor<2> {
 
 /// A Flex tensor's values as `f64` (borrowed when they are already) and
 /// its shape.
-fn host(t: &FlexTensor) -> (Cow<'_, [f64]>, Vec<usize>) {
+pub(crate) fn host(t: &FlexTensor) -> (Cow<'_, [f64]>, Vec<usize>) {
     let dims = t.layout().shape().to_vec();
     let values = match t.as_slice::<f64>() {
         Some(s) => Cow::Borrowed(s),
@@ -210,7 +210,8 @@ fn host(t: &FlexTensor) -> (Cow<'_, [f64]>, Vec<usize>) {
     (values, dims)
 }
 
-fn device_tensor(values: Vec<f64>, dims: Vec<usize>, dtype: DType) -> FlexTensor {
+/// `values` of shape `dims` as a Flex tensor of `dtype`.
+pub(crate) fn device_tensor(values: Vec<f64>, dims: Vec<usize>, dtype: DType) -> FlexTensor {
     let data = TensorData::new(values, dims);
     let data = if dtype == DType::F64 {
         data

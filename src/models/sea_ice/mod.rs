@@ -48,7 +48,7 @@
 
 pub mod bbm;
 pub mod forcing;
-mod fused;
+pub(crate) mod fused;
 pub mod grid;
 pub mod mevp;
 #[cfg(test)]
