@@ -1305,22 +1305,42 @@ pub fn table(report: &Report) -> String {
 /// Verification sets: the RMSE of each method's forecast and analysis
 /// means at the sets' sites against the truth there.
 fn verification_tables(report: &Report) -> String {
+    per_set_table(
+        report,
+        "Verification sets (not assimilated), RMSE against the truth at their sites, time means after burn-in (forecast → analysis ± 95 %)",
+        |m| &m.summary.verification,
+        |s| &s.set,
+        |s| {
+            format!(
+                "{} → {} ± {}",
+                significant(s.rmse_f),
+                significant(s.rmse_a),
+                significant(s.rmse_a_ci95)
+            )
+        },
+    )
+}
+
+/// A table with one row per method and one column per set: the sets named
+/// by the first method that has any, each cell `cell` of the method's
+/// summary of that set (a dash where it has none); empty without sets.
+fn per_set_table<S>(
+    report: &Report,
+    title: &str,
+    sets: impl Fn(&super::runner::MethodReport) -> &[S],
+    name: impl Fn(&S) -> &str,
+    cell: impl Fn(&S) -> String,
+) -> String {
     let Some(names): Option<Vec<String>> = report
         .methods
         .iter()
-        .find(|m| !m.summary.verification.is_empty())
-        .map(|m| {
-            m.summary
-                .verification
-                .iter()
-                .map(|s| s.set.clone())
-                .collect()
-        })
+        .find(|m| !sets(m).is_empty())
+        .map(|m| sets(m).iter().map(|s| name(s).to_string()).collect())
     else {
         return String::new();
     };
     let mut out = format!(
-        "\nVerification sets (not assimilated), RMSE against the truth at their sites, time means after burn-in (forecast → analysis ± 95 %):\n\n| method | {} |\n|{}\n",
+        "\n{title}:\n\n| method | {} |\n|{}\n",
         names.join(" | "),
         "---|".repeat(names.len() + 1)
     );
@@ -1328,18 +1348,10 @@ fn verification_tables(report: &Report) -> String {
         let cells: Vec<String> = names
             .iter()
             .map(|n| {
-                m.summary
-                    .verification
+                sets(m)
                     .iter()
-                    .find(|s| &s.set == n)
-                    .map_or("—".to_string(), |s| {
-                        format!(
-                            "{} → {} ± {}",
-                            significant(s.rmse_f),
-                            significant(s.rmse_a),
-                            significant(s.rmse_a_ci95)
-                        )
-                    })
+                    .find(|s| name(s) == n)
+                    .map_or("—".to_string(), &cell)
             })
             .collect();
         out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
@@ -1350,40 +1362,20 @@ fn verification_tables(report: &Report) -> String {
 /// Several observation sets: each set's O-B and O-A rms and Desroziers
 /// ratio per method.
 fn set_tables(report: &Report) -> String {
-    let Some(names): Option<Vec<String>> = report
-        .methods
-        .iter()
-        .find(|m| !m.summary.sets.is_empty())
-        .map(|m| m.summary.sets.iter().map(|s| s.set.clone()).collect())
-    else {
-        return String::new();
-    };
-    let mut out = format!(
-        "\nInnovations per observation set, time means after burn-in (O−B rms → O−A rms, Desroziers R / assumed R):\n\n| method | {} |\n|{}\n",
-        names.join(" | "),
-        "---|".repeat(names.len() + 1)
-    );
-    for m in &report.methods {
-        let cells: Vec<String> = names
-            .iter()
-            .map(|n| {
-                m.summary
-                    .sets
-                    .iter()
-                    .find(|s| &s.set == n)
-                    .map_or("—".to_string(), |s| {
-                        format!(
-                            "{} → {}, {}",
-                            significant(s.omb_rms),
-                            significant(s.oma_rms),
-                            significant(s.desroziers_r_ratio)
-                        )
-                    })
-            })
-            .collect();
-        out += &format!("| {} | {} |\n", m.label, cells.join(" | "));
-    }
-    out
+    per_set_table(
+        report,
+        "Innovations per observation set, time means after burn-in (O−B rms → O−A rms, Desroziers R / assumed R)",
+        |m| &m.summary.sets,
+        |s| &s.set,
+        |s| {
+            format!(
+                "{} → {}, {}",
+                significant(s.omb_rms),
+                significant(s.oma_rms),
+                significant(s.desroziers_r_ratio)
+            )
+        },
+    )
 }
 
 /// Four significant digits, or a dash.
