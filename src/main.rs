@@ -127,7 +127,9 @@ enum Command {
     /// (best validation loss), `last.ckpt` (with the optimiser state) and the
     /// training curve (`training.csv`, `training.nc`, `training.png`).
     Train {
-        /// The training file (TOML: `[data]`, `[network]`, `[training]`).
+        /// The training file (TOML: `[data]`, `[network]`, `[training]`;
+        /// with a `[downscaling]` table, a downscaling emulator: writes
+        /// `downscaling.ckpt` and the training curve).
         file: PathBuf,
         /// Output directory.
         #[arg(long, default_value = "emulator")]
@@ -150,7 +152,9 @@ enum Command {
     /// spread-skill and rank histograms; spectra and free-run statistics.
     /// Writes evaluation.csv, evaluation.nc and PNG plots.
     Evaluate {
-        /// The evaluation file (TOML: `[data]`, `[evaluate]`, `[[models]]`).
+        /// The evaluation file (TOML: `[data]`, `[evaluate]`, `[[models]]`;
+        /// with a `[downscaling]` table, the CORDEX-ML-Bench scores of a
+        /// downscaling emulator, with maps and spectra).
         file: PathBuf,
         /// Output directory.
         #[arg(long, default_value = "evaluation")]
@@ -329,6 +333,34 @@ fn real_main() -> anyhow::Result<ExitCode> {
             until_epoch,
             overwrite,
         } => {
+            if rime::learned::downscaling::is_downscaling_file(&file) {
+                use rime::learned::downscaling as d;
+                if resume || until_epoch.is_some() {
+                    anyhow::bail!(
+                        "{}: a downscaling emulator trains in one go (--resume and --until-epoch are for emulators of a model step)",
+                        file.display()
+                    );
+                }
+                let config = d::DownscalingConfig::from_file(&file).map_err(anyhow::Error::msg)?;
+                let report = d::train(&config, &file, &out, true, overwrite)?;
+                let h = &report.header;
+                if let Some(best) = h.history.iter().find(|r| r.epoch == h.best_epoch) {
+                    println!(
+                        "best epoch {} of {}: validation loss {:.4e}, validation RMSE {:.4e} {}",
+                        best.epoch,
+                        h.history.len(),
+                        best.validation_loss,
+                        best.validation_rmse,
+                        h.target_units
+                    );
+                }
+                println!(
+                    "{:.1} training samples per second",
+                    report.samples_per_second
+                );
+                println!("wrote {}", report.checkpoint.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let config =
                 rime::learned::TrainConfig::from_file(&file).map_err(anyhow::Error::msg)?;
             let report =
@@ -368,6 +400,25 @@ fn real_main() -> anyhow::Result<ExitCode> {
             table,
             overwrite,
         } => {
+            if rime::learned::downscaling::is_downscaling_file(&file) {
+                use rime::learned::downscaling as d;
+                let config =
+                    d::DownscalingEvaluateConfig::from_file(&file).map_err(anyhow::Error::msg)?;
+                if let Some(path) = &table {
+                    rime::io::folder::check_writable(path)?;
+                }
+                let ev = d::evaluate(&config, &file, &out, overwrite)?;
+                let markdown = d::evaluation_table(&ev);
+                print!("{markdown}");
+                if let Some(path) = table {
+                    let header = format!("Evaluation `{}`.\n\n", file.display());
+                    write_table(&path, &(header + &markdown))?;
+                }
+                for f in &ev.files {
+                    println!("wrote {}", f.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let config = rime::learned::evaluate::EvaluateConfig::from_file(&file)
                 .map_err(anyhow::Error::msg)?;
             // Every output target is checked before any computing.

@@ -16,8 +16,13 @@
 //!   persistence and climatology, ensemble calibration, spectra, free runs.
 //! - [`train`]: `rime train`: rollout loss, Adam, validation, early
 //!   stopping, checkpoints and resume, the training curve.
+//! - [`downscaling`]: downscaling emulators (coarse fields to a fine
+//!   field, Doury et al.), their training, scores and checkpoints;
+//!   [`cordex`] reads the CORDEX-ML-Bench files.
 
+pub mod cordex;
 pub mod data;
+pub mod downscaling;
 pub mod emulator;
 pub mod evaluate;
 pub mod generative;

@@ -208,7 +208,13 @@ impl Architecture {
 
 /// PyTorch's default initialisation, uniform in `±1/sqrt(fan_in)`, from
 /// the stream `init/{name}/{what}` of `seed`.
-fn uniform_init(seed: u64, name: &str, what: &str, len: usize, fan_in: usize) -> Vec<f32> {
+pub(crate) fn uniform_init(
+    seed: u64,
+    name: &str,
+    what: &str,
+    len: usize,
+    fan_in: usize,
+) -> Vec<f32> {
     use rand::Rng;
     let bound = 1.0 / (fan_in as f64).sqrt();
     let mut rng = stream(seed, &format!("init/{name}/{what}"));
@@ -353,7 +359,7 @@ pub struct Conv2dSame {
 }
 
 impl Conv2dSame {
-    fn new(
+    pub(crate) fn new(
         inputs: usize,
         outputs: usize,
         kernel: usize,
@@ -372,7 +378,7 @@ impl Conv2dSame {
     }
 
     /// `[batch, in, ny, nx] -> [batch, out, ny, nx]`.
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let p = self.kernel / 2;
         let options = burn::tensor::ops::ConvOptions::new([1, 1], [p, p], [1, 1], 1);
         burn::tensor::module::conv2d(x, self.weight.val(), Some(self.bias.val()), options)
@@ -387,14 +393,20 @@ pub struct DoubleConv {
 }
 
 impl DoubleConv {
-    fn new(inputs: usize, outputs: usize, seed: u64, name: &str, device: &Device) -> Self {
+    pub(crate) fn new(
+        inputs: usize,
+        outputs: usize,
+        seed: u64,
+        name: &str,
+        device: &Device,
+    ) -> Self {
         Self {
             a: Conv2dSame::new(inputs, outputs, 3, seed, &format!("{name}/a"), device),
             b: Conv2dSame::new(outputs, outputs, 3, seed, &format!("{name}/b"), device),
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         gelu(self.b.forward(gelu(self.a.forward(x))))
     }
 }
@@ -521,7 +533,7 @@ impl Unet2d {
 }
 
 /// Nearest-neighbour doubling of the last two dimensions.
-fn upsample2(x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn upsample2(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let x = x.reshape([b, c, h, 1, w, 1]);
     let x = Tensor::cat(vec![x.clone(), x], 3);

@@ -16,6 +16,7 @@ pub mod block_average;
 pub mod choose;
 pub mod file;
 pub mod host;
+pub mod learned;
 pub mod network;
 pub mod orographic;
 pub mod points;
@@ -32,6 +33,7 @@ pub const OPERATORS: &[SpecEntry<dyn OperatorSpec>] = &[
     operator::<bilinear::BilinearSpec>("bilinear"),
     operator::<block_average::BlockAverageSpec>("block_average"),
     operator::<orographic::OrographicSpec>("orographic"),
+    operator::<learned::LearnedSpec>("learned"),
 ];
 
 /// Every observation network, one line each.

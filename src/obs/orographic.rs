@@ -85,7 +85,8 @@ use serde::{Deserialize, Serialize};
 
 use super::host::{HostMap, HostObs, available_on};
 use super::spec::{
-    BuildContext, Candidate, KeyError, OperatorBuilder, OperatorSpec, SpecDoc, SpecKey, key_error,
+    BuildContext, Candidate, KeyError, OperatorBuilder, OperatorSpec, SpecDoc, SpecKey,
+    StaticField, key_error,
 };
 use crate::core::{Coordinates, Location, ObsOperator};
 use crate::models::orographic::{
@@ -568,6 +569,8 @@ struct Chain {
     padded_nx: usize,
     /// Terrain on the computation grid (padded, row-major).
     terrain: Vec<f64>,
+    /// Terrain on the fine grid (row-major, the candidates' order).
+    fine_terrain: Vec<f64>,
     /// Offset of the field in the state and the state size.
     offset: usize,
     n: usize,
@@ -641,7 +644,7 @@ impl Chain {
             spec.terrain_seed,
         )?;
         let (grid, grid_terrain) = match spec.resolution {
-            Resolution::Fine => (fine, fine_terrain),
+            Resolution::Fine => (fine, fine_terrain.clone()),
             Resolution::Coarse => {
                 // Each coarse point's cell: the mean of the fine terrain
                 // (piecewise linear between the fine points) over the
@@ -745,6 +748,7 @@ impl Chain {
             grid,
             padded_nx: px,
             terrain,
+            fine_terrain,
             offset,
             n,
             u0: vec![spec.background_wind[0]; nb],
@@ -893,6 +897,14 @@ impl OrographicBuilder {
 impl OperatorBuilder for OrographicBuilder {
     fn candidates(&self) -> &[Candidate] {
         &self.candidates
+    }
+
+    fn static_fields(&self) -> Vec<StaticField> {
+        vec![StaticField {
+            name: "orography".into(),
+            units: "m".into(),
+            values: self.chain.fine_terrain.clone(),
+        }]
     }
 
     fn at_candidates(&self, chosen: &[usize], name: &str) -> Arc<dyn ObsOperator> {

@@ -113,6 +113,24 @@ pub trait OperatorBuilder: Send + Sync {
         points: &[Location],
         name: &str,
     ) -> Result<(Arc<dyn ObsOperator>, Vec<usize>), KeyError>;
+
+    /// Fixed fields at the candidates, in their order, that the operator
+    /// reads besides the state (a terrain): what an emulator of the
+    /// operator takes as static inputs. None by default.
+    fn static_fields(&self) -> Vec<StaticField> {
+        Vec::new()
+    }
+}
+
+/// A fixed field at an operator's candidates ([`OperatorBuilder::static_fields`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticField {
+    /// Its name (`orography`).
+    pub name: String,
+    /// Its units.
+    pub units: String,
+    /// One value per candidate.
+    pub values: Vec<f64>,
 }
 
 /// The config of an operator (a registered `kind`).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The downscaling twin's DA table over seeds (issue 24, point 5).
 
-Reads OUT/<config>_<seed>/summary.json for the configs exact, naive, none
+Reads OUT/<config>_<seed>/summary.json for the configs exact, learned, naive, none
 (as `just downscaling-twin` writes them) and prints a Markdown table: per
 config and method, the coarse analysis RMSE of the stream function and the
 analysis RMSE of the fine temperature and precipitation fields at the
@@ -17,9 +17,10 @@ import statistics
 import sys
 from pathlib import Path
 
-CONFIGS = ["exact", "naive", "none"]
+CONFIGS = ["exact", "learned", "naive", "none"]
 WHAT = {
     "exact": "stations through the exact chain",
+    "learned": "stations through the learned operators (U-Nets)",
     "naive": "stations through the coarse chain, interpolated",
     "none": "no station",
 }
