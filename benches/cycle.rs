@@ -704,6 +704,78 @@ fn observation_operators(c: &mut Criterion) {
     group.finish();
 }
 
+/// The twin's downscaling emulator (experiments/qg/downscaling/
+/// train_temperature.toml: channels 8, levels 3, fine_channels 8,
+/// fine_levels 1; the 65 x 65 stream function and the terrain to the
+/// 257 x 257 fine field; untrained weights time the same): the network on
+/// 25 members (the LETKF's ensemble through the learned operator), its
+/// vector-Jacobian product (what 4D-Var's gradient costs through it), and
+/// one Adam training step on a batch of 4 (MSE).
+fn downscaling(c: &mut Criterion) {
+    use rime::learned::downscaling::{
+        Batch, DownscalingArchitecture, DownscalingNet, DownscalingShapes, Loss, loss,
+    };
+    use rime::learned::net::f32_tensor;
+    let device = cpu_f64();
+    let arch = DownscalingArchitecture {
+        channels: 8,
+        levels: 3,
+        fine_channels: 8,
+        fine_levels: 1,
+        scalar_width: 8,
+    };
+    let coarse: Vec<f64> = (0..65).map(|i| i as f64).collect();
+    let fine: Vec<f64> = (0..257).map(|i| i as f64 * 0.25).collect();
+    let shapes = DownscalingShapes {
+        predictors: 1,
+        scalars: 0,
+        statics: 1,
+        outputs: 1,
+        coarse_x: coarse.clone(),
+        coarse_y: coarse,
+        fine_x: fine.clone(),
+        fine_y: fine,
+    };
+    let (nc, nf) = (65 * 65, 257 * 257);
+    let terrain: Vec<f32> = (0..nf).map(|i| ((i as f32) * 0.013).sin()).collect();
+    let x: Vec<f32> = (0..25 * nc).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let net = DownscalingNet::new(&arch, &shapes, terrain.clone(), 1, &device);
+    c.bench_function("downscaling network, 25 members, 65x65 to 257x257", |b| {
+        b.iter(|| {
+            let t = f32_tensor(x.clone(), [25, 1, 65, 65], &device);
+            rime::device::to_vec(net.forward(t, None).sum())
+        })
+    });
+    let ad = device.clone().autodiff();
+    let net_ad = DownscalingNet::new(&arch, &shapes, terrain.clone(), 1, &ad);
+    let w: Vec<f32> = (0..25 * nf).map(|i| ((i as f32) * 0.71).cos()).collect();
+    c.bench_function("downscaling network vjp, 25 members", |b| {
+        b.iter(|| {
+            let t = f32_tensor(x.clone(), [25, 1, 65, 65], &ad).require_grad();
+            let y = net_ad.forward(t.clone(), None).reshape([25, nf]);
+            let j = (y * f32_tensor(w.clone(), [25, nf], &ad)).sum();
+            t.grad(&j.backward()).map(|g| g.into_data())
+        })
+    });
+    let mut net = DownscalingNet::new(&arch, &shapes, terrain, 1, &ad);
+    let mut optim: burn::optim::ModuleOptimizer = burn::optim::AdamConfig::new().init();
+    c.bench_function("downscaling training step, batch 4", |b| {
+        b.iter(|| {
+            let batch = Batch {
+                predictors: f32_tensor(x[..4 * nc].to_vec(), [4, 1, 65, 65], &ad),
+                scalars: None,
+                targets: f32_tensor(w[..4 * nf].to_vec(), [4, nf], &ad),
+                mask: f32_tensor(vec![1.0; 4 * nf], [4, nf], &ad),
+                aux: None,
+            };
+            let out = net.forward(batch.predictors.clone(), None);
+            let l = loss(Loss::Mse, out, &batch, 0.0);
+            let grads = burn::optim::GradientsParams::from_grads(l.backward(), &net);
+            net = optim.step(1e-3, net.clone(), grads);
+        })
+    });
+}
+
 criterion_group!(
     benches,
     filter_cycle,
@@ -714,6 +786,6 @@ criterion_group!(
 criterion_group! {
     name = qg_benches;
     config = Criterion::default().sample_size(10);
-    targets = qg, unet, boundary_layer, sea_ice
+    targets = qg, unet, downscaling, boundary_layer, sea_ice
 }
 criterion_main!(benches, qg_benches);
