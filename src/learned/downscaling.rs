@@ -1487,6 +1487,9 @@ impl TwinData {
         let all: Vec<usize> = (0..candidates.len()).collect();
         let op = builder.at_candidates(&all, "target");
         // The records kept, evenly thinned.
+        // Samples run by run, each in time order (so that series scores
+        // such as consecutive dry days see one trajectory at a time), thinned
+        // evenly.
         let total = traj.records() * traj.runs;
         let keep: Vec<usize> = match self.max_records {
             Some(m) if m < total => (0..m).map(|i| i * total / m).collect(),
@@ -1501,7 +1504,7 @@ impl TwinData {
         for group in keep.chunks(chunk) {
             let mut states = Vec::with_capacity(group.len() * traj.n);
             for &r in group {
-                let (t, run) = (r / traj.runs, r % traj.runs);
+                let (run, t) = (r / traj.records(), r % traj.records());
                 let x = traj.state(t, run);
                 states.extend_from_slice(x);
                 for &k in &fields {
@@ -2133,6 +2136,8 @@ pub struct DownscalingEvaluation {
     pub samples: usize,
     /// The checkpoint.
     pub checkpoint: PathBuf,
+    /// Whether a rate per hour was scaled to daily amounts for the indices.
+    pub per_hour: bool,
     /// Files written.
     pub files: Vec<PathBuf>,
 }
@@ -2289,6 +2294,7 @@ pub fn evaluate(
         units,
         samples: samples.len(),
         checkpoint,
+        per_hour: to_daily != 1.0,
         files,
     })
 }
@@ -2480,6 +2486,10 @@ pub fn evaluation_table(ev: &DownscalingEvaluation) -> String {
     );
     for (name, value, meaning) in ev.scores.rows() {
         s += &format!("| {name} | {value:.4} | {meaning} |\n");
+    }
+    s += "\nCaveats: the std ratio is the spatial mean of per-point ratios, so points whose reference hardly varies (a wall where the stream function is fixed, a rarely wet point) dominate it (see map_std_ratio.png); the LSD weighs every radial bin equally, up to the partly filled corner bins beyond k = min(nx, ny) / 2, without a window, so the finest scales dominate it (see spectra.png).\n";
+    if ev.per_hour {
+        s += "The target is a rate in mm h-1 at records that are not days: the precipitation indices use the rate x 24 at each record as if it were a daily amount, with the 1 mm/day wet threshold; read them as relative scores, not climate indices.\n";
     }
     s
 }
