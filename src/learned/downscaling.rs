@@ -62,7 +62,7 @@ use burn::tensor::{Device, FloatDType, Tensor};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::net::{Conv2dSame, DoubleConv, f32_tensor, uniform_init, upsample2};
+use super::net::{Conv2dSame, DoubleConv, f32_tensor, unet_pass, uniform_init};
 use super::progress::Progress;
 use crate::device::{DeviceChoice, DeviceError, Precision, to_vec};
 
@@ -489,60 +489,6 @@ fn unet_blocks(
         })
         .collect();
     (down, up)
-}
-
-/// One U-Net pass `[b, c, ny, nx] -> [b, width(0), ny, nx]`, zero-padded to
-/// a multiple of `2^(levels - 1)` and cropped back; `bottom` (`[b, w]`)
-/// joins the deepest level as `w` constant channels.
-fn unet_pass(
-    down: &[DoubleConv],
-    up: &[DoubleConv],
-    x: Tensor<4>,
-    bottom: Option<Tensor<2>>,
-) -> Tensor<4> {
-    let [_, _, ny, nx] = x.dims();
-    let m = 1usize << (down.len() - 1);
-    let (py, px) = (ny.next_multiple_of(m), nx.next_multiple_of(m));
-    let x = if (py, px) != (ny, nx) {
-        x.pad([(0, py - ny), (0, px - nx)], 0.0)
-    } else {
-        x
-    };
-    let mut skips = Vec::with_capacity(down.len());
-    let mut h = x;
-    let last = down.len() - 1;
-    for (l, block) in down.iter().enumerate() {
-        if l > 0 {
-            let options = burn::tensor::ops::AvgPoolOptions::new([2, 2]);
-            h = burn::tensor::module::avg_pool2d(h, options);
-        }
-        if l == last
-            && let Some(f) = &bottom
-        {
-            let [b, c, hh, ww] = h.dims();
-            let w = f.dims()[1];
-            let planes = f
-                .clone()
-                .reshape([b, w, 1, 1])
-                .repeat_dim(2, hh)
-                .repeat_dim(3, ww);
-            let _ = c;
-            h = Tensor::cat(vec![h, planes], 1);
-        }
-        h = block.forward(h);
-        skips.push(h.clone());
-    }
-    skips.pop();
-    for block in up.iter().rev() {
-        let skip = skips.pop().expect("one skip per up level");
-        h = Tensor::cat(vec![upsample2(h), skip], 1);
-        h = block.forward(h);
-    }
-    if (py, px) != (ny, nx) {
-        h.narrow(2, 0, ny).narrow(3, 0, nx)
-    } else {
-        h
-    }
 }
 
 impl DownscalingNet {
@@ -1181,13 +1127,7 @@ impl Downscaler {
         let mut header = self.header.clone();
         header.checksum = Some(super::emulator::checksum(&[&weights]));
         let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-        let mut bytes = Vec::with_capacity(24 + header.len() + weights.len());
-        bytes.extend_from_slice(MAGIC);
-        for section in [&header, &weights] {
-            bytes.extend_from_slice(&(section.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(section);
-        }
-        crate::io::write_atomic(path, &bytes).map_err(|e| e.to_string())
+        super::emulator::write_sections(path, MAGIC, &[&header, &weights])
     }
 
     /// Reads a checkpoint onto `device`; errors name the file.
@@ -1196,28 +1136,14 @@ impl Downscaler {
     /// A missing, truncated, foreign or damaged file.
     pub fn load(path: &Path, device: &Device) -> Result<Self, String> {
         let err = |what: &str| format!("{}: {what}", path.display());
-        let bytes = std::fs::read(path).map_err(|e| err(&e.to_string()))?;
-        if bytes.len() < 8 || &bytes[..8] != MAGIC {
-            return Err(err(
-                "not a rime downscaling checkpoint (it does not start with RIMEDSCL; `rime train` with a [downscaling] table writes one)",
-            ));
-        }
-        let mut at = 8;
-        let mut sections = Vec::new();
-        for name in ["header", "weights"] {
-            let len = bytes
-                .get(at..at + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-                .ok_or_else(|| err(&format!("truncated before the {name}")))?;
-            at += 8;
-            let section = bytes
-                .get(at..at + len)
-                .ok_or_else(|| err(&format!("truncated in the {name}")))?;
-            sections.push(section);
-            at += len;
-        }
+        let sections = super::emulator::read_sections(
+            path,
+            MAGIC,
+            &["header", "weights"],
+            "not a rime downscaling checkpoint (it does not start with RIMEDSCL; `rime train` with a [downscaling] table writes one)",
+        )?;
         let header: DownscalingHeader =
-            serde_json::from_slice(sections[0]).map_err(|e| err(&format!("bad header: {e}")))?;
+            serde_json::from_slice(&sections[0]).map_err(|e| err(&format!("bad header: {e}")))?;
         if header.format != 1 {
             return Err(err(&format!(
                 "downscaling checkpoint format {} is not supported (format 1)",
@@ -1225,7 +1151,7 @@ impl Downscaler {
             )));
         }
         if let Some(stored) = &header.checksum {
-            let actual = super::emulator::checksum(&[sections[1]]);
+            let actual = super::emulator::checksum(&[&sections[1]]);
             if &actual != stored {
                 return Err(err(&format!(
                     "the weights fail their checksum ({actual}, the header says {stored}): the file was changed or damaged after it was written"
@@ -1233,7 +1159,7 @@ impl Downscaler {
             }
         }
         let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
-            sections[1].to_vec(),
+            sections[1].clone(),
         ))
         .map_err(|e| err(&e.to_string()))?;
         let statics = header.norm.statics_of(&header);
@@ -1588,50 +1514,6 @@ pub struct DownscalingTarget {
     pub wet_threshold: f64,
 }
 
-/// `[training]` of a downscaling emulator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownscalingTraining {
-    /// Passes over the training samples.
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    /// Samples per batch.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Adam's learning rate.
-    #[serde(default = "default_lr")]
-    pub learning_rate: f64,
-    /// If set, the rate decays along a cosine to this.
-    #[serde(default)]
-    pub learning_rate_final: Option<f64>,
-    /// Stop when the validation loss has not improved for this many
-    /// epochs (0: never).
-    #[serde(default = "default_patience")]
-    pub patience: usize,
-    /// Seed of the weights and of the batch order.
-    #[serde(default)]
-    pub seed: u64,
-    /// At most this many batches per epoch.
-    #[serde(default)]
-    pub max_batches: Option<usize>,
-    /// Where training runs.
-    #[serde(default)]
-    pub device: DeviceChoice,
-}
-
-fn default_epochs() -> usize {
-    30
-}
-fn default_batch() -> usize {
-    16
-}
-fn default_lr() -> f64 {
-    1e-3
-}
-fn default_patience() -> usize {
-    8
-}
-
 /// A downscaling training file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1646,8 +1528,8 @@ pub struct DownscalingConfig {
     /// The network.
     #[serde(default)]
     pub network: DownscalingArchitecture,
-    /// The optimisation.
-    pub training: DownscalingTraining,
+    /// The optimisation (as for emulators; `rollout` must be 1).
+    pub training: super::train::TrainingSettings,
 }
 
 /// Whether a training or evaluation file is a downscaling one (it has a
@@ -1672,28 +1554,19 @@ impl DownscalingConfig {
             .check()
             .map_err(|(k, r)| bad(&format!("network.{k}"), r))?;
         let t = &config.training;
-        if t.epochs == 0 {
-            return Err(bad("training.epochs", "must be at least 1".into()));
-        }
-        if t.batch_size == 0 {
-            return Err(bad("training.batch_size", "must be at least 1".into()));
+        t.check()
+            .map_err(|(k, r)| bad(&format!("training.{k}"), r))?;
+        if t.rollout != 1 {
+            return Err(bad(
+                "training.rollout",
+                format!(
+                    "a downscaling emulator maps fields, not steps: rollout must be 1, got {}",
+                    t.rollout
+                ),
+            ));
         }
         if t.max_batches == Some(0) {
             return Err(bad("training.max_batches", "must be at least 1".into()));
-        }
-        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            return Err(bad(
-                "training.learning_rate",
-                format!("must be a positive number, got {}", t.learning_rate),
-            ));
-        }
-        if let Some(f) = t.learning_rate_final
-            && !(f > 0.0 && f <= t.learning_rate)
-        {
-            return Err(bad(
-                "training.learning_rate_final",
-                format!("must be in (0, learning_rate], got {f}"),
-            ));
         }
         let w = config.downscaling.wet_threshold;
         if !(w.is_finite() && w >= 0.0) {
@@ -1717,17 +1590,6 @@ impl DownscalingConfig {
             }
         }
         Ok(config)
-    }
-
-    fn learning_rate(&self, epoch: usize) -> f64 {
-        let t = &self.training;
-        match t.learning_rate_final {
-            None => t.learning_rate,
-            Some(end) => {
-                let s = (epoch - 1) as f64 / (t.epochs.max(2) - 1) as f64;
-                end + 0.5 * (t.learning_rate - end) * (1.0 + (std::f64::consts::PI * s).cos())
-            }
-        }
     }
 }
 
@@ -1869,7 +1731,7 @@ pub fn train_on(
     let checkpoint = out.join("downscaling.ckpt");
     for epoch in 1..=t.epochs {
         let epoch_start = std::time::Instant::now();
-        let lr = config.learning_rate(epoch);
+        let lr = config.training.learning_rate_at(epoch);
         let mut order = train_samples.clone();
         order.shuffle(&mut crate::rng::stream(t.seed, &format!("epoch/{epoch}")));
         let mut total = 0.0;
@@ -2676,11 +2538,12 @@ pub(crate) mod tests {
                 fine_levels: 1,
                 scalar_width: 4,
             },
-            training: DownscalingTraining {
+            training: super::super::train::TrainingSettings {
                 epochs,
                 batch_size: 8,
                 learning_rate: 1e-2,
                 learning_rate_final: Some(1e-3),
+                rollout: 1,
                 patience: 0,
                 seed: 3,
                 max_batches: None,

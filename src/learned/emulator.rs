@@ -270,6 +270,60 @@ pub struct Checkpoint {
 
 const MAGIC: &[u8; 8] = b"RIMECKPT";
 
+/// Writes `magic` then each section as a little-endian `u64` length and
+/// its bytes, atomically (a killed write leaves the old file).
+///
+/// # Errors
+/// A file that cannot be written.
+pub(crate) fn write_sections(
+    path: &Path,
+    magic: &[u8; 8],
+    sections: &[&[u8]],
+) -> Result<(), String> {
+    let total: usize = sections.iter().map(|s| s.len() + 8).sum();
+    let mut bytes = Vec::with_capacity(8 + total);
+    bytes.extend_from_slice(magic);
+    for section in sections {
+        bytes.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(section);
+    }
+    crate::io::write_atomic(path, &bytes).map_err(|e| e.to_string())
+}
+
+/// Reads the sections named `names` of a file written by
+/// [`write_sections`]; errors name the file (`foreign` when it does not
+/// start with `magic`) and the section where it is truncated.
+///
+/// # Errors
+/// A missing, foreign or truncated file.
+pub(crate) fn read_sections(
+    path: &Path,
+    magic: &[u8; 8],
+    names: &[&str],
+    foreign: &str,
+) -> Result<Vec<Vec<u8>>, String> {
+    let err = |what: &str| format!("{}: {what}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| err(&e.to_string()))?;
+    if bytes.len() < 8 || &bytes[..8] != magic {
+        return Err(err(foreign));
+    }
+    let mut at = 8;
+    let mut sections = Vec::new();
+    for name in names {
+        let len = bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| err(&format!("truncated before the {name}")))?;
+        at += 8;
+        let section = bytes
+            .get(at..at + len)
+            .ok_or_else(|| err(&format!("truncated in the {name}")))?;
+        sections.push(section.to_vec());
+        at += len;
+    }
+    Ok(sections)
+}
+
 impl Checkpoint {
     /// Takes `network`'s weights.
     ///
@@ -301,14 +355,7 @@ impl Checkpoint {
         let mut header = self.header.clone();
         header.checksum = Some(checksum(&[&self.weights, &self.optimizer]));
         let header = serde_json::to_vec_pretty(&header).map_err(|e| e.to_string())?;
-        let mut bytes =
-            Vec::with_capacity(8 + 24 + header.len() + self.weights.len() + self.optimizer.len());
-        bytes.extend_from_slice(MAGIC);
-        for section in [&header, &self.weights, &self.optimizer] {
-            bytes.extend_from_slice(&(section.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(section);
-        }
-        crate::io::write_atomic(path, &bytes).map_err(|e| e.to_string())
+        write_sections(path, MAGIC, &[&header, &self.weights, &self.optimizer])
     }
 
     /// Reads a checkpoint; errors name the file.
@@ -317,26 +364,12 @@ impl Checkpoint {
     /// A missing, truncated or foreign file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let err = |what: &str| format!("{}: {what}", path.display());
-        let bytes = std::fs::read(path).map_err(|e| err(&e.to_string()))?;
-        if bytes.len() < 8 || &bytes[..8] != MAGIC {
-            return Err(err(
-                "not a rime checkpoint (it does not start with RIMECKPT)",
-            ));
-        }
-        let mut at = 8;
-        let mut sections = Vec::new();
-        for name in ["header", "weights", "optimiser state"] {
-            let len = bytes
-                .get(at..at + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-                .ok_or_else(|| err(&format!("truncated before the {name}")))?;
-            at += 8;
-            let section = bytes
-                .get(at..at + len)
-                .ok_or_else(|| err(&format!("truncated in the {name}")))?;
-            sections.push(section.to_vec());
-            at += len;
-        }
+        let mut sections = read_sections(
+            path,
+            MAGIC,
+            &["header", "weights", "optimiser state"],
+            "not a rime checkpoint (it does not start with RIMECKPT)",
+        )?;
         let optimizer = sections.pop().expect("three sections");
         let weights = sections.pop().expect("three sections");
         let header: CheckpointHeader =

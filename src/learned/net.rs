@@ -498,37 +498,62 @@ impl Unet2d {
             }
             None => x,
         };
-        // Zero-pad to a multiple of 2^(levels - 1).
-        let m = 1usize << (self.down.len() - 1);
-        let (py, px) = (ny.next_multiple_of(m), nx.next_multiple_of(m));
-        let x = if (py, px) != (ny, nx) {
-            x.pad([(0, py - ny), (0, px - nx)], 0.0)
-        } else {
-            x
-        };
-        let mut skips = Vec::with_capacity(self.down.len());
-        let mut h = x;
-        for (l, block) in self.down.iter().enumerate() {
-            if l > 0 {
-                let options = burn::tensor::ops::AvgPoolOptions::new([2, 2]);
-                h = burn::tensor::module::avg_pool2d(h, options);
-            }
-            h = block.forward(h);
-            skips.push(h.clone());
-        }
-        skips.pop();
-        for block in self.up.iter().rev() {
-            let skip = skips.pop().expect("one skip per up level");
-            h = Tensor::cat(vec![upsample2(h), skip], 1);
-            h = block.forward(h);
-        }
+        let h = unet_pass(&self.down, &self.up, x, None);
         let y = self.last.forward(h);
-        let y = if (py, px) != (ny, nx) {
-            y.narrow(2, 0, ny).narrow(3, 0, nx)
-        } else {
-            y
-        };
         y.reshape([b, 1, n])
+    }
+}
+
+/// One U-Net pass `[b, c, ny, nx] -> [b, width(0), ny, nx]`, zero-padded to
+/// a multiple of `2^(levels - 1)` and cropped back; `bottom` (`[b, w]`)
+/// joins the deepest level as `w` constant channels.
+pub(crate) fn unet_pass(
+    down: &[DoubleConv],
+    up: &[DoubleConv],
+    x: Tensor<4>,
+    bottom: Option<Tensor<2>>,
+) -> Tensor<4> {
+    let [_, _, ny, nx] = x.dims();
+    let m = 1usize << (down.len() - 1);
+    let (py, px) = (ny.next_multiple_of(m), nx.next_multiple_of(m));
+    let x = if (py, px) != (ny, nx) {
+        x.pad([(0, py - ny), (0, px - nx)], 0.0)
+    } else {
+        x
+    };
+    let mut skips = Vec::with_capacity(down.len());
+    let mut h = x;
+    let last = down.len() - 1;
+    for (l, block) in down.iter().enumerate() {
+        if l > 0 {
+            let options = burn::tensor::ops::AvgPoolOptions::new([2, 2]);
+            h = burn::tensor::module::avg_pool2d(h, options);
+        }
+        if l == last
+            && let Some(f) = &bottom
+        {
+            let [b, _, hh, ww] = h.dims();
+            let w = f.dims()[1];
+            let planes = f
+                .clone()
+                .reshape([b, w, 1, 1])
+                .repeat_dim(2, hh)
+                .repeat_dim(3, ww);
+            h = Tensor::cat(vec![h, planes], 1);
+        }
+        h = block.forward(h);
+        skips.push(h.clone());
+    }
+    skips.pop();
+    for block in up.iter().rev() {
+        let skip = skips.pop().expect("one skip per up level");
+        h = Tensor::cat(vec![upsample2(h), skip], 1);
+        h = block.forward(h);
+    }
+    if (py, px) != (ny, nx) {
+        h.narrow(2, 0, ny).narrow(3, 0, nx)
+    } else {
+        h
     }
 }
 

@@ -133,6 +133,52 @@ pub struct TrainingSettings {
     pub device: DeviceChoice,
 }
 
+impl TrainingSettings {
+    /// Checks the values; the error names the key (under `training.`).
+    ///
+    /// # Errors
+    /// A count of zero, a learning rate that is not positive, a final rate
+    /// above the first.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("rollout", self.rollout),
+        ] {
+            if v == 0 {
+                return Err((key.into(), "must be at least 1".into()));
+            }
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err((
+                "learning_rate".into(),
+                format!("must be a positive number, got {}", self.learning_rate),
+            ));
+        }
+        if let Some(f) = self.learning_rate_final
+            && !(f > 0.0 && f <= self.learning_rate)
+        {
+            return Err((
+                "learning_rate_final".into(),
+                format!("must be in (0, learning_rate], got {f}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The learning rate of `epoch` (from 1): constant, or along a cosine
+    /// from `learning_rate` to `learning_rate_final`.
+    pub fn learning_rate_at(&self, epoch: usize) -> f64 {
+        match self.learning_rate_final {
+            None => self.learning_rate,
+            Some(end) => {
+                let s = (epoch - 1) as f64 / (self.epochs.max(2) - 1) as f64;
+                end + 0.5 * (self.learning_rate - end) * (1.0 + (std::f64::consts::PI * s).cos())
+            }
+        }
+    }
+}
+
 fn default_epochs() -> usize {
     50
 }
@@ -203,30 +249,10 @@ impl TrainConfig {
                 "a hybrid model is deterministic: give [hybrid] or [generative], not both".into(),
             ));
         }
-        let t = &config.training;
-        if t.epochs == 0 {
-            return Err(bad("training.epochs", "must be at least 1".into()));
-        }
-        if t.batch_size == 0 {
-            return Err(bad("training.batch_size", "must be at least 1".into()));
-        }
-        if t.rollout == 0 {
-            return Err(bad("training.rollout", "must be at least 1".into()));
-        }
-        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            return Err(bad(
-                "training.learning_rate",
-                format!("must be a positive number, got {}", t.learning_rate),
-            ));
-        }
-        if let Some(f) = t.learning_rate_final
-            && !(f > 0.0 && f <= t.learning_rate)
-        {
-            return Err(bad(
-                "training.learning_rate_final",
-                format!("must be in (0, learning_rate], got {f}"),
-            ));
-        }
+        config
+            .training
+            .check()
+            .map_err(|(k, r)| bad(&format!("training.{k}"), r))?;
         let [a, b] = config.data.split;
         if !(a > 0.0 && b > 0.0 && a + b <= 1.0) {
             return Err(bad(
@@ -241,14 +267,7 @@ impl TrainConfig {
 
     /// The learning rate of `epoch` (from 1).
     pub fn learning_rate(&self, epoch: usize) -> f64 {
-        let t = &self.training;
-        match t.learning_rate_final {
-            None => t.learning_rate,
-            Some(end) => {
-                let s = (epoch - 1) as f64 / (t.epochs.max(2) - 1) as f64;
-                end + 0.5 * (t.learning_rate - end) * (1.0 + (std::f64::consts::PI * s).cos())
-            }
-        }
+        self.training.learning_rate_at(epoch)
     }
 }
 
