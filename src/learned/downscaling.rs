@@ -2000,6 +2000,8 @@ pub struct DownscalingEvaluation {
     pub checkpoint: PathBuf,
     /// Whether a rate per hour was scaled to daily amounts for the indices.
     pub per_hour: bool,
+    /// The training's seed and best epoch.
+    pub trained: (u64, usize),
     /// Files written.
     pub files: Vec<PathBuf>,
 }
@@ -2157,6 +2159,7 @@ pub fn evaluate(
         samples: samples.len(),
         checkpoint,
         per_hour: to_daily != 1.0,
+        trained: (ds.header.seed, ds.header.best_epoch),
         files,
     })
 }
@@ -2349,7 +2352,11 @@ pub fn evaluation_table(ev: &DownscalingEvaluation) -> String {
     for (name, value, meaning) in ev.scores.rows() {
         s += &format!("| {name} | {value:.4} | {meaning} |\n");
     }
-    s += "\nCaveats: the std ratio is the spatial mean of per-point ratios, so points whose reference hardly varies (a wall where the stream function is fixed, a rarely wet point) dominate it (see map_std_ratio.png); the LSD weighs every radial bin equally, up to the partly filled corner bins beyond k = min(nx, ny) / 2, without a window, so the finest scales dominate it (see spectra.png).\n";
+    s += &format!(
+        "\nOne emulator, trained once (seed {}, best epoch {}): no interval over training seeds; the scores are over these samples, which are correlated in time.\n",
+        ev.trained.0, ev.trained.1
+    );
+    s += "Caveats: the std ratio is the spatial mean of per-point ratios, so points whose reference hardly varies (a wall where the stream function is fixed, a rarely wet point) dominate it (see map_std_ratio.png); the LSD weighs every radial bin equally, up to the partly filled corner bins beyond k = min(nx, ny) / 2, without a window, so the finest scales dominate it (see spectra.png).\n";
     if ev.per_hour {
         s += "The target is a rate in mm h-1 at records that are not days: the precipitation indices use the rate x 24 at each record as if it were a daily amount, with the 1 mm/day wet threshold; read them as relative scores, not climate indices.\n";
     }
