@@ -1038,23 +1038,6 @@ impl Prepared {
 // Checkpoints and the emulator
 // ---------------------------------------------------------------------------
 
-/// One epoch of training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DownscalingEpoch {
-    /// From 1.
-    pub epoch: usize,
-    /// Mean loss over the epoch's batches.
-    pub train_loss: f64,
-    /// Loss on the validation split.
-    pub validation_loss: f64,
-    /// RMSE of the emulated value on the validation split (target units).
-    pub validation_rmse: f64,
-    /// Adam's learning rate.
-    pub learning_rate: f64,
-    /// Wall time (s).
-    pub seconds: f64,
-}
-
 /// The header of a downscaling checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DownscalingHeader {
@@ -1094,7 +1077,7 @@ pub struct DownscalingHeader {
     /// The training file.
     pub config: String,
     /// Epochs, in order.
-    pub history: Vec<DownscalingEpoch>,
+    pub history: Vec<super::emulator::EpochRecord>,
     /// The epoch of these weights.
     pub best_epoch: usize,
     /// FNV-1a of the weights.
@@ -1763,7 +1746,7 @@ pub fn train_on(
         let plain = net.valid();
         let (validation_loss, validation_rmse, _) =
             validate(&plain, &prepared, &header, &valid_samples, &device);
-        let record = DownscalingEpoch {
+        let record = super::emulator::EpochRecord {
             epoch,
             train_loss: total / batches_per_epoch as f64,
             validation_loss,
@@ -1861,46 +1844,19 @@ fn validate(
     )
 }
 
-fn write_curve(history: &[DownscalingEpoch], out: &Path) -> anyhow::Result<()> {
-    let mut csv =
-        String::from("epoch,train_loss,validation_loss,validation_rmse,learning_rate,seconds\n");
-    for r in history {
-        csv += &format!(
-            "{},{},{},{},{},{}\n",
-            r.epoch, r.train_loss, r.validation_loss, r.validation_rmse, r.learning_rate, r.seconds
-        );
-    }
+fn write_curve(history: &[super::emulator::EpochRecord], out: &Path) -> anyhow::Result<()> {
+    let csv = super::train::curve_csv(history);
     crate::io::write_atomic(&out.join("training.csv"), csv.as_bytes())?;
     Ok(())
 }
 
-fn plot_curve(history: &[DownscalingEpoch], out: &Path) -> anyhow::Result<()> {
-    let curve = |name: &str, f: fn(&DownscalingEpoch) -> f64| crate::plot::Curve {
-        name: name.into(),
-        points: history
-            .iter()
-            .map(|r| (r.epoch as f64, f(r)))
-            .filter(|p| p.1.is_finite() && p.1 > 0.0)
-            .collect(),
-        exponent: None,
-    };
-    let spec = crate::plot::PlotSpec {
-        x: "epoch".into(),
-        y: "loss".into(),
-        group: None,
-        log: false,
-        log_y: false,
-        title: "downscaling emulator training".into(),
-    };
-    crate::plot::draw(
-        &[
-            curve("train", |r| r.train_loss),
-            curve("validation", |r| r.validation_loss),
-        ],
-        &spec,
+fn plot_curve(history: &[super::emulator::EpochRecord], out: &Path) -> anyhow::Result<()> {
+    super::train::draw_curve(
+        history,
+        "downscaling emulator training",
+        false,
         &out.join("training.png"),
-    )?;
-    Ok(())
+    )
 }
 
 // ---------------------------------------------------------------------------

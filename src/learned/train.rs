@@ -864,14 +864,7 @@ pub fn train(
 
 /// `training.csv` and `training.nc`: one row per epoch.
 fn write_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut csv =
-        String::from("epoch,train_loss,validation_loss,validation_rmse,learning_rate,seconds\n");
-    for r in &state.history {
-        csv += &format!(
-            "{},{},{},{},{},{}\n",
-            r.epoch, r.train_loss, r.validation_loss, r.validation_rmse, r.learning_rate, r.seconds
-        );
-    }
+    let csv = curve_csv(&state.history);
     let csv_path = out.join("training.csv");
     crate::io::write_atomic(&csv_path, csv.as_bytes())?;
     let mut ds = crate::io::Dataset::new();
@@ -916,18 +909,33 @@ fn write_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Vec<PathBuf>
     Ok(vec![csv_path, nc_path])
 }
 
-/// `training.png`: training and validation loss against epoch, log y.
-fn plot_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Option<PathBuf>> {
-    if state.history.is_empty() {
-        return Ok(None);
+/// The training curve as CSV: one row per epoch.
+pub(crate) fn curve_csv(history: &[EpochRecord]) -> String {
+    let mut csv =
+        String::from("epoch,train_loss,validation_loss,validation_rmse,learning_rate,seconds\n");
+    for r in history {
+        csv += &format!(
+            "{},{},{},{},{},{}\n",
+            r.epoch, r.train_loss, r.validation_loss, r.validation_rmse, r.learning_rate, r.seconds
+        );
     }
+    csv
+}
+
+/// Training and validation loss against epoch, drawn to `path` (the
+/// finite values; with `log_y`, the positive ones).
+pub(crate) fn draw_curve(
+    history: &[EpochRecord],
+    title: &str,
+    log_y: bool,
+    path: &Path,
+) -> anyhow::Result<()> {
     let curve = |name: &str, f: fn(&EpochRecord) -> f64| crate::plot::Curve {
         name: name.into(),
-        points: state
-            .history
+        points: history
             .iter()
             .map(|r| (r.epoch as f64, f(r)))
-            .filter(|p| p.1.is_finite())
+            .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
             .collect(),
         exponent: None,
     };
@@ -936,18 +944,27 @@ fn plot_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Option<PathBu
         y: "loss".into(),
         group: None,
         log: false,
-        log_y: true,
-        title: "emulator training".into(),
+        log_y,
+        title: title.into(),
     };
-    let path = out.join("training.png");
     crate::plot::draw(
         &[
             curve("train", |r| r.train_loss),
             curve("validation", |r| r.validation_loss),
         ],
         &spec,
-        &path,
+        path,
     )?;
+    Ok(())
+}
+
+/// `training.png`: training and validation loss against epoch, log y.
+fn plot_curve(state: &TrainingState, out: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if state.history.is_empty() {
+        return Ok(None);
+    }
+    let path = out.join("training.png");
+    draw_curve(&state.history, "emulator training", true, &path)?;
     Ok(Some(path))
 }
 
