@@ -7,7 +7,7 @@
 //! which errors and through which operator, is an [`ObsBatch`]: the network
 //! may change from one batch to the next.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use nalgebra::{DMatrix, DVector};
@@ -299,6 +299,9 @@ pub struct ObsBatch {
     /// How many of the (present) observations each observation set holds,
     /// in order: the values are the sets' one after the other.
     pub sets: Vec<usize>,
+    /// The last ensemble a nonlinear operator was applied to and its image
+    /// (see [`ObsBatch::apply_to_ensemble`]); shared by the batch's clones.
+    memo: Arc<Mutex<Option<(DMatrix<f64>, DMatrix<f64>)>>>,
 }
 
 impl std::fmt::Debug for ObsBatch {
@@ -367,6 +370,7 @@ impl ObsBatch {
                 network_id,
                 missing: 0,
                 sets: sets.to_vec(),
+                memo: Arc::default(),
             };
         }
         let mut kept_sets = Vec::with_capacity(sets.len());
@@ -394,7 +398,36 @@ impl ObsBatch {
             network_id: hasher,
             missing,
             sets: kept_sets,
+            memo: Arc::default(),
         }
+    }
+
+    /// `H` applied to an `n x members` ensemble, as [`apply_to_ensemble`].
+    /// A nonlinear operator's image of the last ensemble is kept: the run's
+    /// O-B diagnostic and the filter's analysis both apply `H` to the same
+    /// forecast ensemble, and an expensive operator (a network, the
+    /// orographic precipitation chain) then runs once, not twice. The
+    /// ensemble is compared value for value, so a different one is
+    /// always recomputed.
+    pub fn apply_to_ensemble(
+        &self,
+        ensemble: &DMatrix<f64>,
+        device: &burn::tensor::Device,
+    ) -> DMatrix<f64> {
+        if self.operator.linear().is_some() {
+            return apply_to_ensemble(self.operator.as_ref(), ensemble, self.time, device);
+        }
+        if let Ok(memo) = self.memo.lock()
+            && let Some((e, hx)) = memo.as_ref()
+            && e == ensemble
+        {
+            return hx.clone();
+        }
+        let hx = apply_to_ensemble(self.operator.as_ref(), ensemble, self.time, device);
+        if let Ok(mut memo) = self.memo.lock() {
+            *memo = Some((ensemble.clone(), hx.clone()));
+        }
+        hx
     }
 
     /// Number of (present) observations.
@@ -495,6 +528,60 @@ mod tests {
 
     fn locs(n: usize) -> Vec<Location> {
         Geometry::chain(n, true, "x").locations().collect()
+    }
+
+    /// Squares every variable and counts its calls.
+    struct Counted {
+        locations: Vec<Location>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ObsOperator for Counted {
+        fn apply(&self, state: Tensor<2>, _time: f64) -> Tensor<2> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            state.clone() * state
+        }
+        fn size(&self) -> usize {
+            self.locations.len()
+        }
+        fn locations(&self) -> &[Location] {
+            &self.locations
+        }
+        fn name(&self) -> &str {
+            "counted"
+        }
+    }
+
+    /// A batch applies a nonlinear operator once to an ensemble it has just
+    /// seen (its clones share the memo), gives the same values as a fresh
+    /// application, and recomputes for a different ensemble.
+    #[test]
+    fn a_batch_applies_a_nonlinear_operator_once_per_ensemble() {
+        let op = Arc::new(Counted {
+            locations: locs(3),
+            calls: 0.into(),
+        });
+        let batch = ObsBatch::new(
+            0,
+            0.0,
+            DVector::from_element(3, 1.0),
+            ObsError::uniform(1.0, 3),
+            op.clone(),
+            0,
+        );
+        let device = crate::device::cpu_f64();
+        let e = DMatrix::from_fn(3, 4, |i, j| i as f64 - 0.5 * j as f64);
+        let a = batch.apply_to_ensemble(&e, &device);
+        let b = batch.clone().apply_to_ensemble(&e, &device);
+        assert_eq!(a, b);
+        assert_eq!(a, apply_to_ensemble(op.as_ref(), &e, 0.0, &device));
+        assert_eq!(a[(2, 3)], (2.0f64 - 1.5).powi(2));
+        assert_eq!(op.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let mut f = e.clone();
+        f[(1, 1)] += 1e-12;
+        let c = batch.apply_to_ensemble(&f, &device);
+        assert_eq!(op.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(c, apply_to_ensemble(op.as_ref(), &f, 0.0, &device));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::linalg::{
 };
 use super::localisation::{LocalIndex, LocalObservations, Taper};
 use super::{Context, DaError, EnsembleConfig, Estimate, Filter, Gaussian};
-use crate::core::{ObsBatch, apply_to_ensemble};
+use crate::core::ObsBatch;
 use crate::rng::{Rng, standard_normal};
 
 /// Which analysis update.
@@ -104,12 +104,7 @@ impl Filter for EnsembleFilter {
         if obs.is_empty() {
             return Ok(());
         }
-        let hx = apply_to_ensemble(
-            obs.operator.as_ref(),
-            &self.ensemble,
-            obs.time,
-            context.device(),
-        );
+        let hx = obs.apply_to_ensemble(&self.ensemble, context.device());
         let n1 = (self.config.ensemble_size - 1) as f64;
         let (mu, a) = mean_and_anomalies(&self.ensemble);
         let (hmu, hy) = mean_and_anomalies(&hx);

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::config::{ConfigError, Expected, ExperimentConfig, MethodEntry};
 use super::output;
 use super::twin::{Built, Chronology, ObsSource, TruthRun, Verification, climate};
-use crate::core::{Forecaster, ObsBatch, apply_to_ensemble, apply_to_state};
+use crate::core::{Forecaster, ObsBatch, apply_to_state};
 use crate::da::var::MinimisationSummary;
 use crate::da::{ClimateStats, Context, DaError, Estimate, Filter, Gaussian};
 use crate::device::DeviceChoice;
@@ -1598,7 +1598,7 @@ fn innovation(
     let op = obs.operator.as_ref();
     match estimate {
         Estimate::Ensemble(e) => {
-            let he = apply_to_ensemble(op, e, obs.time, device);
+            let he = obs.apply_to_ensemble(e, device);
             let mean = metrics::ensemble_mean(&he);
             let hbh = if variance {
                 metrics::ensemble_variance(&he).mean()

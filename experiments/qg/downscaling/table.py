@@ -67,7 +67,14 @@ def main():
             runs.setdefault(config, {})[int(seed)] = json.loads((d / "summary.json").read_text())
     if not runs:
         sys.exit(f"no runs under {out}")
-    methods = [m["label"] for m in next(iter(next(iter(runs.values())).values()))["methods"]]
+    # Every method any run holds, in first-seen order (none.toml runs one
+    # more radius than the others).
+    methods = []
+    for config in CONFIGS:
+        for summary in runs.get(config, {}).values():
+            for m in summary["methods"]:
+                if m["label"] not in methods:
+                    methods.append(m["label"])
     lines = [
         "The downscaling twin (experiments/qg/downscaling/): coarse 65 x 65 QG state, "
         "fine 257 x 257 terrain world; analysis RMSE after the burn-in, mean over "
@@ -82,6 +89,8 @@ def main():
             continue
         seeds = sorted(runs[config])
         for method in methods:
+            if not any(m["label"] == method for s in seeds for m in runs[config][s]["methods"]):
+                continue
             rows = [scores(runs[config][s], method) for s in seeds]
             done = [r for r in rows if r is not None]
             failed = len(rows) - len(done)
@@ -106,7 +115,9 @@ def main():
             continue
         seeds = sorted(set(runs[config]) & set(runs["none"]))
         for method in methods:
-            if method == "climatology":
+            if method == "climatology" or not any(
+                (config, method, s) in paired and ("none", method, s) in paired for s in seeds
+            ):
                 continue
             cells = []
             for i in range(3):
@@ -117,6 +128,16 @@ def main():
                 ]
                 cells.append(fmt(interval(d)) if d else "—")
             lines.append(f"| {WHAT[config]} | {method} | {' | '.join(cells)} |")
+    failures = [
+        f"- {WHAT[config]}, {m['label']}, seed {seed}: {m['status']}"
+        + (f" ({m['reason']})" if m.get("reason") else "")
+        for config in CONFIGS
+        for seed, summary in sorted(runs.get(config, {}).items())
+        for m in summary["methods"]
+        if m.get("status") not in ("ok", "worse_than_climatology", "inconsistent_innovations")
+    ]
+    if failures:
+        lines += ["", "Runs that did not finish:", ""] + failures
     text = "\n".join(lines) + "\n"
     if len(sys.argv) > 2:
         Path(sys.argv[2]).write_text(text)
