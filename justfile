@@ -171,7 +171,7 @@ downscaling-twin:
     set -euo pipefail
     cargo build
     for seed in 3000 3001 3002; do
-        for config in exact learned naive none; do
+        for config in exact exact_temperature exact_precipitation learned learned_temperature naive none; do
             "$CARGO_TARGET_DIR/debug/rime" run experiments/qg/downscaling/$config.toml --seed $seed --out out/downscaling/${config}_$seed --overwrite
         done
     done

@@ -224,8 +224,18 @@ fn var_keys(var4d: bool) -> Vec<KeyDoc> {
         ),
         key(
             "background_covariance",
-            "\"climatology\", \"identity\" or \"initial\"",
-            "the covariance it scales (climatology: from the truth run, n × n; initial: [initial] std per field with its length_scale, a sparse operator controlling only the variables with a non-zero std, for gridded models and estimated parameters)",
+            "\"climatology\", \"identity\", \"initial\" or \"gaussian\"",
+            "the covariance it scales (climatology: from the truth run, n × n; initial: [initial] std per field with its length_scale, a sparse operator controlling only the variables with a non-zero std, for gridded models and estimated parameters; gaussian: background_std with Gaussian correlations of background_length_scale, sparse, for gridded models whose ensemble comes from a sample)",
+        ),
+        key(
+            "background_std",
+            "number > 0",
+            "background_covariance = \"gaussian\": the standard deviation of every variable",
+        ),
+        key(
+            "background_length_scale",
+            "number > 0",
+            "background_covariance = \"gaussian\": the Gaussian correlation length, in the model's coordinates",
         ),
         key(
             "model_error_std",
