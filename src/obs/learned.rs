@@ -328,6 +328,7 @@ mod tests {
     use crate::learned::downscaling::tests::{small_config, synthetic};
     use crate::learned::downscaling::{Loss, train_on};
     use crate::obs::spec::OperatorSpec;
+    use burn::tensor::Device;
     use std::path::Path;
 
     fn geometry(name: &str, n: usize) -> Geometry {
@@ -337,6 +338,32 @@ mod tests {
             [None, None],
             CoordinateUnits::Model,
         )
+    }
+
+    /// A build context for the set observing field 0 of `g`.
+    fn context<'a>(g: &'a Geometry, device: &'a Device, base: &'a Path) -> BuildContext<'a> {
+        BuildContext {
+            geometry: g,
+            device,
+            seed: 0,
+            stream_prefix: String::new(),
+            base,
+            fields: vec![0],
+            named_fields: true,
+        }
+    }
+
+    /// Trains the small synthetic emulator (MSE, two epochs) into `dir`.
+    fn train_small(data: &crate::learned::downscaling::DownscalingData, dir: &Path) {
+        train_on(
+            &small_config(Loss::Mse, 2),
+            data,
+            "synthetic",
+            Path::new("t.toml"),
+            dir,
+            false,
+        )
+        .unwrap();
     }
 
     /// 4D-Var through the network: a window of the QG model (9 x 9) whose
@@ -368,15 +395,7 @@ mod tests {
         {
             *v /= 8.0;
         }
-        train_on(
-            &small_config(Loss::Mse, 2),
-            &data,
-            "synthetic",
-            Path::new("t.toml"),
-            &dir,
-            false,
-        )
-        .unwrap();
+        train_small(&data, &dir);
         let model = QgConfig {
             size: 9,
             ..QgConfig::default()
@@ -389,17 +408,7 @@ mod tests {
             network_error: true,
         };
         let ad = cpu_f64_autodiff();
-        let builder = spec
-            .init(&BuildContext {
-                geometry: g,
-                device: &ad,
-                seed: 0,
-                stream_prefix: String::new(),
-                base: &dir,
-                fields: vec![0],
-                named_fields: true,
-            })
-            .unwrap();
+        let builder = spec.init(&context(g, &ad, &dir)).unwrap();
         let points = [[0.31, 0.52], [0.7, 0.2], [0.45, 0.83], [0.12, 0.4]];
         let (op, _) = builder.at_points(&points, "stations").unwrap();
         // A smooth stream function of the training data's amplitude, zero
@@ -478,26 +487,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rime-learned-op-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let data = synthetic(40);
-        train_on(
-            &small_config(Loss::Mse, 2),
-            &data,
-            "synthetic",
-            Path::new("t.toml"),
-            &dir,
-            false,
-        )
-        .unwrap();
+        train_small(&data, &dir);
         let device = cpu_f64();
         let g = geometry("psi", 9);
-        let ctx = |g: &'static Geometry| BuildContext {
-            geometry: g,
-            device: &device,
-            seed: 0,
-            stream_prefix: String::new(),
-            base: &dir,
-            fields: vec![0],
-            named_fields: true,
-        };
+        let ctx = |g: &'static Geometry| context(g, &device, &dir);
         let g: &'static Geometry = Box::leak(Box::new(g));
         let spec = LearnedSpec {
             checkpoint: "downscaling.ckpt".into(),
@@ -532,17 +525,7 @@ mod tests {
         assert!((e[1] - f64::from(ds.header.error_std[0])).abs() < 1e-6);
         // Gradient through the operator against differences.
         let ad = cpu_f64_autodiff();
-        let builder_ad = spec
-            .init(&BuildContext {
-                geometry: g,
-                device: &ad,
-                seed: 0,
-                stream_prefix: String::new(),
-                base: &dir,
-                fields: vec![0],
-                named_fields: true,
-            })
-            .unwrap();
+        let builder_ad = spec.init(&context(g, &ad, &dir)).unwrap();
         let (op_ad, _) = builder_ad.at_points(&points, "stations").unwrap();
         let x0 = &x[..81];
         let w = [0.7, -1.1, 0.4];
